@@ -1,0 +1,6 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! vmx-caps (under construction).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
