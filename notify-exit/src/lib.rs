@@ -1,6 +1,30 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! notify-exit (under construction).
-
-#![forbid(unsafe_code)]
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(feature = "kvm"), forbid(unsafe_code))]
 #![deny(missing_docs)]
+
+pub mod cap;
+pub mod config;
+pub mod exit;
+pub mod handler;
+pub mod policy;
+pub mod ratelimit;
+pub mod stats;
+
+#[cfg(feature = "kvm")]
+pub mod kvm;
+
+pub use cap::{
+    CapArgError, NotifyCapArg, NotifyCaps, NotifyVmexitFlags, KVM_CAP_X86_NOTIFY_VMEXIT,
+    KVM_CAP_X86_TRIPLE_FAULT_EVENT,
+};
+pub use config::{ConfigError, NotifyConfig, NotifyVmexitMode};
+pub use exit::{
+    decode, DecodeError, KvmRunNotify, NotifyExit, NotifyFlags, KVM_EXIT_NOTIFY,
+    KVM_NOTIFY_CONTEXT_INVALID,
+};
+pub use handler::{HandlerOptions, NotifyDecision, NotifyHandler};
+pub use policy::{decide, NotifyAction, NotifyPolicy, StopReason};
+pub use ratelimit::{LogPermit, LogRateLimiter};
+pub use stats::{NotifyStats, StormConfig, StormDetector, StormEvent};

@@ -1,0 +1,353 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! `KVM_CAP_X86_NOTIFY_VMEXIT` (219) and `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (218): capability
+//! numbers and the `KVM_ENABLE_CAP` argument.
+//!
+//! `args[0]` of `KVM_ENABLE_CAP(KVM_CAP_X86_NOTIFY_VMEXIT)` holds the notify window in bits
+//! 63:32 and flags in bits 31:0: `KVM_X86_NOTIFY_VMEXIT_ENABLED` (bit 0) and
+//! `KVM_X86_NOTIFY_VMEXIT_USER` (bit 1). Like QEMU ≥ 7.2, every mode other than `disable`
+//! asks for `ENABLED | USER`, so valid-context exits reach userspace too and can be
+//! counted; `run` and `internal-error` differ only in what userspace does with an exit, so
+//! they encode to the same argument.
+//!
+//! The cap is per VM and must be enabled **before any vCPU is created**: KVM computes the
+//! secondary execution control and writes the VMCS `NOTIFY_WINDOW` field when it creates
+//! each vCPU (`init_vmcs()`), and `KVM_ENABLE_CAP` returns `-EINVAL` once
+//! `kvm->created_vcpus` is non-zero. KVM also returns `-EINVAL` for unknown flag bits, for a
+//! host without the feature (every AMD host: only VMX sets `has_notify_vmexit`) and when
+//! `ENABLED` is clear — the cap cannot be used to disable the exit; not calling it is how
+//! `disable` is expressed. [`NotifyCapArg::decode`] applies the same checks to an argument
+//! found in a trace or a saved configuration.
+
+#![deny(unsafe_code)]
+
+use std::fmt;
+
+use crate::config::NotifyConfig;
+
+/// `KVM_CAP_X86_TRIPLE_FAULT_EVENT`: `KVM_{GET,SET}_VCPU_EVENTS` carry a pending triple
+/// fault (`KVM_VCPUEVENT_VALID_TRIPLE_FAULT`). Needed to synthesize a triple fault.
+pub const KVM_CAP_X86_TRIPLE_FAULT_EVENT: u32 = 218;
+/// `KVM_CAP_X86_NOTIFY_VMEXIT`: Intel Notify VM exit (VMX secondary control bit 31).
+pub const KVM_CAP_X86_NOTIFY_VMEXIT: u32 = 219;
+/// `args[0]` that enables `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (KVM stores it as a boolean).
+pub const TRIPLE_FAULT_EVENT_ENABLE_ARG: u64 = 1;
+
+/// `KVM_X86_NOTIFY_VMEXIT_ENABLED`: turn the Notify VM exit on for every vCPU.
+pub const KVM_X86_NOTIFY_VMEXIT_ENABLED: u32 = 1 << 0;
+/// `KVM_X86_NOTIFY_VMEXIT_USER`: also exit to userspace for valid-context exits (KVM
+/// always exits to userspace for invalid-context ones).
+pub const KVM_X86_NOTIFY_VMEXIT_USER: u32 = 1 << 1;
+
+/// Flags in bits 31:0 of the `KVM_CAP_X86_NOTIFY_VMEXIT` argument. Unknown bits are kept
+/// (see [`NotifyVmexitFlags::unknown_bits`]) so a value can be carried unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NotifyVmexitFlags(u32);
+
+impl NotifyVmexitFlags {
+    /// `KVM_X86_NOTIFY_VMEXIT_ENABLED`.
+    pub const ENABLED: Self = Self(KVM_X86_NOTIFY_VMEXIT_ENABLED);
+    /// `KVM_X86_NOTIFY_VMEXIT_USER`.
+    pub const USER: Self = Self(KVM_X86_NOTIFY_VMEXIT_USER);
+    /// Every flag this crate (and KVM as of Linux 6.16) knows.
+    pub const KNOWN: Self = Self(KVM_X86_NOTIFY_VMEXIT_ENABLED | KVM_X86_NOTIFY_VMEXIT_USER);
+
+    /// No flags.
+    pub const fn empty() -> Self {
+        Self(0)
+    }
+    /// The flags, or `None` if any bit is unknown.
+    pub const fn from_bits(bits: u32) -> Option<Self> {
+        if bits & !Self::KNOWN.0 == 0 {
+            Some(Self(bits))
+        } else {
+            None
+        }
+    }
+    /// The flags with every bit kept, known or not.
+    pub const fn from_bits_retain(bits: u32) -> Self {
+        Self(bits)
+    }
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    /// Bits KVM does not define (non-zero means KVM would refuse the argument).
+    pub const fn unknown_bits(self) -> u32 {
+        self.0 & !Self::KNOWN.0
+    }
+    /// Whether every bit of `other` is set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Both sets of bits.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+impl std::ops::BitOr for NotifyVmexitFlags {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        self.union(rhs)
+    }
+}
+
+/// The `args[0]` of `KVM_ENABLE_CAP(KVM_CAP_X86_NOTIFY_VMEXIT)`: window and flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NotifyCapArg {
+    window: u32,
+    flags: NotifyVmexitFlags,
+}
+
+impl NotifyCapArg {
+    /// An argument with any window and flags (unknown bits are kept; KVM would refuse them).
+    pub const fn new(window: u32, flags: NotifyVmexitFlags) -> Self {
+        NotifyCapArg { window, flags }
+    }
+
+    /// The argument QEMU ≥ 7.2 passes for this configuration: `(window << 32) | ENABLED |
+    /// USER` for `run` and `internal-error`; `None` for `disable`, because the cap cannot
+    /// be used to disable the exit — the VMM simply does not call `KVM_ENABLE_CAP`.
+    pub const fn for_config(config: &NotifyConfig) -> Option<Self> {
+        if config.mode.is_enabled() {
+            Some(NotifyCapArg {
+                window: config.window,
+                flags: NotifyVmexitFlags::ENABLED.union(NotifyVmexitFlags::USER),
+            })
+        } else {
+            None
+        }
+    }
+
+    /// The notify window (crystal clock cycles), bits 63:32.
+    pub const fn window(self) -> u32 {
+        self.window
+    }
+    /// The flags, bits 31:0.
+    pub const fn flags(self) -> NotifyVmexitFlags {
+        self.flags
+    }
+
+    /// The 64-bit value for `kvm_enable_cap.args[0]`.
+    pub const fn raw(self) -> u64 {
+        ((self.window as u64) << 32) | self.flags.bits() as u64
+    }
+
+    /// Decodes `args[0]`, refusing what `kvm_vm_ioctl_enable_cap` refuses on the argument
+    /// itself: unknown flag bits and a missing `ENABLED`.
+    pub const fn decode(raw: u64) -> Result<Self, CapArgError> {
+        let window = (raw >> 32) as u32;
+        let bits = raw as u32;
+        let flags = NotifyVmexitFlags::from_bits_retain(bits);
+        if flags.unknown_bits() != 0 {
+            return Err(CapArgError::UnknownFlags {
+                raw,
+                unknown: flags.unknown_bits(),
+            });
+        }
+        if !flags.contains(NotifyVmexitFlags::ENABLED) {
+            return Err(CapArgError::NotEnabled { raw });
+        }
+        Ok(NotifyCapArg { window, flags })
+    }
+}
+
+impl fmt::Display for NotifyCapArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:#018x} (window {}, flags {:#x})",
+            self.raw(),
+            self.window,
+            self.flags.bits()
+        )
+    }
+}
+
+/// Why a `KVM_CAP_X86_NOTIFY_VMEXIT` argument is not one KVM accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CapArgError {
+    /// Bits 31:0 contain flags other than `ENABLED` and `USER`.
+    #[error("KVM_CAP_X86_NOTIFY_VMEXIT argument {raw:#018x} has unknown flag bits {unknown:#x}")]
+    UnknownFlags {
+        /// The whole argument.
+        raw: u64,
+        /// The unknown bits of the flags.
+        unknown: u32,
+    },
+    /// `KVM_X86_NOTIFY_VMEXIT_ENABLED` is clear; KVM cannot disable the exit through the cap.
+    #[error("KVM_CAP_X86_NOTIFY_VMEXIT argument {raw:#018x} lacks KVM_X86_NOTIFY_VMEXIT_ENABLED")]
+    NotEnabled {
+        /// The whole argument.
+        raw: u64,
+    },
+}
+
+/// What `KVM_CHECK_EXTENSION` said about the two capabilities on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NotifyCaps {
+    /// `KVM_CAP_X86_NOTIFY_VMEXIT` (219) is non-zero: the host CPU and KVM support the
+    /// Notify VM exit (never on AMD).
+    pub notify_vmexit: bool,
+    /// `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (218) is non-zero (Linux ≥ 6.0).
+    pub triple_fault_event: bool,
+}
+
+impl NotifyCaps {
+    /// Interprets raw `KVM_CHECK_EXTENSION` results (negative or zero means absent).
+    pub const fn from_check_extension(notify_vmexit: i32, triple_fault_event: i32) -> Self {
+        NotifyCaps {
+            notify_vmexit: notify_vmexit > 0,
+            triple_fault_event: triple_fault_event > 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NotifyVmexitMode;
+
+    const WINDOWS: [u32; 4] = [0, 1, 128, u32::MAX];
+
+    #[test]
+    fn constants_match_kvm_bindings() {
+        assert_eq!(
+            KVM_CAP_X86_NOTIFY_VMEXIT,
+            kvm_bindings::KVM_CAP_X86_NOTIFY_VMEXIT
+        );
+        assert_eq!(
+            KVM_CAP_X86_TRIPLE_FAULT_EVENT,
+            kvm_bindings::KVM_CAP_X86_TRIPLE_FAULT_EVENT
+        );
+        assert_eq!(
+            u64::from(KVM_X86_NOTIFY_VMEXIT_ENABLED),
+            u64::from(kvm_bindings::KVM_X86_NOTIFY_VMEXIT_ENABLED)
+        );
+        assert_eq!(
+            u64::from(KVM_X86_NOTIFY_VMEXIT_USER),
+            u64::from(kvm_bindings::KVM_X86_NOTIFY_VMEXIT_USER)
+        );
+    }
+
+    #[test]
+    fn encodes_exactly_what_qemu_requests() {
+        let arg = NotifyCapArg::for_config(&NotifyConfig::new(NotifyVmexitMode::Run, 128));
+        assert_eq!(arg.map(NotifyCapArg::raw), Some((128u64 << 32) | 0b11));
+        let arg = NotifyCapArg::for_config(&NotifyConfig::new(NotifyVmexitMode::Run, u32::MAX));
+        assert_eq!(arg.map(NotifyCapArg::raw), Some(0xffff_ffff_0000_0003));
+        assert_eq!(
+            NotifyCapArg::for_config(&NotifyConfig::new(NotifyVmexitMode::Disable, 5)),
+            None
+        );
+    }
+
+    #[test]
+    fn round_trips_every_mode_and_window_edge() {
+        for mode in NotifyVmexitMode::ALL {
+            for window in WINDOWS {
+                let config = NotifyConfig::new(mode, window);
+                match NotifyCapArg::for_config(&config) {
+                    None => assert_eq!(mode, NotifyVmexitMode::Disable),
+                    Some(arg) => {
+                        assert!(mode.is_enabled());
+                        assert_eq!(arg.raw() >> 32, u64::from(window));
+                        assert_eq!(arg.raw() & 0xffff_ffff, 3);
+                        let back = NotifyCapArg::decode(arg.raw()).unwrap();
+                        assert_eq!(back, arg);
+                        assert_eq!(back.window(), window);
+                        assert_eq!(
+                            back.flags(),
+                            NotifyVmexitFlags::ENABLED | NotifyVmexitFlags::USER
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn enabled_without_user_is_accepted() {
+        for window in WINDOWS {
+            let arg = NotifyCapArg::new(window, NotifyVmexitFlags::ENABLED);
+            assert_eq!(NotifyCapArg::decode(arg.raw()), Ok(arg));
+        }
+    }
+
+    #[test]
+    fn decode_rejects_unknown_flag_bits_and_missing_enabled() {
+        assert_eq!(
+            NotifyCapArg::decode((5u64 << 32) | 0b111),
+            Err(CapArgError::UnknownFlags {
+                raw: (5u64 << 32) | 0b111,
+                unknown: 0b100
+            })
+        );
+        assert_eq!(
+            NotifyCapArg::decode(0x8000_0001),
+            Err(CapArgError::UnknownFlags {
+                raw: 0x8000_0001,
+                unknown: 0x8000_0000
+            })
+        );
+        assert_eq!(
+            NotifyCapArg::decode(1u64 << 32),
+            Err(CapArgError::NotEnabled { raw: 1u64 << 32 })
+        );
+        assert_eq!(
+            NotifyCapArg::decode(KVM_X86_NOTIFY_VMEXIT_USER.into()),
+            Err(CapArgError::NotEnabled { raw: 2 })
+        );
+    }
+
+    #[test]
+    fn flags_keep_unknown_bits() {
+        let f = NotifyVmexitFlags::from_bits_retain(0xf0 | 1);
+        assert_eq!(f.bits(), 0xf1);
+        assert_eq!(f.unknown_bits(), 0xf0);
+        assert!(f.contains(NotifyVmexitFlags::ENABLED));
+        assert_eq!(NotifyVmexitFlags::from_bits(0xf1), None);
+        assert_eq!(
+            NotifyVmexitFlags::from_bits(3),
+            Some(NotifyVmexitFlags::KNOWN)
+        );
+        // An argument built with unknown bits keeps them in raw().
+        assert_eq!(NotifyCapArg::new(0, f).raw(), 0xf1);
+    }
+
+    #[test]
+    fn decode_agrees_with_the_kernel_rules_for_any_value() {
+        arbtest::arbtest(|u| {
+            let raw: u64 = u.arbitrary()?;
+            let flags = raw as u32;
+            let kernel_accepts_arg = flags & !3 == 0 && flags & 1 == 1;
+            match NotifyCapArg::decode(raw) {
+                Ok(arg) => {
+                    assert!(kernel_accepts_arg);
+                    assert_eq!(arg.raw(), raw);
+                }
+                Err(_) => assert!(!kernel_accepts_arg),
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn caps_from_check_extension() {
+        assert_eq!(
+            NotifyCaps::from_check_extension(0, 1),
+            NotifyCaps {
+                notify_vmexit: false,
+                triple_fault_event: true
+            }
+        );
+        assert_eq!(
+            NotifyCaps::from_check_extension(-1, 0),
+            NotifyCaps::default()
+        );
+    }
+}

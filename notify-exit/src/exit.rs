@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Decoding `KVM_EXIT_NOTIFY` (exit reason 37) from `struct kvm_run` bytes.
+//!
+//! When a vCPU runs for the notify window without an event window, the CPU takes a Notify
+//! VM exit (basic exit reason 75). KVM's `handle_notify()` bumps the per-vCPU
+//! `notify_window_exits` stat and exits to userspace with `exit_reason = KVM_EXIT_NOTIFY`
+//! if the VM enabled `KVM_X86_NOTIFY_VMEXIT_USER` or the VM context is invalid (exit
+//! qualification bit 0); otherwise it resumes the guest itself.
+//!
+//! The payload is `kvm_run.notify`, `struct { __u32 flags; }` at the start of the exit
+//! union (offset 32 of `struct kvm_run`). `KVM_NOTIFY_CONTEXT_INVALID` (bit 0) means the
+//! VMCS no longer holds a valid guest context: resuming gives undefined results.
+//!
+//! kvm-ioctls 0.25 has no variant for this exit: `VcpuFd::run()` returns
+//! `VcpuExit::Unsupported(37)`. [`decode`] takes the exit reason and the union bytes, so
+//! the same code serves a live `kvm_run` (see `kvm::exit_from_kvm_run` with the `kvm`
+//! feature) and a replayed trace.
+
+#![deny(unsafe_code)]
+
+use std::fmt;
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// `KVM_EXIT_NOTIFY`: `kvm_run.exit_reason` of a Notify VM exit.
+pub const KVM_EXIT_NOTIFY: u32 = 37;
+/// `KVM_EXIT_SHUTDOWN`: the exit a synthesized (or real) triple fault produces.
+pub const KVM_EXIT_SHUTDOWN: u32 = 8;
+/// `KVM_EXIT_INTERNAL_ERROR`: what QEMU reports for a notify exit it refuses to resume.
+pub const KVM_EXIT_INTERNAL_ERROR: u32 = 17;
+/// `KVM_NOTIFY_CONTEXT_INVALID`: bit 0 of `kvm_run.notify.flags`.
+pub const KVM_NOTIFY_CONTEXT_INVALID: u32 = 1 << 0;
+/// VMX basic exit reason of the Notify VM exit (`EXIT_REASON_NOTIFY`), for traces taken
+/// below KVM.
+pub const EXIT_REASON_NOTIFY: u32 = 75;
+
+/// Byte offset of `exit_reason` (`__u32`) in `struct kvm_run`.
+pub const KVM_RUN_EXIT_REASON_OFFSET: usize = 8;
+/// Byte offset of the exit union in `struct kvm_run`.
+pub const KVM_RUN_EXIT_UNION_OFFSET: usize = 32;
+/// Size of the exit union in `struct kvm_run` (its `padding[256]` member).
+pub const KVM_RUN_EXIT_UNION_SIZE: usize = 256;
+
+/// `kvm_run.notify`: the exit-union member of `KVM_EXIT_NOTIFY`, as C lays it out.
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct KvmRunNotify {
+    /// `KVM_NOTIFY_*` flags.
+    pub flags: u32,
+}
+
+/// `kvm_run.notify.flags`. Unknown bits are kept and reported, never dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NotifyFlags(u32);
+
+impl NotifyFlags {
+    /// `KVM_NOTIFY_CONTEXT_INVALID`.
+    pub const CONTEXT_INVALID: Self = Self(KVM_NOTIFY_CONTEXT_INVALID);
+    /// Every flag defined as of Linux 6.16.
+    pub const KNOWN: Self = Self(KVM_NOTIFY_CONTEXT_INVALID);
+
+    /// No flags: a valid-context exit.
+    pub const fn empty() -> Self {
+        Self(0)
+    }
+    /// The flags with every bit kept, known or not.
+    pub const fn from_bits_retain(bits: u32) -> Self {
+        Self(bits)
+    }
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    /// Bits this crate does not know (a newer kernel's flags).
+    pub const fn unknown_bits(self) -> u32 {
+        self.0 & !Self::KNOWN.0
+    }
+    /// Whether `KVM_NOTIFY_CONTEXT_INVALID` is set.
+    pub const fn context_invalid(self) -> bool {
+        self.0 & KVM_NOTIFY_CONTEXT_INVALID != 0
+    }
+}
+
+impl fmt::Display for NotifyFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        if self.context_invalid() {
+            f.write_str("KVM_NOTIFY_CONTEXT_INVALID")?;
+            sep = "|";
+        }
+        if self.unknown_bits() != 0 {
+            write!(f, "{sep}{:#x}", self.unknown_bits())?;
+        } else if sep.is_empty() {
+            f.write_str("0")?;
+        }
+        Ok(())
+    }
+}
+
+/// A decoded `KVM_EXIT_NOTIFY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NotifyExit {
+    /// `kvm_run.notify.flags`.
+    pub flags: NotifyFlags,
+}
+
+impl NotifyExit {
+    /// A notify exit with these flags (for replay and tests).
+    pub const fn new(flags: NotifyFlags) -> Self {
+        NotifyExit { flags }
+    }
+    /// Whether KVM reported the VM context as invalid (the guest must not be resumed).
+    pub const fn context_invalid(self) -> bool {
+        self.flags.context_invalid()
+    }
+    /// The exit-union member as C lays it out.
+    pub const fn to_union_member(self) -> KvmRunNotify {
+        KvmRunNotify {
+            flags: self.flags.bits(),
+        }
+    }
+    /// The exit-union bytes KVM would write for this exit (the rest of the 256-byte union
+    /// is zero), e.g. to replay it or to fake one in a test.
+    pub fn to_union_bytes(self) -> [u8; KVM_RUN_EXIT_UNION_SIZE] {
+        let mut union = [0u8; KVM_RUN_EXIT_UNION_SIZE];
+        // The union is larger than the member, so the prefix write cannot fail.
+        let _ = self.to_union_member().write_to_prefix(&mut union);
+        union
+    }
+}
+
+impl From<KvmRunNotify> for NotifyExit {
+    fn from(member: KvmRunNotify) -> Self {
+        NotifyExit::new(NotifyFlags::from_bits_retain(member.flags))
+    }
+}
+
+/// Decodes a `KVM_EXIT_NOTIFY` from the exit reason and the exit-union bytes (starting at
+/// offset [`KVM_RUN_EXIT_UNION_OFFSET`] of `kvm_run`; at least 4 bytes, extra bytes are
+/// ignored).
+pub fn decode(exit_reason: u32, union_bytes: &[u8]) -> Result<NotifyExit, DecodeError> {
+    if exit_reason != KVM_EXIT_NOTIFY {
+        return Err(DecodeError::NotNotifyExit { exit_reason });
+    }
+    let (member, _) =
+        KvmRunNotify::read_from_prefix(union_bytes).map_err(|_| DecodeError::Truncated {
+            needed: size_of::<KvmRunNotify>(),
+            got: union_bytes.len(),
+        })?;
+    Ok(member.into())
+}
+
+/// Decodes a `KVM_EXIT_NOTIFY` from the bytes of a whole `struct kvm_run` (or at least its
+/// first 36 bytes): `exit_reason` at offset 8, the union at offset 32.
+pub fn decode_kvm_run_bytes(kvm_run: &[u8]) -> Result<NotifyExit, DecodeError> {
+    let needed = KVM_RUN_EXIT_UNION_OFFSET + size_of::<KvmRunNotify>();
+    let truncated = DecodeError::Truncated {
+        needed,
+        got: kvm_run.len(),
+    };
+    let reason_bytes = kvm_run.get(KVM_RUN_EXIT_REASON_OFFSET..).ok_or(truncated)?;
+    let (exit_reason, _) = u32::read_from_prefix(reason_bytes).map_err(|_| truncated)?;
+    if exit_reason != KVM_EXIT_NOTIFY {
+        return Err(DecodeError::NotNotifyExit { exit_reason });
+    }
+    let union = kvm_run.get(KVM_RUN_EXIT_UNION_OFFSET..).ok_or(truncated)?;
+    decode(exit_reason, union).map_err(|_| truncated)
+}
+
+/// Why bytes did not decode as a notify exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The exit reason is not `KVM_EXIT_NOTIFY` (37).
+    #[error("exit reason {exit_reason} is not KVM_EXIT_NOTIFY ({KVM_EXIT_NOTIFY})")]
+    NotNotifyExit {
+        /// The exit reason found.
+        exit_reason: u32,
+    },
+    /// Too few bytes for the field(s) to read.
+    #[error("KVM_EXIT_NOTIFY payload truncated: need {needed} bytes, got {got}")]
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes given.
+        got: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    #[test]
+    fn layout_matches_kvm_bindings() {
+        use kvm_bindings::{kvm_run, kvm_run__bindgen_ty_1, kvm_run__bindgen_ty_1__bindgen_ty_26};
+        assert_eq!(
+            size_of::<KvmRunNotify>(),
+            size_of::<kvm_run__bindgen_ty_1__bindgen_ty_26>()
+        );
+        assert_eq!(offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_26, flags), 0);
+        assert_eq!(offset_of!(KvmRunNotify, flags), 0);
+        assert_eq!(
+            offset_of!(kvm_run, __bindgen_anon_1),
+            KVM_RUN_EXIT_UNION_OFFSET
+        );
+        assert_eq!(offset_of!(kvm_run, exit_reason), KVM_RUN_EXIT_REASON_OFFSET);
+        assert_eq!(size_of::<kvm_run__bindgen_ty_1>(), KVM_RUN_EXIT_UNION_SIZE);
+    }
+
+    #[test]
+    fn constants_match_kvm_bindings() {
+        assert_eq!(KVM_EXIT_NOTIFY, kvm_bindings::KVM_EXIT_NOTIFY);
+        assert_eq!(KVM_EXIT_SHUTDOWN, kvm_bindings::KVM_EXIT_SHUTDOWN);
+        assert_eq!(
+            KVM_EXIT_INTERNAL_ERROR,
+            kvm_bindings::KVM_EXIT_INTERNAL_ERROR
+        );
+        assert_eq!(
+            KVM_NOTIFY_CONTEXT_INVALID,
+            kvm_bindings::KVM_NOTIFY_CONTEXT_INVALID
+        );
+    }
+
+    #[test]
+    fn decodes_valid_and_invalid_context() {
+        let valid = decode(KVM_EXIT_NOTIFY, &[0, 0, 0, 0]).unwrap();
+        assert!(!valid.context_invalid());
+        assert_eq!(valid.flags, NotifyFlags::empty());
+        let invalid = decode(KVM_EXIT_NOTIFY, &[1, 0, 0, 0, 0xaa]).unwrap();
+        assert!(invalid.context_invalid());
+        assert_eq!(invalid.flags.unknown_bits(), 0);
+    }
+
+    #[test]
+    fn keeps_unknown_flag_bits() {
+        let e = decode(KVM_EXIT_NOTIFY, &0x8000_0003u32.to_ne_bytes()).unwrap();
+        assert!(e.context_invalid());
+        assert_eq!(e.flags.bits(), 0x8000_0003);
+        assert_eq!(e.flags.unknown_bits(), 0x8000_0002);
+        assert_eq!(e.flags.to_string(), "KVM_NOTIFY_CONTEXT_INVALID|0x80000002");
+        let e = decode(KVM_EXIT_NOTIFY, &4u32.to_ne_bytes()).unwrap();
+        assert!(!e.context_invalid());
+        assert_eq!(e.flags.to_string(), "0x4");
+        assert_eq!(NotifyFlags::empty().to_string(), "0");
+    }
+
+    #[test]
+    fn rejects_other_exits_and_short_payloads() {
+        assert_eq!(
+            decode(kvm_bindings::KVM_EXIT_HLT, &[0; 256]),
+            Err(DecodeError::NotNotifyExit { exit_reason: 5 })
+        );
+        assert_eq!(
+            decode(KVM_EXIT_NOTIFY, &[1, 0, 0]),
+            Err(DecodeError::Truncated { needed: 4, got: 3 })
+        );
+        assert_eq!(
+            decode(KVM_EXIT_NOTIFY, &[]),
+            Err(DecodeError::Truncated { needed: 4, got: 0 })
+        );
+    }
+
+    #[test]
+    fn decodes_whole_kvm_run_bytes() {
+        let mut bytes = vec![0u8; size_of::<kvm_bindings::kvm_run>()];
+        bytes[KVM_RUN_EXIT_REASON_OFFSET..KVM_RUN_EXIT_REASON_OFFSET + 4]
+            .copy_from_slice(&KVM_EXIT_NOTIFY.to_ne_bytes());
+        bytes[KVM_RUN_EXIT_UNION_OFFSET..KVM_RUN_EXIT_UNION_OFFSET + 4]
+            .copy_from_slice(&(KVM_NOTIFY_CONTEXT_INVALID | 0x10).to_ne_bytes());
+        let e = decode_kvm_run_bytes(&bytes).unwrap();
+        assert_eq!(e.flags.bits(), 0x11);
+        assert_eq!(
+            decode_kvm_run_bytes(&bytes[..35]),
+            Err(DecodeError::Truncated {
+                needed: 36,
+                got: 35
+            })
+        );
+        assert_eq!(
+            decode_kvm_run_bytes(&bytes[..4]),
+            Err(DecodeError::Truncated { needed: 36, got: 4 })
+        );
+        bytes[KVM_RUN_EXIT_REASON_OFFSET] = 8;
+        assert_eq!(
+            decode_kvm_run_bytes(&bytes),
+            Err(DecodeError::NotNotifyExit { exit_reason: 8 })
+        );
+    }
+
+    #[test]
+    fn union_bytes_round_trip() {
+        arbtest::arbtest(|u| {
+            let bits: u32 = u.arbitrary()?;
+            let e = NotifyExit::new(NotifyFlags::from_bits_retain(bits));
+            let bytes = e.to_union_bytes();
+            assert_eq!(decode(KVM_EXIT_NOTIFY, &bytes), Ok(e));
+            assert!(bytes[4..].iter().all(|&b| b == 0));
+            let garbage: Vec<u8> = u.arbitrary()?;
+            let reason: u32 = u.arbitrary()?;
+            // Never panics; decodes iff the reason is 37 and 4 bytes are present.
+            let r = decode(reason, &garbage);
+            assert_eq!(r.is_ok(), reason == KVM_EXIT_NOTIFY && garbage.len() >= 4);
+            let _ = decode_kvm_run_bytes(&garbage);
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,321 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! KVM glue (feature `kvm`): probing, enabling the caps in the right order, and reading a
+//! notify exit out of a live `kvm_run`. Every ioctl and every `unsafe` of the crate is here.
+//!
+//! # Ordering by construction
+//!
+//! `KVM_CAP_X86_NOTIFY_VMEXIT` must be enabled before the first vCPU is created (KVM
+//! returns `-EINVAL` afterwards, and a vCPU created earlier would never get the exit).
+//! [`PreVcpuVm`] encodes that: it *owns* the [`VmFd`] and does not lend it out, so no
+//! vCPU can be created through it; [`PreVcpuVm::finish`] consumes it and hands the `VmFd`
+//! back, together with a [`NotifySetup`] summary, for the VMM to go on with memory and
+//! vCPUs. [`PreVcpuVm::create`] makes the VM itself, which proves no vCPU exists;
+//! [`PreVcpuVm::from_new_vm`] accepts a `VmFd` the caller just created (the caller vouches
+//! for it; if vCPUs exist KVM's `-EINVAL` comes back as [`KvmSetupError::EnableCap`]).
+//!
+//! # Outcomes
+//!
+//! A host without the Notify VM exit (every AMD host, Intel before Sapphire Rapids, nested
+//! KVM that does not expose it) is an ordinary situation, reported as
+//! [`CapOutcome::NotSupportedByHost`] — QEMU skips the cap silently in that case too. With
+//! [`Requirement::Required`] it becomes [`KvmSetupError::NotSupportedByHost`] instead.
+//!
+//! Applying a [`NotifyAction::SynthesizeTripleFault`](crate::policy::NotifyAction) is the
+//! VMM's job (`KVM_SET_VCPU_EVENTS` with `KVM_VCPUEVENT_VALID_TRIPLE_FAULT`, e.g. through
+//! the `vcpu-events` crate); this library never acts on a vCPU.
+
+use std::os::raw::c_ulong;
+
+use kvm_bindings::{kvm_enable_cap, kvm_run};
+use kvm_ioctls::{Kvm, VmFd};
+
+use crate::cap::{
+    NotifyCapArg, NotifyCaps, KVM_CAP_X86_NOTIFY_VMEXIT, KVM_CAP_X86_TRIPLE_FAULT_EVENT,
+    TRIPLE_FAULT_EVENT_ENABLE_ARG,
+};
+use crate::config::{NotifyConfig, NotifyVmexitMode};
+use crate::exit::{self, DecodeError, NotifyExit};
+use crate::policy::NotifyPolicy;
+
+/// Probes both caps with `KVM_CHECK_EXTENSION` on the system fd (`/dev/kvm`).
+pub fn probe_kvm(kvm: &Kvm) -> NotifyCaps {
+    NotifyCaps::from_check_extension(
+        kvm.check_extension_raw(c_ulong::from(KVM_CAP_X86_NOTIFY_VMEXIT)),
+        kvm.check_extension_raw(c_ulong::from(KVM_CAP_X86_TRIPLE_FAULT_EVENT)),
+    )
+}
+
+/// Probes both caps with `KVM_CHECK_EXTENSION` on a VM fd (the answer for that VM type).
+pub fn probe_vm(vm: &VmFd) -> NotifyCaps {
+    NotifyCaps::from_check_extension(
+        vm.check_extension_raw(c_ulong::from(KVM_CAP_X86_NOTIFY_VMEXIT)),
+        vm.check_extension_raw(c_ulong::from(KVM_CAP_X86_TRIPLE_FAULT_EVENT)),
+    )
+}
+
+/// Whether a missing capability is acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Requirement {
+    /// Report a missing cap as [`CapOutcome::NotSupportedByHost`] (QEMU's behaviour).
+    #[default]
+    Optional,
+    /// Fail with [`KvmSetupError::NotSupportedByHost`] when the cap is missing.
+    Required,
+}
+
+/// What enabling a cap did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum CapOutcome {
+    /// `KVM_ENABLE_CAP` succeeded.
+    Enabled,
+    /// `KVM_CHECK_EXTENSION` reported the cap absent; nothing was called.
+    NotSupportedByHost,
+    /// The configuration does not ask for it (`notify-vmexit=disable`), or it was not
+    /// attempted; nothing was called.
+    NotRequested,
+}
+
+impl CapOutcome {
+    /// Whether the cap is on.
+    pub const fn is_enabled(self) -> bool {
+        matches!(self, CapOutcome::Enabled)
+    }
+}
+
+/// Why setting up the caps failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KvmSetupError {
+    /// `KVM_CREATE_VM` failed.
+    #[error("KVM_CREATE_VM failed: {0}")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    /// The cap is absent and the caller required it.
+    #[error("KVM capability {cap} is not supported by this host's KVM")]
+    NotSupportedByHost {
+        /// The capability number.
+        cap: u32,
+    },
+    /// The host has the cap but `KVM_ENABLE_CAP` failed (for 219: `-EINVAL` if a vCPU
+    /// already exists).
+    #[error("KVM_ENABLE_CAP({cap}, {arg:#x}) failed: {source}")]
+    EnableCap {
+        /// The capability number.
+        cap: u32,
+        /// `args[0]`.
+        arg: u64,
+        /// The errno.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// The result of the pre-vCPU setup, for the VMM's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NotifySetup {
+    /// The configuration asked for.
+    pub config: NotifyConfig,
+    /// What happened to `KVM_CAP_X86_NOTIFY_VMEXIT`.
+    pub notify_vmexit: CapOutcome,
+    /// The argument passed when it was enabled.
+    pub notify_arg: Option<NotifyCapArg>,
+    /// What happened to `KVM_CAP_X86_TRIPLE_FAULT_EVENT`.
+    pub triple_fault_event: CapOutcome,
+}
+
+impl NotifySetup {
+    /// The handling policy matching what was actually enabled. If the Notify VM exit is
+    /// not on (disabled or unsupported), the mode is `disable`: any notify exit is then
+    /// unexpected (see [`crate::policy`]).
+    pub const fn policy(&self) -> NotifyPolicy {
+        let mode = if self.notify_vmexit.is_enabled() {
+            self.config.mode
+        } else {
+            NotifyVmexitMode::Disable
+        };
+        NotifyPolicy::new(mode, self.triple_fault_event.is_enabled())
+    }
+}
+
+/// A VM that has no vCPU yet: the only place the notify cap can be enabled. See the
+/// module docs for how this enforces the order.
+#[derive(Debug)]
+pub struct PreVcpuVm {
+    vm: VmFd,
+    caps: NotifyCaps,
+    setup: NotifySetup,
+}
+
+impl PreVcpuVm {
+    /// Creates a VM (`KVM_CREATE_VM`, default type); it has no vCPU by construction.
+    pub fn create(kvm: &Kvm) -> Result<Self, KvmSetupError> {
+        let vm = kvm.create_vm().map_err(KvmSetupError::CreateVm)?;
+        Ok(Self::from_new_vm(vm))
+    }
+
+    /// Wraps a VM the caller has just created and on which it has created no vCPU.
+    pub fn from_new_vm(vm: VmFd) -> Self {
+        let caps = probe_vm(&vm);
+        PreVcpuVm {
+            vm,
+            caps,
+            setup: NotifySetup {
+                config: NotifyConfig::new(NotifyVmexitMode::Disable, 0),
+                notify_vmexit: CapOutcome::NotRequested,
+                notify_arg: None,
+                triple_fault_event: CapOutcome::NotRequested,
+            },
+        }
+    }
+
+    /// What `KVM_CHECK_EXTENSION` said on this VM.
+    pub fn caps(&self) -> NotifyCaps {
+        self.caps
+    }
+
+    /// Enables `KVM_CAP_X86_NOTIFY_VMEXIT` with `(window << 32) | ENABLED | USER` unless
+    /// the mode is `disable` ([`CapOutcome::NotRequested`], even when required). A later
+    /// call overwrites an earlier one, as in KVM.
+    pub fn enable_notify_vmexit(
+        &mut self,
+        config: &NotifyConfig,
+        requirement: Requirement,
+    ) -> Result<CapOutcome, KvmSetupError> {
+        self.setup.config = *config;
+        self.setup.notify_arg = None;
+        let Some(arg) = NotifyCapArg::for_config(config) else {
+            self.setup.notify_vmexit = CapOutcome::NotRequested;
+            return Ok(CapOutcome::NotRequested);
+        };
+        let outcome = enable(
+            &self.vm,
+            self.caps.notify_vmexit,
+            KVM_CAP_X86_NOTIFY_VMEXIT,
+            arg.raw(),
+            requirement,
+        )?;
+        if outcome.is_enabled() {
+            self.setup.notify_arg = Some(arg);
+        }
+        self.setup.notify_vmexit = outcome;
+        Ok(outcome)
+    }
+
+    /// Enables `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (`args[0] = 1`), which lets the VMM apply
+    /// [`NotifyAction::SynthesizeTripleFault`](crate::policy::NotifyAction).
+    pub fn enable_triple_fault_event(
+        &mut self,
+        requirement: Requirement,
+    ) -> Result<CapOutcome, KvmSetupError> {
+        let outcome = enable(
+            &self.vm,
+            self.caps.triple_fault_event,
+            KVM_CAP_X86_TRIPLE_FAULT_EVENT,
+            TRIPLE_FAULT_EVENT_ENABLE_ARG,
+            requirement,
+        )?;
+        self.setup.triple_fault_event = outcome;
+        Ok(outcome)
+    }
+
+    /// Ends the pre-vCPU phase: returns the VM, on which vCPUs may now be created, and
+    /// what was enabled.
+    pub fn finish(self) -> (VmFd, NotifySetup) {
+        (self.vm, self.setup)
+    }
+}
+
+/// Enables `KVM_CAP_X86_TRIPLE_FAULT_EVENT` on any VM. KVM accepts it after vCPUs exist
+/// (it is read at `KVM_SET_VCPU_EVENTS` time), so this needs no [`PreVcpuVm`].
+pub fn enable_triple_fault_event(
+    vm: &VmFd,
+    requirement: Requirement,
+) -> Result<CapOutcome, KvmSetupError> {
+    enable(
+        vm,
+        probe_vm(vm).triple_fault_event,
+        KVM_CAP_X86_TRIPLE_FAULT_EVENT,
+        TRIPLE_FAULT_EVENT_ENABLE_ARG,
+        requirement,
+    )
+}
+
+fn enable(
+    vm: &VmFd,
+    supported: bool,
+    cap: u32,
+    arg: u64,
+    requirement: Requirement,
+) -> Result<CapOutcome, KvmSetupError> {
+    if !supported {
+        return match requirement {
+            Requirement::Optional => Ok(CapOutcome::NotSupportedByHost),
+            Requirement::Required => Err(KvmSetupError::NotSupportedByHost { cap }),
+        };
+    }
+    let mut enable_cap = kvm_enable_cap {
+        cap,
+        ..Default::default()
+    };
+    enable_cap.args[0] = arg;
+    vm.enable_cap(&enable_cap)
+        .map_err(|source| KvmSetupError::EnableCap { cap, arg, source })?;
+    Ok(CapOutcome::Enabled)
+}
+
+/// Decodes the notify exit in a live `kvm_run` (from `VcpuFd::get_kvm_run()` after
+/// `VcpuExit::Unsupported(37)`).
+pub fn exit_from_kvm_run(run: &kvm_run) -> Result<NotifyExit, DecodeError> {
+    // SAFETY: every member of the exit union is plain integers, and the union is 256
+    // initialized bytes (KVM's mmap of the vCPU, or a Default-zeroed value), so reading
+    // `notify.flags`, the first 4 bytes, is defined whichever member KVM last wrote.
+    let flags = unsafe { run.__bindgen_anon_1.notify.flags };
+    exit::decode(run.exit_reason, &flags.to_ne_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::{KVM_EXIT_NOTIFY, KVM_NOTIFY_CONTEXT_INVALID};
+
+    #[test]
+    fn decodes_a_kvm_run_value() {
+        let mut run = kvm_run {
+            exit_reason: KVM_EXIT_NOTIFY,
+            ..Default::default()
+        };
+        run.__bindgen_anon_1.notify.flags = KVM_NOTIFY_CONTEXT_INVALID | 0x100;
+        let e = exit_from_kvm_run(&run).unwrap();
+        assert!(e.context_invalid());
+        assert_eq!(e.flags.unknown_bits(), 0x100);
+        run.exit_reason = kvm_bindings::KVM_EXIT_HLT;
+        assert_eq!(
+            exit_from_kvm_run(&run),
+            Err(DecodeError::NotNotifyExit {
+                exit_reason: kvm_bindings::KVM_EXIT_HLT
+            })
+        );
+    }
+
+    #[test]
+    fn setup_policy_follows_what_was_enabled() {
+        let config = NotifyConfig::new(NotifyVmexitMode::InternalError, 7);
+        let mut setup = NotifySetup {
+            config,
+            notify_vmexit: CapOutcome::Enabled,
+            notify_arg: NotifyCapArg::for_config(&config),
+            triple_fault_event: CapOutcome::Enabled,
+        };
+        assert_eq!(
+            setup.policy(),
+            NotifyPolicy::new(NotifyVmexitMode::InternalError, true)
+        );
+        setup.notify_vmexit = CapOutcome::NotSupportedByHost;
+        setup.triple_fault_event = CapOutcome::NotSupportedByHost;
+        assert_eq!(
+            setup.policy(),
+            NotifyPolicy::new(NotifyVmexitMode::Disable, false)
+        );
+    }
+}

@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! What to do with a `KVM_EXIT_NOTIFY`: a pure decision, [`decide`], returning a
+//! [`NotifyAction`] for the VMM to apply.
+//!
+//! | mode | context valid | context invalid |
+//! |---|---|---|
+//! | `run` | [`Resume`](NotifyAction::Resume) | [`SynthesizeTripleFault`](NotifyAction::SynthesizeTripleFault) if `KVM_CAP_X86_TRIPLE_FAULT_EVENT` is enabled, else [`StopInternalError`](NotifyAction::StopInternalError) ([`StopReason::NoTripleFaultEvent`]) |
+//! | `internal-error` | `Resume` (or `StopInternalError` with [`NotifyPolicy::qemu_internal_error_semantics`]) | `StopInternalError` ([`StopReason::ContextInvalid`]) |
+//! | `disable` | `Resume` | `StopInternalError` ([`StopReason::UnexpectedWhileDisabled`]) |
+//!
+//! Why:
+//! * A valid-context exit has already done its job: leaving the guest opened an event
+//!   window, so pending interrupts get delivered. Resuming is safe.
+//! * An invalid-context exit means the VMCS no longer holds a usable guest state (KVM's
+//!   api.rst: resuming gives undefined results). In `run` mode the vCPU is shut down the
+//!   way a real CPU would end a hopeless state, a triple fault, which the VMM requests with
+//!   `KVM_SET_VCPU_EVENTS` (`KVM_VCPUEVENT_VALID_TRIPLE_FAULT`, `triple_fault.pending = 1`;
+//!   the next `KVM_RUN` returns `KVM_EXIT_SHUTDOWN`), as the QEMU v4 series did. KVM refuses
+//!   that flag unless the VM enabled `KVM_CAP_X86_TRIPLE_FAULT_EVENT`, so without it the
+//!   policy falls back to stopping the VM and says why.
+//! * `internal-error` mode stops the VM with an internal error naming the notify exit
+//!   (QEMU ≥ 7.2's `internal-error`). QEMU stops on *every* notify exit in that mode, valid
+//!   context included; [`NotifyPolicy::qemu_internal_error_semantics`] selects that.
+//! * `disable`: the VMM never enabled the cap, so a notify exit is unexpected (a kernel
+//!   default changed, another component enabled it, or a trace from a different
+//!   configuration). It is handled on its merits rather than refused: a valid context is
+//!   resumed (harmless), an invalid one stops the VM because it cannot be resumed safely
+//!   and the VMM did not opt into synthesizing triple faults.
+
+#![deny(unsafe_code)]
+
+use std::fmt;
+
+use crate::config::NotifyVmexitMode;
+use crate::exit::{NotifyExit, NotifyFlags};
+
+/// The inputs of the decision besides the exit itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NotifyPolicy {
+    /// The configured mode.
+    pub mode: NotifyVmexitMode,
+    /// Whether `KVM_CAP_X86_TRIPLE_FAULT_EVENT` was enabled on the VM, i.e. whether
+    /// `KVM_SET_VCPU_EVENTS` will accept a pending triple fault.
+    pub triple_fault_event_enabled: bool,
+    /// In `internal-error` mode, stop on valid-context exits too, as QEMU ≥ 7.2 does.
+    /// Default `false`: only invalid contexts stop the VM.
+    pub qemu_internal_error_semantics: bool,
+}
+
+impl NotifyPolicy {
+    /// A policy for `mode`, knowing whether the triple-fault event cap is enabled.
+    pub const fn new(mode: NotifyVmexitMode, triple_fault_event_enabled: bool) -> Self {
+        NotifyPolicy {
+            mode,
+            triple_fault_event_enabled,
+            qemu_internal_error_semantics: false,
+        }
+    }
+
+    /// The same policy with QEMU's "stop on every exit" reading of `internal-error`.
+    pub const fn with_qemu_internal_error_semantics(mut self, on: bool) -> Self {
+        self.qemu_internal_error_semantics = on;
+        self
+    }
+
+    /// [`decide`] with this policy.
+    pub fn decide(&self, exit: NotifyExit) -> NotifyAction {
+        decide(self, exit)
+    }
+}
+
+/// What the VMM should do after a `KVM_EXIT_NOTIFY`.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum NotifyAction {
+    /// Re-enter the guest with `KVM_RUN`; nothing else to do.
+    Resume,
+    /// Make a triple fault pending on this vCPU: `KVM_GET_VCPU_EVENTS`, set
+    /// `flags |= KVM_VCPUEVENT_VALID_TRIPLE_FAULT` and `triple_fault.pending = 1`,
+    /// `KVM_SET_VCPU_EVENTS`, then `KVM_RUN`, which returns `KVM_EXIT_SHUTDOWN`; the VMM
+    /// then handles the shutdown as it handles any guest triple fault (reset or stop).
+    SynthesizeTripleFault,
+    /// Stop the VM and report a KVM internal error; do not re-enter the guest.
+    StopInternalError {
+        /// Why.
+        reason: StopReason,
+        /// The exit's flags, raw, for the report.
+        flags: NotifyFlags,
+    },
+}
+
+impl NotifyAction {
+    /// Whether the guest may be re-entered right away.
+    pub const fn resumes(&self) -> bool {
+        matches!(self, NotifyAction::Resume)
+    }
+}
+
+impl fmt::Display for NotifyAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotifyAction::Resume => f.write_str("resume"),
+            NotifyAction::SynthesizeTripleFault => {
+                f.write_str("synthesize a triple fault (KVM_SET_VCPU_EVENTS)")
+            }
+            NotifyAction::StopInternalError { reason, flags } => {
+                write!(f, "stop with internal error: {reason} (flags {flags})")
+            }
+        }
+    }
+}
+
+/// Why a notify exit stops the VM.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum StopReason {
+    /// `internal-error` mode and `KVM_NOTIFY_CONTEXT_INVALID`.
+    ContextInvalid,
+    /// `run` mode and `KVM_NOTIFY_CONTEXT_INVALID`, but the VM did not enable
+    /// `KVM_CAP_X86_TRIPLE_FAULT_EVENT`, so a triple fault cannot be synthesized.
+    NoTripleFaultEvent,
+    /// `internal-error` mode with QEMU semantics and a valid context.
+    InternalErrorMode,
+    /// `disable` mode (the exit was never enabled) and `KVM_NOTIFY_CONTEXT_INVALID`.
+    UnexpectedWhileDisabled,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopReason::ContextInvalid => {
+                "KVM_EXIT_NOTIFY with KVM_NOTIFY_CONTEXT_INVALID: the guest context is corrupt \
+                 and cannot be resumed (notify-vmexit=internal-error)"
+            }
+            StopReason::NoTripleFaultEvent => {
+                "KVM_EXIT_NOTIFY with KVM_NOTIFY_CONTEXT_INVALID: cannot synthesize a triple \
+                 fault because KVM_CAP_X86_TRIPLE_FAULT_EVENT is not enabled on this VM"
+            }
+            StopReason::InternalErrorMode => {
+                "KVM_EXIT_NOTIFY: the guest ran for the notify window without an event window \
+                 (notify-vmexit=internal-error)"
+            }
+            StopReason::UnexpectedWhileDisabled => {
+                "KVM_EXIT_NOTIFY with KVM_NOTIFY_CONTEXT_INVALID although notify-vmexit=disable: \
+                 the guest context is corrupt and cannot be resumed"
+            }
+        })
+    }
+}
+
+/// Decides what to do with one notify exit. Pure: no state, no I/O; unknown flag bits
+/// do not change the decision (only `KVM_NOTIFY_CONTEXT_INVALID` is meaningful).
+pub fn decide(policy: &NotifyPolicy, exit: NotifyExit) -> NotifyAction {
+    let flags = exit.flags;
+    let stop = |reason| NotifyAction::StopInternalError { reason, flags };
+    if !exit.context_invalid() {
+        return match policy.mode {
+            NotifyVmexitMode::InternalError if policy.qemu_internal_error_semantics => {
+                stop(StopReason::InternalErrorMode)
+            }
+            _ => NotifyAction::Resume,
+        };
+    }
+    match policy.mode {
+        NotifyVmexitMode::Run if policy.triple_fault_event_enabled => {
+            NotifyAction::SynthesizeTripleFault
+        }
+        NotifyVmexitMode::Run => stop(StopReason::NoTripleFaultEvent),
+        NotifyVmexitMode::InternalError => stop(StopReason::ContextInvalid),
+        NotifyVmexitMode::Disable => stop(StopReason::UnexpectedWhileDisabled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use NotifyVmexitMode::*;
+
+    fn exit(bits: u32) -> NotifyExit {
+        NotifyExit::new(NotifyFlags::from_bits_retain(bits))
+    }
+
+    fn stop(reason: StopReason, bits: u32) -> NotifyAction {
+        NotifyAction::StopInternalError {
+            reason,
+            flags: NotifyFlags::from_bits_retain(bits),
+        }
+    }
+
+    #[test]
+    fn valid_context_resumes_in_every_mode() {
+        for mode in NotifyVmexitMode::ALL {
+            for tf in [false, true] {
+                let p = NotifyPolicy::new(mode, tf);
+                assert_eq!(p.decide(exit(0)), NotifyAction::Resume, "{mode} {tf}");
+                // Unknown bits without CONTEXT_INVALID are still a valid context.
+                assert_eq!(p.decide(exit(0x8000_0000)), NotifyAction::Resume);
+            }
+        }
+    }
+
+    #[test]
+    fn run_mode_invalid_context_synthesizes_a_triple_fault() {
+        let p = NotifyPolicy::new(Run, true);
+        assert_eq!(p.decide(exit(1)), NotifyAction::SynthesizeTripleFault);
+        assert_eq!(p.decide(exit(0xff)), NotifyAction::SynthesizeTripleFault);
+    }
+
+    #[test]
+    fn run_mode_falls_back_to_internal_error_without_the_triple_fault_cap() {
+        let action = NotifyPolicy::new(Run, false).decide(exit(1));
+        assert_eq!(action, stop(StopReason::NoTripleFaultEvent, 1));
+        let text = action.to_string();
+        assert!(text.contains("KVM_CAP_X86_TRIPLE_FAULT_EVENT"), "{text}");
+        assert!(!action.resumes());
+    }
+
+    #[test]
+    fn internal_error_mode_stops_on_invalid_context_naming_the_exit() {
+        for tf in [false, true] {
+            let action = NotifyPolicy::new(InternalError, tf).decide(exit(1 | 0x40));
+            assert_eq!(action, stop(StopReason::ContextInvalid, 0x41));
+            assert!(action.to_string().contains("KVM_EXIT_NOTIFY"));
+            assert!(action.to_string().contains("0x40"), "unknown bits reported");
+        }
+    }
+
+    #[test]
+    fn qemu_semantics_stop_internal_error_mode_on_every_exit() {
+        let p = NotifyPolicy::new(InternalError, true).with_qemu_internal_error_semantics(true);
+        assert_eq!(p.decide(exit(0)), stop(StopReason::InternalErrorMode, 0));
+        assert_eq!(p.decide(exit(1)), stop(StopReason::ContextInvalid, 1));
+        // The switch only affects internal-error mode.
+        let p = NotifyPolicy::new(Run, true).with_qemu_internal_error_semantics(true);
+        assert_eq!(p.decide(exit(0)), NotifyAction::Resume);
+    }
+
+    #[test]
+    fn disable_mode_stops_on_invalid_context() {
+        for tf in [false, true] {
+            let p = NotifyPolicy::new(Disable, tf);
+            assert_eq!(
+                p.decide(exit(1)),
+                stop(StopReason::UnexpectedWhileDisabled, 1)
+            );
+        }
+    }
+
+    #[test]
+    fn an_invalid_context_is_never_resumed() {
+        arbtest::arbtest(|u| {
+            let bits: u32 = u.arbitrary()?;
+            let p = NotifyPolicy::new(*u.choose(&NotifyVmexitMode::ALL)?, u.arbitrary()?)
+                .with_qemu_internal_error_semantics(u.arbitrary()?);
+            let action = p.decide(exit(bits));
+            if bits & 1 == 1 {
+                assert!(!action.resumes());
+            }
+            if action == NotifyAction::SynthesizeTripleFault {
+                assert!(p.triple_fault_event_enabled && p.mode == Run);
+            }
+            Ok(())
+        });
+    }
+}
