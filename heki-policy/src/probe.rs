@@ -1,0 +1,185 @@
+//! Deciding whether a kernel really implements a Heki revision's uapi.
+//!
+//! `KVM_CHECK_EXTENSION` alone proves nothing: the Heki cap numbers are upstream cap
+//! numbers too. On an upstream kernel, 235 is `KVM_CAP_VM_TYPES` (answers a bitmask of
+//! VM types: 1, or 3 with `KVM_X86_SW_PROTECTED_VM` — exactly the Heki answer), 236 is
+//! `KVM_CAP_PRE_FAULT_MEMORY` (0 or 1), 237 is `KVM_CAP_X86_APIC_BUS_CYCLES_NS` (1).
+//! Worse, *enabling* 237 with a Heki reason mask would set the APIC bus period on an
+//! upstream kernel. So [`probe`] requires all of this evidence, cheapest first, and
+//! stops at the first failure:
+//!
+//! 1. **The caller selected the revision** (the `abi` argument): numbers are never
+//!    guessed, and a revision without uapi (RFC v1) is [`NotSupported::NoUapi`].
+//! 2. **Both caps answer exactly the valid reason mask** (CR0 | CR4 = 3), which is the
+//!    constant the RFC returns — a subset check would accept the `1` upstream's
+//!    `VM_TYPES`/`APIC_BUS_CYCLES_NS` give ([`NotSupported::CheckExtension`]).
+//! 3. **The numbering stops where the revision's did**: the [`SENTINEL_SPAN`] cap
+//!    numbers right after the revision's last Heki cap all answer 0. Those numbers did
+//!    not exist in the RFC's base tree; an upstream kernel that knows them (e.g.
+//!    `KVM_CAP_X86_APIC_BUS_CYCLES_NS` = 237, `KVM_CAP_X86_GUEST_MODE` = 238) has
+//!    upstream meanings at the Heki numbers ([`NotSupported::UpstreamNumbering`]).
+//! 4. **Both caps behave like Heki caps on a scratch VM**: `KVM_ENABLE_CAP(args[0] = 0)`
+//!    succeeds (clearing is allowed) and `args[0]` with an unknown reason bit fails
+//!    with `EINVAL` ([`NotSupported::EnableRejected`],
+//!    [`NotSupported::UnknownBitsAccepted`]). The scratch VM is never the caller's VM,
+//!    so even on a wrong kernel nothing the caller owns is changed.
+//!
+//! Only then does [`probe`] return a [`HekiSupported`] token, which is the only way to
+//! reach the enabling helper of the `kvm` module. The steps talk to the kernel through
+//! [`CapQuery`], so the logic is tested here against simulated kernels.
+
+#![deny(unsafe_code)]
+
+use crate::abi::{upstream_cap_name, HekiAbi, HekiCap, HekiUapi};
+use crate::cap::{HekiExitReasons, CHECK_EXTENSION_VALUE};
+
+/// How many cap numbers after the revision's last Heki cap must answer 0.
+pub const SENTINEL_SPAN: u32 = 3;
+
+/// `EINVAL`, the errno the RFC returns for unknown reason bits.
+pub const EINVAL: i32 = 22;
+
+/// The kernel operations the probe needs.
+pub trait CapQuery {
+    /// `KVM_CHECK_EXTENSION(cap)` (the ioctl's return value).
+    fn check_extension(&mut self, cap: u32) -> i64;
+    /// `KVM_ENABLE_CAP(cap, args[0] = arg)` on a scratch VM that nothing else uses;
+    /// `Err(errno)` on failure.
+    fn enable_on_scratch_vm(&mut self, cap: u32, arg: u64) -> Result<(), i32>;
+}
+
+/// Proof that [`probe`] found a revision's uapi. Only [`probe`] creates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HekiSupported {
+    uapi: HekiUapi,
+}
+
+impl HekiSupported {
+    /// The revision found.
+    pub const fn abi(&self) -> HekiAbi {
+        self.uapi.abi()
+    }
+    /// Its numbers.
+    pub const fn uapi(&self) -> HekiUapi {
+        self.uapi
+    }
+}
+
+/// Why a revision's uapi is not (provably) there.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum NotSupported {
+    /// The revision defines no uapi (RFC v1).
+    #[error("{abi} has no exits or caps")]
+    NoUapi {
+        /// The revision.
+        abi: HekiAbi,
+    },
+    /// `KVM_CHECK_EXTENSION` did not answer exactly CR0 | CR4.
+    #[error("KVM_CHECK_EXTENSION({cap}) = {value}, Heki answers 3 (upstream: {upstream:?})")]
+    CheckExtension {
+        /// The cap number.
+        cap: u32,
+        /// The answer.
+        value: i64,
+        /// Upstream's name for `cap`.
+        upstream: Option<&'static str>,
+    },
+    /// A cap number after the Heki ones answered non-zero: upstream numbering.
+    #[error("KVM_CHECK_EXTENSION({cap}) = {value}: kernel numbers caps past the Heki ones (upstream: {upstream:?})")]
+    UpstreamNumbering {
+        /// The sentinel cap number.
+        cap: u32,
+        /// Its answer.
+        value: i64,
+        /// Upstream's name for `cap`.
+        upstream: Option<&'static str>,
+    },
+    /// `KVM_ENABLE_CAP(cap, 0)` failed, which a Heki cap allows.
+    #[error("KVM_ENABLE_CAP({cap}, 0) failed with errno {errno} (upstream: {upstream:?})")]
+    EnableRejected {
+        /// The cap number.
+        cap: u32,
+        /// The errno.
+        errno: i32,
+        /// Upstream's name for `cap`.
+        upstream: Option<&'static str>,
+    },
+    /// `KVM_ENABLE_CAP(cap, unknown bit)` did not fail with EINVAL.
+    #[error("KVM_ENABLE_CAP({cap}, unknown reason) gave {result:?}, Heki gives EINVAL")]
+    UnknownBitsAccepted {
+        /// The cap number.
+        cap: u32,
+        /// `Ok` or the errno seen.
+        result: Result<(), i32>,
+    },
+}
+
+/// The probe's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HekiSupport {
+    /// Every piece of evidence holds.
+    Supported(HekiSupported),
+    /// Not supported; the first failed check.
+    NotSupported(NotSupported),
+}
+
+impl HekiSupport {
+    /// The token, if supported.
+    pub const fn supported(&self) -> Option<HekiSupported> {
+        match self {
+            HekiSupport::Supported(s) => Some(*s),
+            HekiSupport::NotSupported(_) => None,
+        }
+    }
+}
+
+/// Decide whether the kernel behind `kernel` implements revision `abi` (see the module
+/// docs for the evidence required).
+pub fn probe(abi: HekiAbi, kernel: &mut impl CapQuery) -> HekiSupport {
+    match probe_inner(abi, kernel) {
+        Ok(s) => HekiSupport::Supported(s),
+        Err(e) => HekiSupport::NotSupported(e),
+    }
+}
+
+fn probe_inner(abi: HekiAbi, kernel: &mut impl CapQuery) -> Result<HekiSupported, NotSupported> {
+    let uapi = abi.uapi().ok_or(NotSupported::NoUapi { abi })?;
+    let caps = [uapi.cap(HekiCap::Configure), uapi.cap(HekiCap::Denial)];
+    for cap in caps {
+        let value = kernel.check_extension(cap);
+        if u64::try_from(value).ok() != Some(CHECK_EXTENSION_VALUE) {
+            return Err(NotSupported::CheckExtension {
+                cap,
+                value,
+                upstream: upstream_cap_name(cap),
+            });
+        }
+    }
+    let last = caps[0].max(caps[1]);
+    for cap in (1..=SENTINEL_SPAN).filter_map(|i| last.checked_add(i)) {
+        let value = kernel.check_extension(cap);
+        if value != 0 {
+            return Err(NotSupported::UpstreamNumbering {
+                cap,
+                value,
+                upstream: upstream_cap_name(cap),
+            });
+        }
+    }
+    let unknown_bit = HekiExitReasons::VALID.bits() + 1;
+    for cap in caps {
+        if let Err(errno) = kernel.enable_on_scratch_vm(cap, 0) {
+            return Err(NotSupported::EnableRejected {
+                cap,
+                errno,
+                upstream: upstream_cap_name(cap),
+            });
+        }
+        match kernel.enable_on_scratch_vm(cap, unknown_bit) {
+            Err(EINVAL) => {}
+            result => return Err(NotSupported::UnknownBitsAccepted { cap, result }),
+        }
+    }
+    Ok(HekiSupported { uapi })
+}

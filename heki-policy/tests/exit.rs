@@ -1,0 +1,257 @@
+//! Exit ABI: layout against kvm-bindings, round trips for RFC v2 and v3, collisions,
+//! caps.
+
+use core::mem::{offset_of, size_of};
+use heki_policy::abi::upstream_exit_name;
+use heki_policy::cap::{CapError, HekiCapState, CHECK_EXTENSION_VALUE};
+use heki_policy::exit::{
+    decode_kvm_run, ExitDecodeError, ExitEncodeError, KvmHekiConfigure, KvmHekiDenial,
+    NotHekiCause, HEKI_EXIT_SIZE, KVM_RUN_EXIT_REASON_OFFSET, KVM_RUN_EXIT_UNION_OFFSET,
+    KVM_RUN_EXIT_UNION_SIZE,
+};
+use heki_policy::{
+    decode_exit, encode_exit, ExitDecode, HekiAbi, HekiCap, HekiExit, HekiExitKind, HekiExitReason,
+    HekiExitReasons,
+};
+use kvm_bindings::kvm_run;
+
+#[test]
+fn layout_matches_kvm_run() {
+    assert_eq!(
+        offset_of!(kvm_run, __bindgen_anon_1),
+        KVM_RUN_EXIT_UNION_OFFSET
+    );
+    assert_eq!(offset_of!(kvm_run, exit_reason), KVM_RUN_EXIT_REASON_OFFSET);
+    assert_eq!(
+        size_of::<kvm_bindings::kvm_run__bindgen_ty_1>(),
+        KVM_RUN_EXIT_UNION_SIZE
+    );
+    assert_eq!(size_of::<KvmHekiConfigure>(), HEKI_EXIT_SIZE);
+    assert_eq!(size_of::<KvmHekiDenial>(), HEKI_EXIT_SIZE);
+    assert_eq!(offset_of!(KvmHekiConfigure, reason), 0);
+    assert_eq!(offset_of!(KvmHekiConfigure, cr_pinned), 8);
+    assert_eq!(offset_of!(KvmHekiConfigure, reserved), 16);
+    assert_eq!(offset_of!(KvmHekiDenial, cr_value), 8);
+    const { assert!(HEKI_EXIT_SIZE <= KVM_RUN_EXIT_UNION_SIZE) };
+}
+
+#[test]
+fn bytes_are_little_endian_c_layout() {
+    let e = HekiExit::denial(HekiExitReason::Cr4, 0x0011_2233_4455_6677);
+    let b = e.to_bytes();
+    assert_eq!(&b[0..8], &[2, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&b[8..16], &0x0011_2233_4455_6677u64.to_le_bytes());
+    assert!(b[16..].iter().all(|&x| x == 0));
+}
+
+fn round_trip(abi: HekiAbi, exit: HekiExit, expect_nr: u32) {
+    let mut union = [0xa5u8; KVM_RUN_EXIT_UNION_SIZE];
+    let nr = encode_exit(abi, &exit, &mut union).unwrap();
+    assert_eq!(nr, expect_nr);
+    // Bytes past the member are not touched.
+    assert!(union[HEKI_EXIT_SIZE..].iter().all(|&x| x == 0xa5));
+    assert_eq!(
+        decode_exit(Some(abi), nr, &union),
+        Ok(ExitDecode::Heki(exit))
+    );
+    // Also from a whole kvm_run image.
+    let mut run = vec![0u8; size_of::<kvm_run>()];
+    run[KVM_RUN_EXIT_REASON_OFFSET..KVM_RUN_EXIT_REASON_OFFSET + 4]
+        .copy_from_slice(&nr.to_le_bytes());
+    run[KVM_RUN_EXIT_UNION_OFFSET..KVM_RUN_EXIT_UNION_OFFSET + KVM_RUN_EXIT_UNION_SIZE]
+        .copy_from_slice(&union);
+    assert_eq!(decode_kvm_run(Some(abi), &run), Ok(ExitDecode::Heki(exit)));
+}
+
+#[test]
+fn round_trips_rfc_v2_and_v3() {
+    let smep_smap = (1 << 20) | (1 << 21);
+    for (abi, conf, den) in [(HekiAbi::RfcV2, 39, 40), (HekiAbi::RfcV3, 40, 41)] {
+        round_trip(abi, HekiExit::configure(HekiExitReason::Cr0, 1 << 16), conf);
+        round_trip(
+            abi,
+            HekiExit::configure(HekiExitReason::Cr4, smep_smap),
+            conf,
+        );
+        round_trip(abi, HekiExit::denial(HekiExitReason::Cr0, 0x8000_0033), den);
+        round_trip(abi, HekiExit::denial(HekiExitReason::Cr4, 0x6f0), den);
+        // Raw oddities survive: unknown reason, non-zero reserved.
+        round_trip(
+            abi,
+            HekiExit::Denial {
+                reason: HekiExitReason::Unknown(0x80),
+                cr_value: u64::MAX,
+                reserved: [1, 2, 3, 4, 5, 6],
+            },
+            den,
+        );
+    }
+}
+
+#[test]
+fn round_trip_property() {
+    arbtest::arbtest(|u| {
+        let abi = *u.choose(&[HekiAbi::RfcV2, HekiAbi::RfcV3])?;
+        let reason = HekiExitReason::from_raw(u.arbitrary()?);
+        let value: u64 = u.arbitrary()?;
+        let reserved: [u64; 6] = u.arbitrary()?;
+        let exit = if u.arbitrary()? {
+            HekiExit::Configure {
+                reason,
+                cr_pinned: value,
+                reserved,
+            }
+        } else {
+            HekiExit::Denial {
+                reason,
+                cr_value: value,
+                reserved,
+            }
+        };
+        let mut union = [0u8; HEKI_EXIT_SIZE];
+        let nr = encode_exit(abi, &exit, &mut union).unwrap();
+        assert_eq!(
+            decode_exit(Some(abi), nr, &union),
+            Ok(ExitDecode::Heki(exit))
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn same_number_different_meaning_per_revision() {
+    let mut union = [0u8; HEKI_EXIT_SIZE];
+    let denial_v2 = HekiExit::denial(HekiExitReason::Cr0, 0);
+    let nr = encode_exit(HekiAbi::RfcV2, &denial_v2, &mut union).unwrap();
+    assert_eq!(nr, 40);
+    // 40 is v3's *configure* exit.
+    match decode_exit(Some(HekiAbi::RfcV3), 40, &union).unwrap() {
+        ExitDecode::Heki(e) => assert_eq!(e.kind(), HekiExitKind::Configure),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn collided_exits_are_not_heki_without_an_abi() {
+    // Garbage that would decode fine as a Heki exit.
+    let union = [0u8; KVM_RUN_EXIT_UNION_SIZE];
+    for (nr, name) in [
+        (39, "KVM_EXIT_MEMORY_FAULT"),
+        (40, "KVM_EXIT_TDX"),
+        (41, "KVM_EXIT_ARM_SEA"),
+    ] {
+        match decode_exit(None, nr, &union).unwrap() {
+            ExitDecode::NotHeki(n) => {
+                assert_eq!(n.exit_reason, nr);
+                assert_eq!(n.cause, NotHekiCause::NoAbiSelected);
+                assert_eq!(n.upstream_name, Some(name));
+            }
+            other => panic!("{other:?}"),
+        }
+        // RFC v1 has no exits at all.
+        assert!(matches!(
+            decode_exit(Some(HekiAbi::RfcV1), nr, &union),
+            Ok(ExitDecode::NotHeki(n)) if n.cause == NotHekiCause::AbiWithoutExits(HekiAbi::RfcV1)
+        ));
+    }
+    // 39 under v3 is upstream's MEMORY_FAULT, 41 under v2 is ARM_SEA.
+    assert!(matches!(
+        decode_exit(Some(HekiAbi::RfcV3), 39, &union),
+        Ok(ExitDecode::NotHeki(n)) if n.cause == NotHekiCause::OtherExit(HekiAbi::RfcV3)
+            && n.upstream_name == Some("KVM_EXIT_MEMORY_FAULT")
+    ));
+    assert!(matches!(
+        decode_exit(Some(HekiAbi::RfcV2), 41, &union),
+        Ok(ExitDecode::NotHeki(_))
+    ));
+    // Not-Heki exits are never read: even an empty buffer is fine.
+    assert!(matches!(
+        decode_exit(None, 39, &[]),
+        Ok(ExitDecode::NotHeki(_))
+    ));
+    assert_eq!(upstream_exit_name(37), Some("KVM_EXIT_NOTIFY"));
+    assert_eq!(upstream_exit_name(1000), None);
+}
+
+#[test]
+fn short_buffers_are_typed_errors() {
+    for len in [0, 8, 63] {
+        let b = vec![0u8; len];
+        assert_eq!(
+            decode_exit(Some(HekiAbi::RfcV2), 40, &b),
+            Err(ExitDecodeError::Truncated { len, need: 64 })
+        );
+        let mut out = vec![0u8; len];
+        assert_eq!(
+            encode_exit(
+                HekiAbi::RfcV2,
+                &HekiExit::denial(HekiExitReason::Cr0, 0),
+                &mut out
+            ),
+            Err(ExitEncodeError::Truncated { len, need: 64 })
+        );
+    }
+    assert!(decode_kvm_run(Some(HekiAbi::RfcV2), &[0u8; 10]).is_err());
+    assert_eq!(
+        encode_exit(
+            HekiAbi::RfcV1,
+            &HekiExit::denial(HekiExitReason::Cr0, 0),
+            &mut [0u8; 64]
+        ),
+        Err(ExitEncodeError::AbiWithoutExits(HekiAbi::RfcV1))
+    );
+}
+
+#[test]
+fn decode_never_panics_on_garbage() {
+    arbtest::arbtest(|u| {
+        let abi: Option<HekiAbi> = if u.arbitrary()? {
+            Some(*u.choose(&HekiAbi::ALL)?)
+        } else {
+            None
+        };
+        let nr: u32 = *u.choose(&[39, 40, 41, 0, u32::MAX])?;
+        let bytes: Vec<u8> = u.arbitrary()?;
+        let _ = decode_exit(abi, nr, &bytes);
+        let _ = decode_kvm_run(abi, &bytes);
+        Ok(())
+    });
+}
+
+#[test]
+fn cap_enable_argument_and_state() {
+    assert_eq!(CHECK_EXTENSION_VALUE, 3);
+    assert_eq!(HekiExitReasons::VALID.bits(), 3);
+    assert_eq!(
+        HekiExitReasons::from_enable_arg(0),
+        Ok(HekiExitReasons::empty())
+    );
+    assert_eq!(
+        HekiExitReasons::from_enable_arg(3),
+        Ok(HekiExitReasons::VALID)
+    );
+    for arg in [4, 7, 1 << 63] {
+        assert_eq!(
+            HekiExitReasons::from_enable_arg(arg),
+            Err(CapError::UnknownReasons {
+                arg,
+                unknown: arg & !3
+            })
+        );
+    }
+    assert!(HekiExitReasons::from_bits_retain(5)
+        .to_enable_arg()
+        .is_err());
+    let mut s = HekiCapState::new();
+    s.enable(HekiCap::Denial, 3).unwrap();
+    assert!(s.exits_for(HekiCap::Denial, 0) && s.exits_for(HekiCap::Denial, 4));
+    assert!(!s.exits_for(HekiCap::Denial, 3));
+    // Last call wins: narrowing is allowed.
+    s.enable(HekiCap::Denial, HekiExitReasons::CR4.bits())
+        .unwrap();
+    assert!(!s.exits_for(HekiCap::Denial, 0));
+    // A rejected call leaves the state alone.
+    assert!(s.enable(HekiCap::Denial, 8).is_err());
+    assert_eq!(s.enabled(HekiCap::Denial), HekiExitReasons::CR4);
+    assert!(!s.exits_for(HekiCap::Configure, 4));
+}
