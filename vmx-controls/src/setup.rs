@@ -1,0 +1,595 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The VMCS configuration, computed the way Linux KVM's `setup_vmcs_config` does.
+//!
+//! Steps, in KVM's order (reference §3.3):
+//!
+//! 1. primary = adjust(required, optional, IA32_VMX_PROCBASED_CTLS 0x482); a required
+//!    control that is not allowed-1 fails ([`SetupError::RequiredControlsMissing`]);
+//! 2. if ACTIVATE_SECONDARY_CONTROLS survived: secondary = adjust(.., 0x48B);
+//! 3. (32-bit hosts) no VIRTUALIZE_APIC_ACCESSES clears TPR_SHADOW; no TPR_SHADOW clears
+//!    APIC_REGISTER_VIRT, VIRTUALIZE_X2APIC_MODE and VIRTUAL_INTR_DELIVERY;
+//! 4. EPT capabilities without ENABLE_EPT, VPID capabilities without ENABLE_VPID: an
+//!    error with [`OnInconsistent::Error`], else the capabilities are zeroed;
+//! 5. (CPUID: SGX known absent) ENCLS_EXITING cleared;
+//! 6. if ACTIVATE_TERTIARY_CONTROLS survived: tertiary = optional & 0x492;
+//! 7. exit = adjust(.., 0x483);
+//! 8. pin = adjust(.., 0x481); (CPUID: broken-timer parts) VMX_PREEMPTION_TIMER cleared;
+//!    no VIRTUAL_INTR_DELIVERY clears POSTED_INTR;
+//! 9. entry = adjust(.., 0x484);
+//! 10. if exit ACTIVATE_SECONDARY_CONTROLS survived (FRED): secondary exit = optional & 0x493;
+//! 11. the entry/exit pair check ([`crate::pairs`]);
+//! 12. (CPUID: Nehalem/Westmere) LOAD_IA32_PERF_GLOBAL_CTRL cleared on both sides;
+//! 13. BASIC checks: VMCS region larger than 4 KiB, 32-bit physical-address limit
+//!     (x86_64 only), VMCS memory type other than write-back.
+//!
+//! As in KVM, the *legacy* control MSRs are used (default1 bits come out set), the TRUE
+//! MSRs are never consulted, and the fix-ups only ever clear bits. An absent optional
+//! MSR (0x48B, 0x48C, 0x492, 0x493) reads as 0, like `rdmsr_safe`; where the CPU allows
+//! the activating control but the MSR is absent a diagnostic says so.
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+use vmx_caps::VmxCaps;
+
+use crate::controls::{
+    ControlBits, ControlField, EntryControls, ExitControls, PinBasedControls, PrimaryControls,
+    SecondaryControls, SecondaryExitControls, TertiaryControls,
+};
+use crate::pairs::{sanitize_pairs, InconsistentPair, OnInconsistent};
+use crate::policy::{has_broken_preemption_timer, perf_global_ctrl_erratum, HostMode, VmcsPolicy};
+
+/// Largest VMCS region KVM accepts ("SDM: VMCS size is never greater than 4kB").
+pub const MAX_VMCS_SIZE: u32 = 4096;
+
+/// Memory type write-back (BASIC\[53:50\] = 6), the only one KVM accepts.
+pub const VMCS_MEMORY_TYPE_WB: u8 = 6;
+
+/// The result of a successful computation: what KVM stores in `vmcs_config` and
+/// `vmx_capability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct VmcsConfig {
+    /// Pin-based controls (`pin_based_exec_ctrl`).
+    pub pin: PinBasedControls,
+    /// Primary processor-based controls (`cpu_based_exec_ctrl`).
+    pub primary: PrimaryControls,
+    /// Secondary processor-based controls (`cpu_based_2nd_exec_ctrl`); 0 when
+    /// ACTIVATE_SECONDARY_CONTROLS is not in `primary`.
+    pub secondary: SecondaryControls,
+    /// Tertiary processor-based controls (`cpu_based_3rd_exec_ctrl`).
+    pub tertiary: TertiaryControls,
+    /// Primary VM-exit controls (`vmexit_ctrl`).
+    pub exit: ExitControls,
+    /// Secondary VM-exit controls (`vmexit_2nd_ctrl`, FRED series).
+    pub secondary_exit: SecondaryExitControls,
+    /// VM-entry controls (`vmentry_ctrl`).
+    pub entry: EntryControls,
+    /// IA32_VMX_BASIC as read (`basic`).
+    pub basic: u64,
+    /// IA32_VMX_MISC as read (`misc`).
+    pub misc: u64,
+    /// EPT capabilities, low dword of 0x48C (`vmx_capability.ept`), after step 4.
+    pub ept_cap: u32,
+    /// VPID capabilities, high dword of 0x48C (`vmx_capability.vpid`), after step 4.
+    pub vpid_cap: u32,
+}
+
+impl VmcsConfig {
+    /// Raw value of one control field, widened to 64 bits.
+    pub fn field(&self, field: ControlField) -> u64 {
+        match field {
+            ControlField::PinBased => self.pin.raw_u64(),
+            ControlField::Primary => self.primary.raw_u64(),
+            ControlField::Secondary => self.secondary.raw_u64(),
+            ControlField::Tertiary => self.tertiary.raw_u64(),
+            ControlField::Exit => self.exit.raw_u64(),
+            ControlField::SecondaryExit => self.secondary_exit.raw_u64(),
+            ControlField::Entry => self.entry.raw_u64(),
+        }
+    }
+}
+
+/// How much a diagnostic matters.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// An expected adjustment (KVM does it silently).
+    Info,
+    /// Something KVM warns about (`pr_warn_once`).
+    Warning,
+}
+
+/// Something the computation noticed or changed on the way; the configuration is still
+/// usable.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Diagnostic {
+    /// The CPU allows ACTIVATE_SECONDARY_CONTROLS but IA32_VMX_PROCBASED_CTLS2 (0x48B)
+    /// is absent; the secondary controls are 0.
+    SecondaryCapsMissing,
+    /// 32-bit host without VIRTUALIZE_APIC_ACCESSES: TPR_SHADOW cleared.
+    TprShadowWithoutApicAccesses,
+    /// No TPR_SHADOW: these APIC-virtualization controls were cleared from the
+    /// secondary controls.
+    ApicVirtWithoutTprShadow {
+        /// What was cleared.
+        cleared: SecondaryControls,
+    },
+    /// EPT capabilities reported without ENABLE_EPT (sanitize mode): caps zeroed.
+    EptCapWithoutEnableEpt {
+        /// The EPT capabilities that were dropped.
+        ept_cap: u32,
+    },
+    /// VPID capabilities reported without ENABLE_VPID (sanitize mode): caps zeroed.
+    VpidCapWithoutEnableVpid {
+        /// The VPID capabilities that were dropped.
+        vpid_cap: u32,
+    },
+    /// The caller says SGX is absent: ENCLS_EXITING cleared.
+    EnclsExitingWithoutSgx,
+    /// The CPU allows ACTIVATE_TERTIARY_CONTROLS but IA32_VMX_PROCBASED_CTLS3 (0x492) is
+    /// absent; the tertiary controls are 0 (ACTIVATE_TERTIARY_CONTROLS stays, as in KVM).
+    TertiaryCapsMissing,
+    /// The CPU signature is on the broken VMX-preemption-timer list:
+    /// VMX_PREEMPTION_TIMER cleared.
+    BrokenPreemptionTimer {
+        /// CPUID.1:EAX as supplied.
+        signature: u32,
+    },
+    /// No VIRTUAL_INTR_DELIVERY: POSTED_INTR cleared.
+    PostedIntrWithoutVid,
+    /// The CPU allows exit ACTIVATE_SECONDARY_CONTROLS but IA32_VMX_EXIT_CTLS2 (0x493) is
+    /// absent; the secondary VM-exit controls are 0.
+    SecondaryExitCapsMissing,
+    /// An inconsistent entry/exit pair (sanitize mode): both sides cleared.
+    InconsistentPair(InconsistentPair),
+    /// Nehalem/Westmere erratum: LOAD_IA32_PERF_GLOBAL_CTRL cleared on entry and exit.
+    PerfGlobalCtrlErratum {
+        /// Erratum name(s), e.g. "AAK155".
+        erratum: &'static str,
+    },
+}
+
+impl Diagnostic {
+    /// Stable snake_case identifier (the `kind` of the JSON report).
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Diagnostic::SecondaryCapsMissing => "secondary_caps_missing",
+            Diagnostic::TprShadowWithoutApicAccesses => "tpr_shadow_without_apic_accesses",
+            Diagnostic::ApicVirtWithoutTprShadow { .. } => "apic_virt_without_tpr_shadow",
+            Diagnostic::EptCapWithoutEnableEpt { .. } => "ept_cap_without_enable_ept",
+            Diagnostic::VpidCapWithoutEnableVpid { .. } => "vpid_cap_without_enable_vpid",
+            Diagnostic::EnclsExitingWithoutSgx => "encls_exiting_without_sgx",
+            Diagnostic::TertiaryCapsMissing => "tertiary_caps_missing",
+            Diagnostic::BrokenPreemptionTimer { .. } => "broken_preemption_timer",
+            Diagnostic::PostedIntrWithoutVid => "posted_intr_without_vid",
+            Diagnostic::SecondaryExitCapsMissing => "secondary_exit_caps_missing",
+            Diagnostic::InconsistentPair(_) => "inconsistent_pair",
+            Diagnostic::PerfGlobalCtrlErratum { .. } => "perf_global_ctrl_erratum",
+        }
+    }
+
+    /// Whether KVM would warn about it.
+    pub const fn severity(&self) -> Severity {
+        match self {
+            Diagnostic::EptCapWithoutEnableEpt { .. }
+            | Diagnostic::VpidCapWithoutEnableVpid { .. }
+            | Diagnostic::InconsistentPair(_)
+            | Diagnostic::PerfGlobalCtrlErratum { .. }
+            | Diagnostic::SecondaryCapsMissing
+            | Diagnostic::TertiaryCapsMissing
+            | Diagnostic::SecondaryExitCapsMissing => Severity::Warning,
+            _ => Severity::Info,
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Diagnostic::SecondaryCapsMissing => f.write_str(
+                "ACTIVATE_SECONDARY_CONTROLS is allowed but IA32_VMX_PROCBASED_CTLS2 (0x48b) is absent: secondary controls are 0",
+            ),
+            Diagnostic::TprShadowWithoutApicAccesses => f.write_str(
+                "no VIRTUALIZE_APIC_ACCESSES on a 32-bit host: TPR_SHADOW cleared",
+            ),
+            Diagnostic::ApicVirtWithoutTprShadow { cleared } => {
+                write!(f, "no TPR_SHADOW: cleared {cleared} from the secondary controls")
+            }
+            Diagnostic::EptCapWithoutEnableEpt { ept_cap } => write!(
+                f,
+                "EPT CAP should not exist if not support 1-setting enable EPT VM-execution control (EPT caps {ept_cap:#x} dropped)"
+            ),
+            Diagnostic::VpidCapWithoutEnableVpid { vpid_cap } => write!(
+                f,
+                "VPID CAP should not exist if not support 1-setting enable VPID VM-execution control (VPID caps {vpid_cap:#x} dropped)"
+            ),
+            Diagnostic::EnclsExitingWithoutSgx => {
+                f.write_str("no SGX (CPUID leaf 0x12): ENCLS_EXITING cleared")
+            }
+            Diagnostic::TertiaryCapsMissing => f.write_str(
+                "ACTIVATE_TERTIARY_CONTROLS is allowed but IA32_VMX_PROCBASED_CTLS3 (0x492) is absent: tertiary controls are 0",
+            ),
+            Diagnostic::BrokenPreemptionTimer { signature } => write!(
+                f,
+                "VMX-preemption timer is broken on CPUID signature {signature:#010x}: VMX_PREEMPTION_TIMER cleared"
+            ),
+            Diagnostic::PostedIntrWithoutVid => {
+                f.write_str("no VIRTUAL_INTR_DELIVERY: POSTED_INTR cleared")
+            }
+            Diagnostic::SecondaryExitCapsMissing => f.write_str(
+                "exit ACTIVATE_SECONDARY_CONTROLS is allowed but IA32_VMX_EXIT_CTLS2 (0x493) is absent: secondary VM-exit controls are 0",
+            ),
+            Diagnostic::InconsistentPair(p) => write!(f, "{p}; both sides cleared"),
+            Diagnostic::PerfGlobalCtrlErratum { erratum } => write!(
+                f,
+                "VM_EXIT_LOAD_IA32_PERF_GLOBAL_CTRL does not work properly. Using workaround (erratum {erratum})"
+            ),
+        }
+    }
+}
+
+/// Why no configuration could be computed (KVM: `setup_vmcs_config` returns `-EIO` and
+/// kvm_intel refuses to load).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    /// Required controls of `field` are not allowed to be 1 (or the field is not
+    /// available at all: the activating control or its capability MSR is missing).
+    #[error("required {field} not allowed by MSR {msr:#x}: missing {} ({missing:#x}); allowed-1 {allowed1:#x}", describe_missing(.field, .missing))]
+    RequiredControlsMissing {
+        /// Which control field.
+        field: ControlField,
+        /// Capability MSR consulted.
+        msr: u32,
+        /// The required set asked for.
+        required: u64,
+        /// Required bits that cannot be 1.
+        missing: u64,
+        /// The allowed-1 settings seen (0 when the field is unavailable).
+        allowed1: u64,
+    },
+    /// Inconsistent entry/exit pairs with [`OnInconsistent::Error`].
+    #[error("{} inconsistent VM-Entry/VM-Exit pair(s): {}", .0.len(), join(.0))]
+    InconsistentPairs(Vec<InconsistentPair>),
+    /// EPT capabilities without ENABLE_EPT, with [`OnInconsistent::Error`].
+    #[error("EPT CAP should not exist if not support 1-setting enable EPT VM-execution control (EPT caps {ept_cap:#x})")]
+    EptCapWithoutEnableEpt {
+        /// The EPT capabilities (low dword of 0x48C).
+        ept_cap: u32,
+    },
+    /// VPID capabilities without ENABLE_VPID, with [`OnInconsistent::Error`].
+    #[error("VPID CAP should not exist if not support 1-setting enable VPID VM-execution control (VPID caps {vpid_cap:#x})")]
+    VpidCapWithoutEnableVpid {
+        /// The VPID capabilities (high dword of 0x48C).
+        vpid_cap: u32,
+    },
+    /// BASIC\[44:32\]: the VMCS region is larger than 4 KiB.
+    #[error("VMCS region size {size} bytes exceeds 4096 (IA32_VMX_BASIC[44:32])")]
+    VmcsSizeTooLarge {
+        /// The reported size.
+        size: u32,
+    },
+    /// BASIC\[48\]: physical addresses limited to 32 bits (fatal on x86_64).
+    #[error("IA32_VMX_BASIC[48] limits VMX physical addresses to 32 bits (not usable on x86_64)")]
+    PhysAddr32Bit,
+    /// BASIC\[53:50\]: the VMCS memory type is not write-back.
+    #[error("VMCS memory type {memory_type} is not write-back (6) (IA32_VMX_BASIC[53:50])")]
+    VmcsMemoryTypeNotWb {
+        /// The reported memory type.
+        memory_type: u8,
+    },
+}
+
+fn describe_missing(field: &ControlField, missing: &u64) -> String {
+    field.describe_bits(*missing)
+}
+
+fn join(pairs: &[InconsistentPair]) -> String {
+    pairs
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl SetupError {
+    /// Stable snake_case identifier (the `kind` of the JSON error report).
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            SetupError::RequiredControlsMissing { .. } => "required_controls_missing",
+            SetupError::InconsistentPairs(_) => "inconsistent_pairs",
+            SetupError::EptCapWithoutEnableEpt { .. } => "ept_cap_without_enable_ept",
+            SetupError::VpidCapWithoutEnableVpid { .. } => "vpid_cap_without_enable_vpid",
+            SetupError::VmcsSizeTooLarge { .. } => "vmcs_size_too_large",
+            SetupError::PhysAddr32Bit => "phys_addr_32bit",
+            SetupError::VmcsMemoryTypeNotWb { .. } => "vmcs_memory_type_not_wb",
+        }
+    }
+}
+
+/// A configuration plus everything noticed on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmcsSetup {
+    /// The configuration.
+    pub config: VmcsConfig,
+    /// Diagnostics in the order the steps produced them.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+// KVM `adjust_vmx_controls` on a legacy MSR, with the failure typed.
+fn adjust32(
+    field: ControlField,
+    settings: vmx_caps::AllowedSettings,
+    required: u32,
+    optional: u32,
+) -> Result<u32, SetupError> {
+    settings
+        .adjust(required, optional)
+        .map_err(|e| SetupError::RequiredControlsMissing {
+            field,
+            msr: field.capability_msr(),
+            required: u64::from(e.required),
+            missing: u64::from(e.missing),
+            allowed1: u64::from(settings.may_be_one()),
+        })
+}
+
+// KVM `adjust_vmx_controls64` (optional only), extended with a required set.
+fn adjust64(
+    field: ControlField,
+    allowed1: u64,
+    required: u64,
+    optional: u64,
+) -> Result<u64, SetupError> {
+    let ctl = (required | optional) & allowed1;
+    let missing = required & !ctl;
+    if missing != 0 {
+        return Err(SetupError::RequiredControlsMissing {
+            field,
+            msr: field.capability_msr(),
+            required,
+            missing,
+            allowed1,
+        });
+    }
+    Ok(ctl)
+}
+
+// A field whose activating control did not survive: only an empty required set is fine.
+fn unavailable(field: ControlField, required: u64) -> Result<(), SetupError> {
+    if required != 0 {
+        return Err(SetupError::RequiredControlsMissing {
+            field,
+            msr: field.capability_msr(),
+            required,
+            missing: required,
+            allowed1: 0,
+        });
+    }
+    Ok(())
+}
+
+/// Compute the VMCS configuration for `caps` under `policy`, step by step like KVM's
+/// `setup_vmcs_config` (see the module docs).
+pub fn setup_vmcs_config(caps: &VmxCaps, policy: &VmcsPolicy) -> Result<VmcsSetup, SetupError> {
+    let mut diags = Vec::new();
+    let strict = policy.on_inconsistent == OnInconsistent::Error;
+
+    // Step 1: primary processor-based controls.
+    let mut primary = PrimaryControls::from_bits_retain(adjust32(
+        ControlField::Primary,
+        caps.primary_legacy(),
+        policy.primary.required.bits(),
+        policy.primary.optional.bits(),
+    )?);
+
+    // Step 2: secondary controls, only when activated.
+    let mut secondary = SecondaryControls::empty();
+    if primary.contains(PrimaryControls::ACTIVATE_SECONDARY_CONTROLS) {
+        match caps.secondary() {
+            Some(s) => {
+                secondary = SecondaryControls::from_bits_retain(adjust32(
+                    ControlField::Secondary,
+                    s,
+                    policy.secondary.required.bits(),
+                    policy.secondary.optional.bits(),
+                )?);
+            }
+            None => {
+                diags.push(Diagnostic::SecondaryCapsMissing);
+                unavailable(ControlField::Secondary, policy.secondary.required.raw_u64())?;
+            }
+        }
+    } else {
+        unavailable(ControlField::Secondary, policy.secondary.required.raw_u64())?;
+    }
+
+    // Step 3: APIC-virtualization controls depend on the TPR shadow.
+    if policy.host == HostMode::I386
+        && !secondary.contains(SecondaryControls::VIRTUALIZE_APIC_ACCESSES)
+        && primary.contains(PrimaryControls::TPR_SHADOW)
+    {
+        primary.remove(PrimaryControls::TPR_SHADOW);
+        diags.push(Diagnostic::TprShadowWithoutApicAccesses);
+    }
+    if !primary.contains(PrimaryControls::TPR_SHADOW) {
+        let apicv = SecondaryControls::APIC_REGISTER_VIRT
+            | SecondaryControls::VIRTUALIZE_X2APIC_MODE
+            | SecondaryControls::VIRTUAL_INTR_DELIVERY;
+        let cleared = secondary & apicv;
+        if !cleared.is_empty() {
+            secondary.remove(apicv);
+            diags.push(Diagnostic::ApicVirtWithoutTprShadow { cleared });
+        }
+    }
+
+    // Step 4: EPT/VPID capabilities must come with their controls.
+    let (mut ept_cap, mut vpid_cap) = caps
+        .ept_vpid()
+        .map_or((0, 0), |c| (c.ept_raw(), c.vpid_raw()));
+    if ept_cap != 0 && !secondary.contains(SecondaryControls::ENABLE_EPT) {
+        if strict {
+            return Err(SetupError::EptCapWithoutEnableEpt { ept_cap });
+        }
+        diags.push(Diagnostic::EptCapWithoutEnableEpt { ept_cap });
+        ept_cap = 0;
+    }
+    if vpid_cap != 0 && !secondary.contains(SecondaryControls::ENABLE_VPID) {
+        if strict {
+            return Err(SetupError::VpidCapWithoutEnableVpid { vpid_cap });
+        }
+        diags.push(Diagnostic::VpidCapWithoutEnableVpid { vpid_cap });
+        vpid_cap = 0;
+    }
+
+    // Step 5: ENCLS exiting only with SGX (only when the caller knows).
+    if policy.cpuid.sgx == Some(false) && secondary.contains(SecondaryControls::ENCLS_EXITING) {
+        secondary.remove(SecondaryControls::ENCLS_EXITING);
+        diags.push(Diagnostic::EnclsExitingWithoutSgx);
+    }
+
+    // Step 6: tertiary controls, only when activated.
+    let mut tertiary = TertiaryControls::empty();
+    if primary.contains(PrimaryControls::ACTIVATE_TERTIARY_CONTROLS) {
+        let allowed1 = match caps.tertiary() {
+            Some(t) => t.may_be_one(),
+            None => {
+                diags.push(Diagnostic::TertiaryCapsMissing);
+                0
+            }
+        };
+        tertiary = TertiaryControls::from_bits_retain(adjust64(
+            ControlField::Tertiary,
+            allowed1,
+            policy.tertiary.required.bits(),
+            policy.tertiary.optional.bits(),
+        )?);
+    } else {
+        unavailable(ControlField::Tertiary, policy.tertiary.required.bits())?;
+    }
+
+    // Step 7: VM-exit controls.
+    let mut exit = ExitControls::from_bits_retain(adjust32(
+        ControlField::Exit,
+        caps.exit_legacy(),
+        policy.exit.required.bits(),
+        policy.exit.optional.bits(),
+    )?);
+
+    // Step 8: pin-based controls and their fix-ups.
+    let mut pin = PinBasedControls::from_bits_retain(adjust32(
+        ControlField::PinBased,
+        caps.pin_based_legacy(),
+        policy.pin.required.bits(),
+        policy.pin.optional.bits(),
+    )?);
+    if let Some(signature) = policy.cpuid.signature {
+        if has_broken_preemption_timer(signature)
+            && pin.contains(PinBasedControls::VMX_PREEMPTION_TIMER)
+        {
+            pin.remove(PinBasedControls::VMX_PREEMPTION_TIMER);
+            diags.push(Diagnostic::BrokenPreemptionTimer { signature });
+        }
+    }
+    if !secondary.contains(SecondaryControls::VIRTUAL_INTR_DELIVERY)
+        && pin.contains(PinBasedControls::POSTED_INTR)
+    {
+        pin.remove(PinBasedControls::POSTED_INTR);
+        diags.push(Diagnostic::PostedIntrWithoutVid);
+    }
+
+    // Step 9: VM-entry controls.
+    let mut entry = EntryControls::from_bits_retain(adjust32(
+        ControlField::Entry,
+        caps.entry_legacy(),
+        policy.entry.required.bits(),
+        policy.entry.optional.bits(),
+    )?);
+
+    // Step 10: secondary VM-exit controls (FRED), only when activated.
+    let mut secondary_exit = SecondaryExitControls::empty();
+    if exit.contains(ExitControls::ACTIVATE_SECONDARY_CONTROLS) {
+        let allowed1 = match caps.secondary_exit() {
+            Some(x) => x.may_be_one(),
+            None => {
+                diags.push(Diagnostic::SecondaryExitCapsMissing);
+                0
+            }
+        };
+        secondary_exit = SecondaryExitControls::from_bits_retain(adjust64(
+            ControlField::SecondaryExit,
+            allowed1,
+            policy.secondary_exit.required.bits(),
+            policy.secondary_exit.optional.bits(),
+        )?);
+    } else {
+        unavailable(
+            ControlField::SecondaryExit,
+            policy.secondary_exit.required.bits(),
+        )?;
+    }
+
+    // Step 11: entry/exit pairs.
+    match sanitize_pairs(
+        policy.pairs,
+        entry,
+        exit,
+        secondary_exit,
+        policy.on_inconsistent,
+    ) {
+        Ok(s) => {
+            entry = s.entry;
+            exit = s.exit;
+            secondary_exit = s.secondary_exit;
+            diags.extend(s.inconsistent.into_iter().map(Diagnostic::InconsistentPair));
+        }
+        Err(e) => return Err(SetupError::InconsistentPairs(e.pairs)),
+    }
+
+    // Step 12: Nehalem/Westmere PERF_GLOBAL_CTRL erratum, after the pair check as in KVM.
+    if let Some(erratum) = policy.cpuid.signature.and_then(perf_global_ctrl_erratum) {
+        if entry.contains(EntryControls::LOAD_IA32_PERF_GLOBAL_CTRL)
+            || exit.contains(ExitControls::LOAD_IA32_PERF_GLOBAL_CTRL)
+        {
+            entry.remove(EntryControls::LOAD_IA32_PERF_GLOBAL_CTRL);
+            exit.remove(ExitControls::LOAD_IA32_PERF_GLOBAL_CTRL);
+            diags.push(Diagnostic::PerfGlobalCtrlErratum { erratum });
+        }
+    }
+
+    // Step 13: BASIC checks.
+    let basic = caps.basic();
+    if basic.vmcs_size() > MAX_VMCS_SIZE {
+        return Err(SetupError::VmcsSizeTooLarge {
+            size: basic.vmcs_size(),
+        });
+    }
+    if policy.host == HostMode::X86_64 && basic.phys_addr_32bit() {
+        return Err(SetupError::PhysAddr32Bit);
+    }
+    if basic.memory_type() != VMCS_MEMORY_TYPE_WB {
+        return Err(SetupError::VmcsMemoryTypeNotWb {
+            memory_type: basic.memory_type(),
+        });
+    }
+
+    Ok(VmcsSetup {
+        config: VmcsConfig {
+            pin,
+            primary,
+            secondary,
+            tertiary,
+            exit,
+            secondary_exit,
+            entry,
+            basic: basic.raw(),
+            misc: caps.misc().raw(),
+            ept_cap,
+            vpid_cap,
+        },
+        diagnostics: diags,
+    })
+}
