@@ -1,6 +1,29 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! vcpu-events (under construction).
-
+#![doc = include_str!("../README.md")]
 #![cfg_attr(not(feature = "kvm"), forbid(unsafe_code))]
 #![deny(missing_docs)]
+
+pub mod event;
+pub mod idt_vectoring;
+pub mod injector;
+pub mod interruption;
+pub mod restore;
+pub mod sdm_checks;
+pub mod validate;
+pub mod vcpu_events;
+
+#[cfg(feature = "kvm")]
+pub mod kvm;
+
+pub use event::{
+    ActivityState, Event, EventStatus, ExceptionPayload, HardwareException, Interruptibility,
+};
+pub use idt_vectoring::{IdtVectoring, Reinjection};
+pub use injector::{
+    Decision, ExitKind, Injector, InjectorStats, RaiseError, RaiseOutcome, RunState, WaitReason,
+};
+pub use interruption::{EntryInterruption, InterruptionInfo, InterruptionType};
+pub use sdm_checks::{check_entry, EntryCaps, EntryControls, GuestEventState, Violation};
+pub use validate::{validate, GuestContext, KvmContext, Report};
+pub use vcpu_events::{RawVcpuEvents, Shadow, VcpuEvents};

@@ -1,0 +1,855 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Validation of a `kvm_vcpu_events` before KVM_SET_VCPU_EVENTS.
+//!
+//! [`validate`] answers three questions, each as a list (all findings, not
+//! the first one):
+//!
+//! 1. [`KvmReject`]: would `kvm_vcpu_ioctl_x86_set_vcpu_events` fail with
+//!    -EINVAL? (Linux 6.16 / 6.18 `arch/x86/kvm/x86.c`.)
+//! 2. [`KvmChange`]: would KVM accept it but silently change, ignore or lose
+//!    part of it (pending vs injected merging, dropped payloads, capped NMI
+//!    counts, shadow bits, truncated error codes, ignored bytes)?
+//! 3. [`EntryFailure`]: would KVM accept it but the next VM entry fail
+//!    (KVM_EXIT_FAIL_ENTRY, 0x80000021) because an SDM check on the event or
+//!    the guest state fails? KVM does not check these for userspace.
+
+#![deny(unsafe_code)]
+
+use crate::event::{
+    vector::{
+        LAST_EXCEPTION_VECTOR, X86_TRAP_BP, X86_TRAP_DB, X86_TRAP_NMI, X86_TRAP_OF, X86_TRAP_PF,
+    },
+    ActivityState, Event, HardwareException, Interruptibility,
+};
+use crate::interruption::EntryInterruption;
+use crate::sdm_checks::{check_entry, EntryCaps, EntryControls, GuestEventState, Violation};
+use crate::vcpu_events::{
+    VcpuEvents, KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD,
+    KVM_VCPUEVENT_VALID_SHADOW, KVM_VCPUEVENT_VALID_SIPI_VECTOR, KVM_VCPUEVENT_VALID_SMM,
+    KVM_VCPUEVENT_VALID_TRIPLE_FAULT,
+};
+
+/// What the VM / kernel has enabled, as far as KVM_SET_VCPU_EVENTS cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct KvmContext {
+    /// KVM_CAP_EXCEPTION_PAYLOAD (164) enabled on the VM.
+    pub exception_payload_enabled: bool,
+    /// KVM_CAP_X86_TRIPLE_FAULT_EVENT (218) enabled on the VM.
+    pub triple_fault_event_enabled: bool,
+    /// The kernel has SMM support (CONFIG_KVM_SMM; KVM_CAP_X86_SMM).
+    pub smm_supported: bool,
+    /// An in-kernel LAPIC exists (KVM_CREATE_IRQCHIP or split irqchip):
+    /// without one, `sipi_vector` and `smi.latched_init` are ignored.
+    pub in_kernel_lapic: bool,
+    /// The vCPU's MP state is INIT_RECEIVED (Linux <= 6.16 rejects SMM state
+    /// then; newer kernels fail the next KVM_RUN instead).
+    pub mp_state_init_received: bool,
+}
+
+impl Default for KvmContext {
+    /// Userspace irqchip, SMM built in, no optional caps enabled.
+    fn default() -> Self {
+        Self {
+            exception_payload_enabled: false,
+            triple_fault_event_enabled: false,
+            smm_supported: true,
+            in_kernel_lapic: false,
+            mp_state_init_received: false,
+        }
+    }
+}
+
+/// The guest state the events will be entered with (from KVM_GET_REGS /
+/// KVM_GET_SREGS of the same snapshot) plus VMX facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct GuestContext {
+    /// Guest RFLAGS.
+    pub rflags: u64,
+    /// Guest CR0.PE.
+    pub cr0_pe: bool,
+    /// KVM runs the guest with "unrestricted guest" (the default on modern
+    /// Intel CPUs, `kvm_intel.unrestricted_guest=1`).
+    pub unrestricted_guest: bool,
+    /// KVM uses virtual NMIs (always, on CPUs with them).
+    pub virtual_nmis: bool,
+    /// The capability bits the checks need.
+    pub caps: EntryCaps,
+}
+
+impl Default for GuestContext {
+    /// IF = 1, protected mode, unrestricted guest, virtual NMIs, no optional caps.
+    fn default() -> Self {
+        Self {
+            rflags: 0x202,
+            cr0_pe: true,
+            unrestricted_guest: true,
+            virtual_nmis: true,
+            caps: EntryCaps::default(),
+        }
+    }
+}
+
+impl GuestContext {
+    /// RFLAGS from `regs` and CR0.PE from `sregs`, defaults for the rest.
+    pub fn from_regs(regs: &kvm_bindings::kvm_regs, sregs: &kvm_bindings::kvm_sregs) -> Self {
+        Self {
+            rflags: regs.rflags,
+            cr0_pe: sregs.cr0 & 1 != 0,
+            ..Self::default()
+        }
+    }
+}
+
+/// A reason KVM_SET_VCPU_EVENTS returns -EINVAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum KvmReject {
+    /// `flags` has bits outside the known `KVM_VCPUEVENT_VALID_*`.
+    #[error("unknown flags {0:#x}")]
+    UnknownFlags(u32),
+    /// `VALID_PAYLOAD` without KVM_CAP_EXCEPTION_PAYLOAD enabled.
+    #[error("VALID_PAYLOAD set but KVM_CAP_EXCEPTION_PAYLOAD is not enabled")]
+    PayloadCapNotEnabled,
+    /// An injected or pending exception with vector > 31 or == 2 (NMI).
+    #[error("exception vector {0} is > 31 or NMI")]
+    ExceptionVector(u8),
+    /// `VALID_TRIPLE_FAULT` without KVM_CAP_X86_TRIPLE_FAULT_EVENT enabled.
+    #[error("VALID_TRIPLE_FAULT set but KVM_CAP_X86_TRIPLE_FAULT_EVENT is not enabled")]
+    TripleFaultCapNotEnabled,
+    /// `VALID_SMM` with SMM state set on a kernel without CONFIG_KVM_SMM.
+    #[error("SMM state set but the kernel has no SMM support")]
+    SmmUnsupported,
+    /// `VALID_SMM` with `smm` or `pending` while MP state is INIT_RECEIVED
+    /// (Linux <= 6.16; later kernels fail the next KVM_RUN instead).
+    #[error("SMM/SMI set while the vCPU is in INIT_RECEIVED")]
+    SmmWithInitReceived,
+}
+
+/// Something KVM accepts but silently changes, ignores or loses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub enum KvmChange {
+    /// `VALID_PAYLOAD`, exception both pending and injected: injected is
+    /// cleared (pending wins).
+    PendingOverridesInjected,
+    /// `VALID_PAYLOAD`, payload on a non-pending exception: dropped.
+    PayloadDroppedNotPending,
+    /// No `VALID_PAYLOAD`: `exception.pending` / `exception_has_payload` are
+    /// cleared (a pending-only exception is lost).
+    PendingIgnoredWithoutPayloadFlag,
+    /// Payload for a vector other than #PF / #DB: never applied.
+    PayloadForVector(u8),
+    /// `nmi.pending` non-zero without `VALID_NMI_PENDING`: ignored.
+    NmiPendingIgnored(u8),
+    /// `nmi.pending` above what KVM keeps (2, or 1 if masked / injecting):
+    /// the extra NMIs are lost.
+    NmiPendingCapped {
+        /// The count in the struct.
+        requested: u8,
+        /// What KVM keeps.
+        kept: u8,
+    },
+    /// `interrupt.shadow` non-zero without `VALID_SHADOW`: ignored.
+    ShadowIgnored,
+    /// Both shadow bits: KVM keeps MOV SS only.
+    BothShadowBits,
+    /// Unknown shadow bits: ignored.
+    UnknownShadowBits(u8),
+    /// `sipi_vector` with `VALID_SIPI_VECTOR` but no in-kernel LAPIC: ignored.
+    SipiIgnored,
+    /// `smi.latched_init` without an in-kernel LAPIC: ignored.
+    LatchedInitIgnored,
+    /// Error code bits 31:16 set: KVM drops them (VMX allows only 15:0).
+    ErrorCodeTruncated(u32),
+    /// Error code on an exception for a real-mode guest: KVM clears it.
+    ErrorCodeDroppedRealMode,
+    /// A boolean byte other than 0 / 1 (KVM reads it as true).
+    NonCanonicalBool(&'static str),
+    /// `nmi.pad` non-zero: ignored.
+    NmiPadNonZero(u8),
+    /// `reserved` has non-zero bytes (count): ignored (a newer ABI may use them).
+    ReservedBytesNonZero(usize),
+    /// More than one injected event (exception / NMI / interrupt): KVM
+    /// re-injects exception, then NMI, then interrupt on successive entries.
+    SeveralInjectedEvents,
+}
+
+/// Where an event checked for VM entry comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum EventSlot {
+    /// The exception slot.
+    Exception,
+    /// `nmi.injected`.
+    Nmi,
+    /// The interrupt slot.
+    Interrupt,
+    /// The guest state alone (shadow, NMI mask).
+    State,
+}
+
+/// A VM-entry failure KVM would let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum EntryFailure {
+    /// An SDM check fails for the event in `slot`.
+    Sdm {
+        /// The slot.
+        slot: EventSlot,
+        /// The failed check.
+        violation: Violation,
+    },
+    /// #BP / #OF in the exception slot, or `interrupt.soft`: KVM injects a
+    /// software event with the length of the *last VM exit's* instruction,
+    /// which userspace cannot supply (0 fails C8 on CPUs without
+    /// IA32_VMX_MISC bit 30; another length skips the wrong number of bytes).
+    StaleInstructionLength(EventSlot),
+}
+
+/// The three lists [`validate`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Report {
+    /// -EINVAL reasons.
+    pub kvm_rejects: Vec<KvmReject>,
+    /// Silent changes.
+    pub kvm_changes: Vec<KvmChange>,
+    /// VM-entry failures after a successful SET.
+    pub entry_failures: Vec<EntryFailure>,
+}
+
+impl Report {
+    /// Nothing rejected, nothing changed, no entry failure.
+    pub fn is_clean(&self) -> bool {
+        self.kvm_rejects.is_empty() && self.kvm_changes.is_empty() && self.entry_failures.is_empty()
+    }
+
+    /// KVM accepts it and VM entry will too (changes may remain).
+    pub fn is_safe(&self) -> bool {
+        self.kvm_rejects.is_empty() && self.entry_failures.is_empty()
+    }
+}
+
+/// Validates `events` as KVM_SET_VCPU_EVENTS would see them, followed by a
+/// VM entry with `guest`'s state.
+pub fn validate(events: &VcpuEvents, kvm: &KvmContext, guest: &GuestContext) -> Report {
+    let mut r = Report::default();
+    let flags = events.flags;
+    let exc = &events.exception;
+
+    // ---- -EINVAL, in KVM's order ----
+    if flags.unknown_bits() != 0 {
+        r.kvm_rejects
+            .push(KvmReject::UnknownFlags(flags.unknown_bits()));
+    }
+    let with_payload = flags.contains(KVM_VCPUEVENT_VALID_PAYLOAD);
+    if with_payload && !kvm.exception_payload_enabled {
+        r.kvm_rejects.push(KvmReject::PayloadCapNotEnabled);
+    }
+    // KVM normalises before the vector check.
+    let pending = with_payload && exc.pending.get();
+    let injected = exc.injected.get() && !pending;
+    if (injected || pending) && (exc.nr > LAST_EXCEPTION_VECTOR || exc.nr == X86_TRAP_NMI) {
+        r.kvm_rejects.push(KvmReject::ExceptionVector(exc.nr));
+    }
+    let with_smm = flags.contains(KVM_VCPUEVENT_VALID_SMM);
+    let smm_state =
+        events.smi.smm.get() || events.smi.pending.get() || events.smi.smm_inside_nmi.get();
+    if with_smm && smm_state && !kvm.smm_supported {
+        r.kvm_rejects.push(KvmReject::SmmUnsupported);
+    }
+    if with_smm && (events.smi.smm.get() || events.smi.pending.get()) && kvm.mp_state_init_received
+    {
+        r.kvm_rejects.push(KvmReject::SmmWithInitReceived);
+    }
+    if flags.contains(KVM_VCPUEVENT_VALID_TRIPLE_FAULT) && !kvm.triple_fault_event_enabled {
+        r.kvm_rejects.push(KvmReject::TripleFaultCapNotEnabled);
+    }
+
+    // ---- silent changes ----
+    let c = &mut r.kvm_changes;
+    if with_payload {
+        if exc.pending.get() && exc.injected.get() {
+            c.push(KvmChange::PendingOverridesInjected);
+        }
+        if !exc.pending.get() && exc.has_payload.get() {
+            c.push(KvmChange::PayloadDroppedNotPending);
+        }
+        if pending && exc.has_payload.get() && exc.nr != X86_TRAP_PF && exc.nr != X86_TRAP_DB {
+            c.push(KvmChange::PayloadForVector(exc.nr));
+        }
+    } else if exc.pending.get() || exc.has_payload.get() {
+        c.push(KvmChange::PendingIgnoredWithoutPayloadFlag);
+    }
+    let nmi_injected = events.nmi.injected.get();
+    if flags.contains(KVM_VCPUEVENT_VALID_NMI_PENDING) {
+        let limit = if events.nmi.masked.get() || nmi_injected {
+            1
+        } else {
+            2
+        };
+        if events.nmi.pending > limit {
+            c.push(KvmChange::NmiPendingCapped {
+                requested: events.nmi.pending,
+                kept: limit,
+            });
+        }
+    } else if events.nmi.pending != 0 {
+        c.push(KvmChange::NmiPendingIgnored(events.nmi.pending));
+    }
+    let shadow = events.interrupt.shadow;
+    let with_shadow = flags.contains(KVM_VCPUEVENT_VALID_SHADOW);
+    if !with_shadow && shadow.raw() != 0 {
+        c.push(KvmChange::ShadowIgnored);
+    }
+    if with_shadow && shadow.sti() && shadow.mov_ss() {
+        c.push(KvmChange::BothShadowBits);
+    }
+    if with_shadow && shadow.unknown_bits() != 0 {
+        c.push(KvmChange::UnknownShadowBits(shadow.unknown_bits()));
+    }
+    if flags.contains(KVM_VCPUEVENT_VALID_SIPI_VECTOR) && !kvm.in_kernel_lapic {
+        c.push(KvmChange::SipiIgnored);
+    }
+    if with_smm && events.smi.latched_init.get() && !kvm.in_kernel_lapic {
+        c.push(KvmChange::LatchedInitIgnored);
+    }
+    let exc_live = injected || pending;
+    if exc_live && exc.has_error_code.get() {
+        if exc.error_code & 0xffff_0000 != 0 {
+            c.push(KvmChange::ErrorCodeTruncated(exc.error_code));
+        }
+        if !guest.cr0_pe {
+            c.push(KvmChange::ErrorCodeDroppedRealMode);
+        }
+    }
+    let bools = [
+        ("exception.injected", exc.injected),
+        ("exception.has_error_code", exc.has_error_code),
+        ("exception.pending", exc.pending),
+        ("exception_has_payload", exc.has_payload),
+        ("interrupt.injected", events.interrupt.injected),
+        ("interrupt.soft", events.interrupt.soft),
+        ("nmi.injected", events.nmi.injected),
+        ("nmi.masked", events.nmi.masked),
+        ("smi.smm", events.smi.smm),
+        ("smi.pending", events.smi.pending),
+        ("smi.smm_inside_nmi", events.smi.smm_inside_nmi),
+        ("smi.latched_init", events.smi.latched_init),
+        ("triple_fault.pending", events.triple_fault_pending),
+    ];
+    for (name, b) in bools {
+        if !b.is_canonical() {
+            c.push(KvmChange::NonCanonicalBool(name));
+        }
+    }
+    if events.nmi.pad != 0 {
+        c.push(KvmChange::NmiPadNonZero(events.nmi.pad));
+    }
+    let nonzero = events.reserved.iter().filter(|&&b| b != 0).count();
+    if nonzero != 0 {
+        c.push(KvmChange::ReservedBytesNonZero(nonzero));
+    }
+    let int_injected = events.interrupt.injected.get();
+    if [injected, nmi_injected, int_injected]
+        .iter()
+        .filter(|&&b| b)
+        .count()
+        > 1
+    {
+        c.push(KvmChange::SeveralInjectedEvents);
+    }
+
+    // ---- VM entry ----
+    // The interruptibility state KVM will program (both bits: MOV SS wins).
+    let eff_shadow = if with_shadow {
+        if shadow.mov_ss() {
+            Interruptibility::BLOCKING_BY_MOV_SS
+        } else if shadow.sti() {
+            Interruptibility::BLOCKING_BY_STI
+        } else {
+            0
+        }
+    } else {
+        0
+    };
+    let nmi_blocked = if events.nmi.masked.get() {
+        Interruptibility::BLOCKING_BY_NMI
+    } else {
+        0
+    };
+    let gstate = GuestEventState {
+        rflags: guest.rflags,
+        cr0_pe: guest.cr0_pe,
+        interruptibility: Interruptibility::from_bits_retain(eff_shadow | nmi_blocked),
+        activity: ActivityState::Active,
+        in_smm: false,
+        pending_debug_bs: false,
+        debugctl_btf: false,
+    };
+    let controls = EntryControls {
+        unrestricted_guest: guest.unrestricted_guest,
+        virtual_nmis: guest.virtual_nmis,
+        entry_to_smm: false,
+    };
+    let f = &mut r.entry_failures;
+    let mut state_reported = false;
+    let mut check = |slot: EventSlot, event: Option<Event>, f: &mut Vec<EntryFailure>| {
+        let entry = match event.map(|e| EntryInterruption::encode(&e)) {
+            Some(Ok(e)) => e,
+            _ => EntryInterruption::NONE,
+        };
+        for v in check_entry(&entry, &gstate, &controls, &guest.caps) {
+            // State-only violations (G2/G3/...) are reported once, as State.
+            let event_specific = matches!(
+                v.rule(),
+                "C1" | "C2" | "C3" | "C4" | "C5" | "C6" | "C7" | "C8" | "G1" | "G4" | "G5" | "G6"
+            ) || matches!(v, Violation::EventBlockedInActivityState { .. });
+            if event_specific {
+                f.push(EntryFailure::Sdm { slot, violation: v });
+            } else if !state_reported {
+                f.push(EntryFailure::Sdm {
+                    slot: EventSlot::State,
+                    violation: v,
+                });
+            }
+        }
+        state_reported = true;
+    };
+    check(EventSlot::State, None, f);
+    if exc_live {
+        if exc.nr == X86_TRAP_BP || exc.nr == X86_TRAP_OF {
+            f.push(EntryFailure::StaleInstructionLength(EventSlot::Exception));
+        } else if exc.nr <= LAST_EXCEPTION_VECTOR && exc.nr != X86_TRAP_NMI {
+            // KVM drops bits 31:16 and, in real mode, the error code itself.
+            let has = exc.has_error_code.get() && guest.cr0_pe;
+            let mut e = HardwareException::new(exc.nr);
+            if has {
+                e.error_code = Some(exc.error_code & 0xffff);
+            }
+            check(EventSlot::Exception, Some(Event::HardwareException(e)), f);
+        }
+    }
+    if nmi_injected {
+        check(EventSlot::Nmi, Some(Event::Nmi), f);
+    }
+    if int_injected {
+        if events.interrupt.soft.get() {
+            f.push(EntryFailure::StaleInstructionLength(EventSlot::Interrupt));
+        } else {
+            check(
+                EventSlot::Interrupt,
+                Some(Event::ExternalInterrupt {
+                    vector: events.interrupt.nr,
+                }),
+                f,
+            );
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventStatus;
+    use crate::vcpu_events::{KvmBool, Shadow, VcpuEventsFlags};
+
+    fn kvm() -> KvmContext {
+        KvmContext {
+            exception_payload_enabled: true,
+            triple_fault_event_enabled: true,
+            ..Default::default()
+        }
+    }
+
+    fn v(e: &VcpuEvents) -> Report {
+        validate(e, &kvm(), &GuestContext::default())
+    }
+
+    fn sdm(slot: EventSlot, violation: Violation) -> EntryFailure {
+        EntryFailure::Sdm { slot, violation }
+    }
+
+    #[test]
+    fn empty_is_clean() {
+        assert!(v(&VcpuEvents::default()).is_clean());
+    }
+
+    #[test]
+    fn reject_unknown_flags() {
+        let e = VcpuEvents {
+            flags: VcpuEventsFlags::from_bits_retain(0x40),
+            ..Default::default()
+        };
+        assert_eq!(v(&e).kvm_rejects, vec![KvmReject::UnknownFlags(0x40)]);
+    }
+
+    #[test]
+    fn reject_payload_without_cap() {
+        let mut e = VcpuEvents::default();
+        e.set_exception(
+            EventStatus::Pending,
+            HardwareException::page_fault(0, 0x1000),
+        )
+        .unwrap();
+        assert!(v(&e).is_clean());
+        let r = validate(&e, &KvmContext::default(), &GuestContext::default());
+        assert_eq!(r.kvm_rejects, vec![KvmReject::PayloadCapNotEnabled]);
+    }
+
+    #[test]
+    fn reject_exception_vector() {
+        for nr in [2u8, 32, 255] {
+            let mut e = VcpuEvents::default();
+            e.exception.injected = KvmBool::TRUE;
+            e.exception.nr = nr;
+            assert_eq!(v(&e).kvm_rejects, vec![KvmReject::ExceptionVector(nr)]);
+        }
+        // Not live: no check (KVM ignores nr then).
+        let mut e = VcpuEvents::default();
+        e.exception.nr = 200;
+        assert!(v(&e).kvm_rejects.is_empty());
+        // Pending without VALID_PAYLOAD is cleared first, so no -EINVAL.
+        e.exception.pending = KvmBool::TRUE;
+        assert!(v(&e).kvm_rejects.is_empty());
+    }
+
+    #[test]
+    fn reject_triple_fault_without_cap() {
+        let mut e = VcpuEvents::default();
+        e.set_event(EventStatus::Pending, Event::TripleFault)
+            .unwrap();
+        assert!(v(&e).kvm_rejects.is_empty());
+        let r = validate(&e, &KvmContext::default(), &GuestContext::default());
+        assert_eq!(r.kvm_rejects, vec![KvmReject::TripleFaultCapNotEnabled]);
+    }
+
+    #[test]
+    fn reject_smm_without_support_and_with_init_received() {
+        let mut e = VcpuEvents::default();
+        e.set_event(EventStatus::Pending, Event::Smi).unwrap();
+        assert!(v(&e).kvm_rejects.is_empty());
+        let no_smm = KvmContext {
+            smm_supported: false,
+            ..kvm()
+        };
+        assert_eq!(
+            validate(&e, &no_smm, &GuestContext::default()).kvm_rejects,
+            vec![KvmReject::SmmUnsupported]
+        );
+        let init = KvmContext {
+            mp_state_init_received: true,
+            ..kvm()
+        };
+        assert_eq!(
+            validate(&e, &init, &GuestContext::default()).kvm_rejects,
+            vec![KvmReject::SmmWithInitReceived]
+        );
+    }
+
+    #[test]
+    fn change_pending_overrides_injected_and_payload_drop() {
+        let mut e = VcpuEvents::default();
+        e.set_exception(
+            EventStatus::Pending,
+            HardwareException::page_fault(0, 0x1000),
+        )
+        .unwrap();
+        e.exception.injected = KvmBool::TRUE;
+        assert_eq!(v(&e).kvm_changes, vec![KvmChange::PendingOverridesInjected]);
+        let mut e = VcpuEvents::default();
+        e.set_exception(
+            EventStatus::Injected,
+            HardwareException::new(14).with_error_code(0),
+        )
+        .unwrap();
+        e.flags.set(KVM_VCPUEVENT_VALID_PAYLOAD, true);
+        e.exception.has_payload = KvmBool::TRUE;
+        assert_eq!(v(&e).kvm_changes, vec![KvmChange::PayloadDroppedNotPending]);
+    }
+
+    #[test]
+    fn change_pending_without_payload_flag() {
+        let mut e = VcpuEvents::default();
+        e.exception.pending = KvmBool::TRUE;
+        e.exception.nr = 6;
+        assert_eq!(
+            v(&e).kvm_changes,
+            vec![KvmChange::PendingIgnoredWithoutPayloadFlag]
+        );
+    }
+
+    #[test]
+    fn change_payload_for_other_vector() {
+        let mut e = VcpuEvents::default();
+        e.set_exception(EventStatus::Pending, HardwareException::new(6))
+            .unwrap();
+        e.exception.has_payload = KvmBool::TRUE;
+        assert_eq!(v(&e).kvm_changes, vec![KvmChange::PayloadForVector(6)]);
+    }
+
+    #[test]
+    fn change_nmi_counts() {
+        let mut e = VcpuEvents::default();
+        e.nmi.pending = 1;
+        assert_eq!(v(&e).kvm_changes, vec![KvmChange::NmiPendingIgnored(1)]);
+        e.flags.set(KVM_VCPUEVENT_VALID_NMI_PENDING, true);
+        assert!(v(&e).is_clean());
+        e.nmi.pending = 2;
+        assert!(v(&e).is_clean());
+        e.nmi.pending = 3;
+        assert_eq!(
+            v(&e).kvm_changes,
+            vec![KvmChange::NmiPendingCapped {
+                requested: 3,
+                kept: 2
+            }]
+        );
+        e.nmi.pending = 2;
+        e.nmi.masked = KvmBool::TRUE;
+        assert_eq!(
+            v(&e).kvm_changes,
+            vec![KvmChange::NmiPendingCapped {
+                requested: 2,
+                kept: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn change_shadow_bits() {
+        let mut e = VcpuEvents::default();
+        e.interrupt.shadow = Shadow::MOV_SS;
+        assert_eq!(v(&e).kvm_changes, vec![KvmChange::ShadowIgnored]);
+        e.set_shadow(Shadow::from_bits_retain(3));
+        let r = v(&e);
+        assert_eq!(r.kvm_changes, vec![KvmChange::BothShadowBits]);
+        // KVM keeps MOV SS, so no G2 failure is reported.
+        assert!(r.entry_failures.is_empty());
+        e.set_shadow(Shadow::from_bits_retain(0x10));
+        assert_eq!(v(&e).kvm_changes, vec![KvmChange::UnknownShadowBits(0x10)]);
+    }
+
+    #[test]
+    fn change_sipi_and_latched_init_without_lapic() {
+        let mut e = VcpuEvents::default();
+        e.flags.set(KVM_VCPUEVENT_VALID_SIPI_VECTOR, true);
+        assert_eq!(v(&e).kvm_changes, vec![KvmChange::SipiIgnored]);
+        let lapic = KvmContext {
+            in_kernel_lapic: true,
+            ..kvm()
+        };
+        assert!(validate(&e, &lapic, &GuestContext::default()).is_clean());
+        let mut e = VcpuEvents::default();
+        e.flags.set(KVM_VCPUEVENT_VALID_SMM, true);
+        e.smi.latched_init = KvmBool::TRUE;
+        assert_eq!(v(&e).kvm_changes, vec![KvmChange::LatchedInitIgnored]);
+    }
+
+    #[test]
+    fn change_error_code_truncated_and_real_mode() {
+        let mut e = VcpuEvents::default();
+        e.set_exception(
+            EventStatus::Injected,
+            HardwareException::general_protection(0x1_0008),
+        )
+        .unwrap();
+        let r = v(&e);
+        assert_eq!(r.kvm_changes, vec![KvmChange::ErrorCodeTruncated(0x1_0008)]);
+        assert!(
+            r.entry_failures.is_empty(),
+            "KVM truncates, so C7 cannot fail"
+        );
+        let mut e = VcpuEvents::default();
+        e.set_exception(
+            EventStatus::Injected,
+            HardwareException::general_protection(8),
+        )
+        .unwrap();
+        let real = GuestContext {
+            cr0_pe: false,
+            ..GuestContext::default()
+        };
+        let r = validate(&e, &kvm(), &real);
+        assert_eq!(r.kvm_changes, vec![KvmChange::ErrorCodeDroppedRealMode]);
+        assert!(r.entry_failures.is_empty());
+    }
+
+    #[test]
+    fn change_odd_bytes() {
+        let mut e = VcpuEvents::default();
+        e.nmi.masked = KvmBool::from_raw(2);
+        e.nmi.pad = 9;
+        e.reserved[3] = 1;
+        e.reserved[4] = 1;
+        assert_eq!(
+            v(&e).kvm_changes,
+            vec![
+                KvmChange::NonCanonicalBool("nmi.masked"),
+                KvmChange::NmiPadNonZero(9),
+                KvmChange::ReservedBytesNonZero(2)
+            ]
+        );
+    }
+
+    #[test]
+    fn change_several_injected() {
+        let mut e = VcpuEvents::default();
+        e.set_event(EventStatus::Injected, Event::Nmi).unwrap();
+        e.set_event(
+            EventStatus::Injected,
+            Event::ExternalInterrupt { vector: 0x20 },
+        )
+        .unwrap();
+        assert_eq!(v(&e).kvm_changes, vec![KvmChange::SeveralInjectedEvents]);
+    }
+
+    #[test]
+    fn entry_interrupt_with_if_clear_or_shadow() {
+        let mut e = VcpuEvents::default();
+        e.set_event(
+            EventStatus::Injected,
+            Event::ExternalInterrupt { vector: 0xd1 },
+        )
+        .unwrap();
+        assert!(v(&e).is_clean());
+        let if0 = GuestContext {
+            rflags: 2,
+            ..GuestContext::default()
+        };
+        assert_eq!(
+            validate(&e, &kvm(), &if0).entry_failures,
+            vec![sdm(
+                EventSlot::Interrupt,
+                Violation::ExternalInterruptWithIfClear
+            )]
+        );
+        e.set_shadow(Shadow::MOV_SS);
+        assert_eq!(
+            v(&e).entry_failures,
+            vec![sdm(
+                EventSlot::Interrupt,
+                Violation::ExternalInterruptInShadow
+            )]
+        );
+    }
+
+    #[test]
+    fn entry_sti_shadow_with_if_clear() {
+        let mut e = VcpuEvents::default();
+        e.set_shadow(Shadow::STI);
+        assert!(v(&e).is_clean());
+        let if0 = GuestContext {
+            rflags: 2,
+            ..GuestContext::default()
+        };
+        assert_eq!(
+            validate(&e, &kvm(), &if0).entry_failures,
+            vec![sdm(EventSlot::State, Violation::StiBlockingWithIfClear)]
+        );
+    }
+
+    #[test]
+    fn entry_nmi_rules() {
+        let mut e = VcpuEvents::default();
+        e.set_event(EventStatus::Injected, Event::Nmi).unwrap();
+        assert!(v(&e).is_clean());
+        e.nmi.masked = KvmBool::TRUE;
+        assert_eq!(
+            v(&e).entry_failures,
+            vec![sdm(EventSlot::Nmi, Violation::NmiWhileNmiBlocked)]
+        );
+        e.nmi.masked = KvmBool::FALSE;
+        e.set_shadow(Shadow::MOV_SS);
+        assert_eq!(
+            v(&e).entry_failures,
+            vec![sdm(EventSlot::Nmi, Violation::NmiWithMovSsBlocking)]
+        );
+        e.set_shadow(Shadow::STI);
+        assert_eq!(
+            v(&e).entry_failures,
+            vec![sdm(EventSlot::Nmi, Violation::NmiWithStiBlocking)]
+        );
+    }
+
+    #[test]
+    fn entry_exception_error_code_consistency() {
+        let mut e = VcpuEvents::default();
+        e.set_exception(EventStatus::Injected, HardwareException::new(13))
+            .unwrap();
+        assert_eq!(
+            v(&e).entry_failures,
+            vec![sdm(
+                EventSlot::Exception,
+                Violation::ErrorCodeMissing { vector: 13 }
+            )]
+        );
+        let mut caps = GuestContext::default();
+        caps.caps.no_hw_error_code_consistency_check = true;
+        assert!(validate(&e, &kvm(), &caps).entry_failures.is_empty());
+        e.set_exception(
+            EventStatus::Injected,
+            HardwareException::new(6).with_error_code(0),
+        )
+        .unwrap();
+        assert_eq!(v(&e).entry_failures.len(), 1);
+    }
+
+    #[test]
+    fn entry_soft_events_have_stale_length() {
+        let mut e = VcpuEvents::default();
+        e.set_exception(EventStatus::Injected, HardwareException::new(3))
+            .unwrap();
+        assert_eq!(
+            v(&e).entry_failures,
+            vec![EntryFailure::StaleInstructionLength(EventSlot::Exception)]
+        );
+        let mut e = VcpuEvents::default();
+        e.set_event(
+            EventStatus::Injected,
+            Event::ExternalInterrupt { vector: 0x80 },
+        )
+        .unwrap();
+        e.interrupt.soft = KvmBool::TRUE;
+        assert_eq!(
+            v(&e).entry_failures,
+            vec![EntryFailure::StaleInstructionLength(EventSlot::Interrupt)]
+        );
+    }
+
+    #[test]
+    fn report_helpers() {
+        let mut r = Report::default();
+        assert!(r.is_clean() && r.is_safe());
+        r.kvm_changes.push(KvmChange::ShadowIgnored);
+        assert!(!r.is_clean() && r.is_safe());
+        r.kvm_rejects.push(KvmReject::PayloadCapNotEnabled);
+        assert!(!r.is_safe());
+        assert!(KvmReject::ExceptionVector(2)
+            .to_string()
+            .contains("vector 2"));
+    }
+
+    #[test]
+    fn guest_context_from_regs() {
+        let regs = kvm_bindings::kvm_regs {
+            rflags: 0x2,
+            ..Default::default()
+        };
+        let sregs = kvm_bindings::kvm_sregs {
+            cr0: 0x11,
+            ..Default::default()
+        };
+        let g = GuestContext::from_regs(&regs, &sregs);
+        assert_eq!(g.rflags, 2);
+        assert!(g.cr0_pe);
+    }
+}
