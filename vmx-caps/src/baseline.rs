@@ -1,0 +1,515 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Fleet baselines and KVM's nested-restore subset rule.
+//!
+//! [`intersect`] computes the capability set a nested guest can be given on every host
+//! of a fleet: a control may be 1 only where every host allows it, must be 1 where any
+//! host forces it, features are ANDed, limits take the minimum, FIXED0 is ORed and
+//! FIXED1 ANDed. [`is_subset_of`] applies the rules KVM uses when userspace restores
+//! VMX capability MSRs into a vCPU (`vmx_set_vmx_msr`, reference §3.6); the intersection
+//! of a set of hosts is a subset of each of them.
+
+use serde::Serialize;
+
+use crate::allowed::AllowedSettings;
+use crate::basic::{self, VmxBasic};
+use crate::caps::VmxCaps;
+use crate::control::ControlWord;
+use crate::error::CapsError;
+use crate::misc::{self, VmxMisc};
+use crate::msr;
+use crate::raw::RawMsrs;
+
+/// Something [`intersect`] or [`is_subset_of`] had to report.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Note {
+    /// MSR concerned.
+    pub msr: u32,
+    /// Bits concerned (0 when a whole field is).
+    pub bits: u64,
+    /// One-line explanation.
+    pub message: String,
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({:#x})",
+            msr::name(self.msr).unwrap_or("?"),
+            self.msr
+        )?;
+        if self.bits != 0 {
+            write!(f, " bits {:#x}", self.bits)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The result of [`intersect`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Baseline {
+    /// The common capability set.
+    pub caps: VmxCaps,
+    /// Conflicts resolved along the way (different revision IDs, preemption-timer
+    /// rates, controls one host forces and another forbids, ...).
+    pub notes: Vec<Note>,
+}
+
+/// BASIC feature bits that are ANDed (and compared as a subset).
+const BASIC_FEATURES: u64 = basic::VMX_BASIC_DUAL_MONITOR_TREATMENT
+    | basic::VMX_BASIC_INOUT
+    | basic::VMX_BASIC_TRUE_CTLS
+    | basic::VMX_BASIC_NO_HW_ERROR_CODE_CC
+    | basic::VMX_BASIC_NESTED_EXCEPTION;
+/// BASIC reserved bits (KVM `vmx_restore_vmx_basic`: 31, 47:45, 63:57).
+const BASIC_RESERVED: u64 = (1 << 31) | (0x7 << 45) | (0x7F << 57);
+
+fn intersect_basic(a: VmxBasic, b: VmxBasic, notes: &mut Vec<Note>) -> u64 {
+    let i = msr::IA32_VMX_BASIC;
+    if a.revision_id() != b.revision_id() {
+        notes.push(Note {
+            msr: i,
+            bits: basic::REVISION_MASK,
+            message: format!(
+                "VMCS revision IDs differ ({} vs {}); keeping {} (a nested hypervisor reports its own)",
+                a.revision_id(),
+                b.revision_id(),
+                a.revision_id()
+            ),
+        });
+    }
+    if a.memory_type() != b.memory_type() {
+        notes.push(Note {
+            msr: i,
+            bits: basic::MEM_TYPE_MASK,
+            message: format!(
+                "VMCS memory types differ ({} vs {}); keeping {}",
+                a.memory_type(),
+                b.memory_type(),
+                a.memory_type()
+            ),
+        });
+    }
+    let size = u64::from(a.vmcs_size().max(b.vmcs_size()));
+    (a.raw() & (basic::REVISION_MASK | basic::MEM_TYPE_MASK))
+        | (size << 32) & basic::VMCS_SIZE_MASK
+        | (a.raw() | b.raw()) & basic::VMX_BASIC_32BIT_PHYS_ADDR_ONLY
+        | (a.raw() & b.raw()) & (BASIC_FEATURES | BASIC_RESERVED)
+}
+
+fn intersect_misc(a: VmxMisc, b: VmxMisc, timer_differs: bool, notes: &mut Vec<Note>) -> u64 {
+    let i = msr::IA32_VMX_MISC;
+    if a.mseg_revid() != b.mseg_revid() {
+        notes.push(Note {
+            msr: i,
+            bits: misc::VMX_MISC_MSEG_REVID_MASK,
+            message: "MSEG revision identifiers differ; keeping the first".into(),
+        });
+    }
+    let rate = u64::from(a.preemption_timer_rate().min(b.preemption_timer_rate()));
+    if timer_differs {
+        notes.push(Note {
+            msr: i,
+            bits: misc::VMX_MISC_PREEMPTION_TIMER_RATE_MASK,
+            message: format!(
+                "preemption-timer rates differ ({} vs {}): the VMX-preemption timer controls are dropped from the baseline",
+                a.preemption_timer_rate(),
+                b.preemption_timer_rate()
+            ),
+        });
+    }
+    let cr3 = u64::from(a.cr3_count().min(b.cr3_count()));
+    let max_msr = u64::from(a.max_msr_field().min(b.max_msr_field()));
+    rate | (a.raw() & b.raw()) & (misc::FEATURE_BITS | misc::VMX_MISC_RESERVED_BITS)
+        | cr3 << 16
+        | max_msr << 25
+        | a.raw() & misc::VMX_MISC_MSEG_REVID_MASK
+}
+
+fn and_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    Some(a? & b?)
+}
+
+fn intersect2(a: &VmxCaps, b: &VmxCaps, notes: &mut Vec<Note>) -> Result<VmxCaps, CapsError> {
+    let mut r = RawMsrs::new();
+    r.insert(
+        msr::IA32_VMX_BASIC,
+        intersect_basic(a.basic(), b.basic(), notes),
+    );
+    let true_ctls = a.has_true_ctls() && b.has_true_ctls();
+    // Preemption timer: usable in the baseline only if both run it at the same rate.
+    let timer_differs = a.misc().preemption_timer_rate() != b.misc().preemption_timer_rate();
+    r.insert(
+        msr::IA32_VMX_MISC,
+        intersect_misc(a.misc(), b.misc(), timer_differs, notes),
+    );
+    // Controls (legacy and TRUE).
+    for word in [
+        ControlWord::PinBased,
+        ControlWord::Primary,
+        ControlWord::Exit,
+        ControlWord::Entry,
+    ] {
+        let legacy = |c: &VmxCaps| AllowedSettings::from_raw(c.get(word.msr()).unwrap_or(0));
+        r.insert(word.msr(), legacy(a).intersect(legacy(b)).raw());
+        if let (true, Some(t)) = (true_ctls, word.true_msr()) {
+            // Effective views (a TRUE MSR missing despite BASIC bit 55 falls back to
+            // legacy), so the result is never more capable than what either input uses.
+            let eff = |c: &VmxCaps| c.true_settings(word).unwrap_or(legacy(c));
+            r.insert(t, eff(a).intersect(eff(b)).raw());
+        }
+    }
+    for id in [msr::IA32_VMX_PROCBASED_CTLS2] {
+        if let (Some(x), Some(y)) = (a.get(id), b.get(id)) {
+            r.insert(
+                id,
+                AllowedSettings::from_raw(x)
+                    .intersect(AllowedSettings::from_raw(y))
+                    .raw(),
+            );
+        }
+    }
+    for id in [
+        msr::IA32_VMX_PROCBASED_CTLS3,
+        msr::IA32_VMX_EXIT_CTLS2,
+        msr::IA32_VMX_VMFUNC,
+    ] {
+        if let Some(v) = and_opt(a.get(id), b.get(id)) {
+            r.insert(id, v);
+        }
+    }
+    if let (Some(x), Some(y)) = (a.ept_vpid(), b.ept_vpid()) {
+        let hlat = crate::ept_vpid::HLAT_PREFIX_SIZE_MASK;
+        let h = (x.raw() & hlat).min(y.raw() & hlat);
+        r.insert(msr::IA32_VMX_EPT_VPID_CAP, (x.raw() & y.raw() & !hlat) | h);
+    }
+    for (f0, fa, fb) in [
+        (msr::IA32_VMX_CR0_FIXED0, a.cr0_fixed(), b.cr0_fixed()),
+        (msr::IA32_VMX_CR4_FIXED0, a.cr4_fixed(), b.cr4_fixed()),
+    ] {
+        r.insert(f0, fa.fixed0 | fb.fixed0);
+        r.insert(f0 + 1, fa.fixed1 & fb.fixed1);
+    }
+    let (ea, eb) = (a.vmcs_enum(), b.vmcs_enum());
+    let idx = ea.raw() & crate::fixed::VMCS_FIELD_INDEX_MASK;
+    let idy = eb.raw() & crate::fixed::VMCS_FIELD_INDEX_MASK;
+    r.insert(
+        msr::IA32_VMX_VMCS_ENUM,
+        idx.min(idy) | (ea.raw() & eb.raw() & !crate::fixed::VMCS_FIELD_INDEX_MASK),
+    );
+
+    // Gate controls whose capability MSR did not survive, so the set stays coherent.
+    let clear_hi = |r: &mut RawMsrs, ids: &[u32], bit: u32| {
+        for id in ids {
+            if let Some(v) = r.get(*id) {
+                r.insert(*id, v & !(1u64 << (32 + bit)));
+            }
+        }
+    };
+    let primary = [
+        msr::IA32_VMX_PROCBASED_CTLS,
+        msr::IA32_VMX_TRUE_PROCBASED_CTLS,
+    ];
+    let exit = [msr::IA32_VMX_EXIT_CTLS, msr::IA32_VMX_TRUE_EXIT_CTLS];
+    let pin = [
+        msr::IA32_VMX_PINBASED_CTLS,
+        msr::IA32_VMX_TRUE_PINBASED_CTLS,
+    ];
+    let secondary = [msr::IA32_VMX_PROCBASED_CTLS2];
+    // Only where one input had the MSR: when every input lacks it (a capture that
+    // stops at 0x490), the gap is kept as it is rather than guessed at.
+    let lost = |id: u32| !r.contains(id) && (a.get(id).is_some() || b.get(id).is_some());
+    let gates = [
+        (msr::IA32_VMX_PROCBASED_CTLS2, &primary[..], 31),
+        (msr::IA32_VMX_PROCBASED_CTLS3, &primary[..], 17),
+        (msr::IA32_VMX_EXIT_CTLS2, &exit[..], 31),
+        (msr::IA32_VMX_VMFUNC, &secondary[..], 13),
+        (msr::IA32_VMX_EPT_VPID_CAP, &secondary[..], 1),
+        (msr::IA32_VMX_EPT_VPID_CAP, &secondary[..], 5),
+    ];
+    let to_clear: Vec<_> = gates.into_iter().filter(|g| lost(g.0)).collect();
+    for (_, ids, bit) in to_clear {
+        clear_hi(&mut r, ids, bit);
+    }
+    if timer_differs {
+        clear_hi(&mut r, &pin, 6);
+        clear_hi(&mut r, &exit, 22);
+    }
+    for (id, v) in r.iter().collect::<Vec<_>>() {
+        let is_ctl = matches!(id, 0x481..=0x484 | 0x48B | 0x48D..=0x490);
+        let bad = AllowedSettings::from_raw(v).contradictory();
+        if is_ctl && bad != 0 {
+            notes.push(Note {
+                msr: id,
+                bits: u64::from(bad),
+                message:
+                    "one host forces these controls to 1, another forbids them: no common setting"
+                        .into(),
+            });
+        }
+    }
+    VmxCaps::from_raw(r)
+}
+
+/// The common baseline of `sets` (see the module docs). Errors only on an empty slice
+/// ([`CapsError::MissingMsr`] for BASIC).
+pub fn intersect(sets: &[VmxCaps]) -> Result<Baseline, CapsError> {
+    let Some((first, rest)) = sets.split_first() else {
+        return Err(CapsError::MissingMsr {
+            index: msr::IA32_VMX_BASIC,
+            name: "IA32_VMX_BASIC",
+        });
+    };
+    let mut notes = Vec::new();
+    let mut acc = first.clone();
+    for s in rest {
+        acc = intersect2(&acc, s, &mut notes)?;
+    }
+    Ok(Baseline { caps: acc, notes })
+}
+
+fn subset_bits(out: &mut Vec<Note>, msr: u32, a: u64, b: u64, mask: u64, what: &str) {
+    let extra = a & !b & mask;
+    if extra != 0 {
+        out.push(Note {
+            msr,
+            bits: extra,
+            message: format!("{what} not offered by the target"),
+        });
+    }
+}
+
+/// KVM's restore rules: returns why `a` could not be restored into a vCPU whose KVM
+/// reports `b` (empty = `a` is no more capable than `b`).
+///
+/// * BASIC: feature and reserved bits a bitwise subset, bit 48 clear, same revision
+///   ID, VMCS size not smaller.
+/// * Controls (effective view, TRUE when BASIC bit 55 is set), secondary: every
+///   must-be-1 bit of `b` stays must-be-1, every may-be-1 bit of `a` is may-be-1 in `b`;
+///   tertiary, secondary exit, VMFUNC, EPT/VPID: bitwise subset (absent = 0).
+/// * MISC: feature and reserved bits a subset; same preemption-timer rate when `a`
+///   offers the timer; CR3-target count and MSR-list size not larger; same MSEG revision.
+/// * CR0/CR4 FIXED0 a superset; FIXED1 a subset (KVM derives FIXED1 from CPUID and
+///   refuses to restore it; this check is the capability-set equivalent).
+/// * VMCS_ENUM is not checked (KVM accepts any value).
+pub fn is_subset_of(a: &VmxCaps, b: &VmxCaps) -> Vec<Note> {
+    let mut out = Vec::new();
+    let (ba, bb) = (a.basic(), b.basic());
+    let i = msr::IA32_VMX_BASIC;
+    subset_bits(
+        &mut out,
+        i,
+        ba.raw(),
+        bb.raw(),
+        BASIC_FEATURES | BASIC_RESERVED,
+        "BASIC feature/reserved bits",
+    );
+    if ba.phys_addr_32bit() {
+        out.push(Note {
+            msr: i,
+            bits: basic::VMX_BASIC_32BIT_PHYS_ADDR_ONLY,
+            message: "32-bit physical-address limit cannot be restored".into(),
+        });
+    }
+    if ba.revision_id() != bb.revision_id() {
+        out.push(Note {
+            msr: i,
+            bits: basic::REVISION_MASK,
+            message: format!(
+                "revision ID {} differs from {}",
+                ba.revision_id(),
+                bb.revision_id()
+            ),
+        });
+    }
+    if ba.vmcs_size() < bb.vmcs_size() {
+        out.push(Note {
+            msr: i,
+            bits: basic::VMCS_SIZE_MASK,
+            message: format!(
+                "VMCS size {} is smaller than {}",
+                ba.vmcs_size(),
+                bb.vmcs_size()
+            ),
+        });
+    }
+    for word in ControlWord::ALL {
+        let id = if word.true_msr().is_some() && a.has_true_ctls() {
+            word.true_msr().unwrap_or(word.msr())
+        } else {
+            word.msr()
+        };
+        let forced_lost = b.must_be_one(word) & !a.must_be_one(word);
+        if forced_lost != 0 {
+            out.push(Note {
+                msr: id,
+                bits: forced_lost,
+                message: format!("{}: must-be-1 controls made optional", word.title()),
+            });
+        }
+        let extra = a.may_be_one(word) & !b.may_be_one(word);
+        if extra != 0 {
+            out.push(Note {
+                msr: id,
+                bits: if word.is_allowed1_only() {
+                    extra
+                } else {
+                    extra << 32
+                },
+                message: format!("{}: controls not offered by the target", word.title()),
+            });
+        }
+    }
+    let (ma, mb) = (a.misc(), b.misc());
+    let i = msr::IA32_VMX_MISC;
+    subset_bits(
+        &mut out,
+        i,
+        ma.raw(),
+        mb.raw(),
+        misc::FEATURE_BITS | misc::VMX_MISC_RESERVED_BITS,
+        "MISC feature/reserved bits",
+    );
+    if a.pin_based().may_be_one_bit(6) && ma.preemption_timer_rate() != mb.preemption_timer_rate() {
+        out.push(Note {
+            msr: i,
+            bits: misc::VMX_MISC_PREEMPTION_TIMER_RATE_MASK,
+            message: "preemption-timer rate differs".into(),
+        });
+    }
+    if ma.cr3_count() > mb.cr3_count() {
+        out.push(Note {
+            msr: i,
+            bits: misc::VMX_MISC_CR3_COUNT_MASK,
+            message: "more CR3-target values than the target".into(),
+        });
+    }
+    if ma.max_msr_field() > mb.max_msr_field() {
+        out.push(Note {
+            msr: i,
+            bits: misc::VMX_MISC_MAX_MSR_MASK,
+            message: "larger MSR-list recommendation than the target".into(),
+        });
+    }
+    if ma.mseg_revid() != mb.mseg_revid() {
+        out.push(Note {
+            msr: i,
+            bits: misc::VMX_MISC_MSEG_REVID_MASK,
+            message: "MSEG revision differs".into(),
+        });
+    }
+    subset_bits(
+        &mut out,
+        msr::IA32_VMX_EPT_VPID_CAP,
+        a.ept_vpid().map_or(0, |c| c.raw()),
+        b.ept_vpid().map_or(0, |c| c.raw()),
+        !0,
+        "EPT/VPID capabilities",
+    );
+    subset_bits(
+        &mut out,
+        msr::IA32_VMX_VMFUNC,
+        a.vmfunc().map_or(0, |c| c.raw()),
+        b.vmfunc().map_or(0, |c| c.raw()),
+        !0,
+        "VM functions",
+    );
+    for (f0, fa, fb) in [
+        (msr::IA32_VMX_CR0_FIXED0, a.cr0_fixed(), b.cr0_fixed()),
+        (msr::IA32_VMX_CR4_FIXED0, a.cr4_fixed(), b.cr4_fixed()),
+    ] {
+        let lost = fb.fixed0 & !fa.fixed0;
+        if lost != 0 {
+            out.push(Note {
+                msr: f0,
+                bits: lost,
+                message: "bits the target fixes to 1 are not fixed".into(),
+            });
+        }
+        subset_bits(
+            &mut out,
+            f0 + 1,
+            fa.fixed1,
+            fb.fixed1,
+            !0,
+            "CR bits allowed to be 1",
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw_skx() -> RawMsrs {
+        [
+            (0x480, 0x00DA_0400_0000_0004),
+            (0x481, 0x0000_00FF_0000_0016),
+            (0x482, 0xFFF9_FFFE_0401_E172),
+            (0x483, 0x01FF_FFFF_0003_6DFF),
+            (0x484, 0x0003_FFFF_0000_11FF),
+            (0x485, 0x7004_C1E7),
+            (0x486, 0x8000_0021),
+            (0x487, 0xFFFF_FFFF),
+            (0x488, 0x2000),
+            (0x489, 0x0037_27FF),
+            (0x48A, 0x2E),
+            (0x48B, 0x025D_3FFF_0000_0000),
+            (0x48C, 0x0000_0F01_0673_4141),
+            (0x48D, 0x0000_00FF_0000_0016),
+            (0x48E, 0xFFF9_FFFE_0400_6172),
+            (0x48F, 0x01FF_FFFF_0003_6DFB),
+            (0x490, 0x0003_FFFF_0000_11FB),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    #[test]
+    fn intersect_with_self_is_identity() {
+        let c = VmxCaps::from_raw(raw_skx()).unwrap();
+        let b = intersect(&[c.clone(), c.clone()]).unwrap();
+        assert_eq!(b.caps, c);
+        assert!(b.notes.is_empty());
+        assert!(is_subset_of(&c, &c).is_empty());
+    }
+
+    #[test]
+    fn empty_input_is_an_error() {
+        assert!(intersect(&[]).is_err());
+    }
+
+    #[test]
+    fn forced_vs_forbidden_is_noted() {
+        let a = VmxCaps::from_raw(raw_skx()).unwrap();
+        let mut r = raw_skx();
+        // Host B forces pin bit 7 (posted interrupts) to 1 in both views.
+        r.insert(0x481, 0x0000_00FF_0000_0096);
+        r.insert(0x48D, 0x0000_00FF_0000_0096);
+        let b = VmxCaps::from_raw(r).unwrap();
+        let mut r = raw_skx();
+        // Host C forbids it.
+        r.insert(0x481, 0x0000_007F_0000_0016);
+        r.insert(0x48D, 0x0000_007F_0000_0016);
+        let c = VmxCaps::from_raw(r).unwrap();
+        let base = intersect(&[a, b, c]).unwrap();
+        assert!(base.notes.iter().any(|n| n.msr == 0x481 && n.bits == 0x80));
+    }
+
+    #[test]
+    fn subset_detects_extra_controls_and_lost_forced_bits() {
+        let big = VmxCaps::from_raw(raw_skx()).unwrap();
+        let mut r = raw_skx();
+        r.insert(0x48E, 0xFFF9_FFFE_0400_6172 | 0x80); // forces HLT exiting
+        r.insert(0x482, 0xFFF9_FFFE_0401_E172 | 0x80);
+        let small = VmxCaps::from_raw(r).unwrap();
+        assert!(is_subset_of(&small, &big).is_empty());
+        let notes = is_subset_of(&big, &small);
+        assert!(
+            notes.iter().any(|n| n.msr == 0x48E && n.bits == 0x80),
+            "{notes:?}"
+        );
+    }
+}

@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! [`CapsError`]: every way obtaining a capability set can fail.
+
+/// Why a capability set could not be read, parsed or built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CapsError {
+    /// A required MSR (see [`crate::msr::REQUIRED`]) is absent.
+    #[error("required MSR {name} ({index:#x}) is missing")]
+    MissingMsr {
+        /// MSR index.
+        index: u32,
+        /// Linux name of the MSR.
+        name: &'static str,
+    },
+    /// The dump is not valid JSON or not in the dump format.
+    #[error("malformed dump: {message}")]
+    BadJson {
+        /// What the JSON parser reported.
+        message: String,
+    },
+    /// A key or value of the dump's `msrs` object is not a `0x`-prefixed hex number
+    /// that fits in 64 bits (32 bits for keys).
+    #[error("malformed dump: bad hex {what} {text:?}")]
+    BadHex {
+        /// `"MSR index"` or `"value of MSR 0x…"`.
+        what: String,
+        /// The offending text (truncated to 40 characters).
+        text: String,
+    },
+    /// An MSR index outside the VMX capability range 0x480..=0x493.
+    #[error(
+        "malformed dump: unknown MSR index {index:#x} (VMX capability MSRs are 0x480..=0x493)"
+    )]
+    UnknownMsr {
+        /// The index found.
+        index: u32,
+    },
+    /// The same MSR index appears twice.
+    #[error("malformed dump: MSR {index:#x} appears more than once")]
+    DuplicateMsr {
+        /// The repeated index.
+        index: u32,
+    },
+    /// A file is larger than the source accepts (dumps are a few hundred bytes).
+    #[error("{path}: file too large (more than {limit} bytes)")]
+    TooLarge {
+        /// Path of the file.
+        path: String,
+        /// Bytes read before giving up (at least `limit + 1`).
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The source exists but this CPU or hypervisor offers no VMX: the message says
+    /// why (e.g. "this CPU has no VMX (CPUID.1:ECX.VMX = 0)").
+    #[error("no VMX: {detail}")]
+    NoVmx {
+        /// What was observed.
+        detail: String,
+    },
+    /// The source cannot be used on this machine (e.g. `/dev/cpu/0/msr` not present:
+    /// the `msr` module is not loaded).
+    #[error("source unavailable: {detail}")]
+    Unavailable {
+        /// What is missing and how to get it.
+        detail: String,
+    },
+    /// An I/O error, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being read or written.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CapsError {
+    /// Shorthand for [`CapsError::Io`].
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

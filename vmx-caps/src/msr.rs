@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Indices of the VMX capability MSRs (Linux `msr-index.h` names, without the `MSR_`
+//! prefix), and the table of which of them a capability set requires.
+
+/// IA32_VMX_BASIC: VMCS revision, region size, memory type, feature flags.
+pub const IA32_VMX_BASIC: u32 = 0x480;
+/// IA32_VMX_PINBASED_CTLS: allowed settings of the pin-based VM-execution controls.
+pub const IA32_VMX_PINBASED_CTLS: u32 = 0x481;
+/// IA32_VMX_PROCBASED_CTLS: allowed settings of the primary processor-based controls.
+pub const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
+/// IA32_VMX_EXIT_CTLS: allowed settings of the primary VM-exit controls.
+pub const IA32_VMX_EXIT_CTLS: u32 = 0x483;
+/// IA32_VMX_ENTRY_CTLS: allowed settings of the VM-entry controls.
+pub const IA32_VMX_ENTRY_CTLS: u32 = 0x484;
+/// IA32_VMX_MISC: miscellaneous VMX data (preemption-timer rate, activity states, ...).
+pub const IA32_VMX_MISC: u32 = 0x485;
+/// IA32_VMX_CR0_FIXED0: CR0 bits fixed to 1 in VMX operation.
+pub const IA32_VMX_CR0_FIXED0: u32 = 0x486;
+/// IA32_VMX_CR0_FIXED1: CR0 bits allowed to be 1 in VMX operation.
+pub const IA32_VMX_CR0_FIXED1: u32 = 0x487;
+/// IA32_VMX_CR4_FIXED0: CR4 bits fixed to 1 in VMX operation.
+pub const IA32_VMX_CR4_FIXED0: u32 = 0x488;
+/// IA32_VMX_CR4_FIXED1: CR4 bits allowed to be 1 in VMX operation.
+pub const IA32_VMX_CR4_FIXED1: u32 = 0x489;
+/// IA32_VMX_VMCS_ENUM: highest index used in VMCS field encodings (bits 9:1).
+pub const IA32_VMX_VMCS_ENUM: u32 = 0x48A;
+/// IA32_VMX_PROCBASED_CTLS2: allowed settings of the secondary processor-based controls.
+pub const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48B;
+/// IA32_VMX_EPT_VPID_CAP: EPT capabilities (low dword) and VPID capabilities (high dword).
+pub const IA32_VMX_EPT_VPID_CAP: u32 = 0x48C;
+/// IA32_VMX_TRUE_PINBASED_CTLS: pin-based controls including clearable default1 bits.
+pub const IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48D;
+/// IA32_VMX_TRUE_PROCBASED_CTLS: primary processor-based controls, true view.
+pub const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48E;
+/// IA32_VMX_TRUE_EXIT_CTLS: VM-exit controls, true view.
+pub const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48F;
+/// IA32_VMX_TRUE_ENTRY_CTLS: VM-entry controls, true view.
+pub const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
+/// IA32_VMX_VMFUNC: allowed-1 settings of the VM-function controls.
+pub const IA32_VMX_VMFUNC: u32 = 0x491;
+/// IA32_VMX_PROCBASED_CTLS3: allowed-1 settings of the 64-bit tertiary controls.
+pub const IA32_VMX_PROCBASED_CTLS3: u32 = 0x492;
+/// IA32_VMX_EXIT_CTLS2: allowed-1 settings of the 64-bit secondary VM-exit controls.
+pub const IA32_VMX_EXIT_CTLS2: u32 = 0x493;
+
+/// First VMX capability MSR index.
+pub const FIRST: u32 = IA32_VMX_BASIC;
+/// Last VMX capability MSR index known to this crate.
+pub const LAST: u32 = IA32_VMX_EXIT_CTLS2;
+
+/// Every known VMX capability MSR index, ascending.
+pub const ALL: [u32; 20] = [
+    IA32_VMX_BASIC,
+    IA32_VMX_PINBASED_CTLS,
+    IA32_VMX_PROCBASED_CTLS,
+    IA32_VMX_EXIT_CTLS,
+    IA32_VMX_ENTRY_CTLS,
+    IA32_VMX_MISC,
+    IA32_VMX_CR0_FIXED0,
+    IA32_VMX_CR0_FIXED1,
+    IA32_VMX_CR4_FIXED0,
+    IA32_VMX_CR4_FIXED1,
+    IA32_VMX_VMCS_ENUM,
+    IA32_VMX_PROCBASED_CTLS2,
+    IA32_VMX_EPT_VPID_CAP,
+    IA32_VMX_TRUE_PINBASED_CTLS,
+    IA32_VMX_TRUE_PROCBASED_CTLS,
+    IA32_VMX_TRUE_EXIT_CTLS,
+    IA32_VMX_TRUE_ENTRY_CTLS,
+    IA32_VMX_VMFUNC,
+    IA32_VMX_PROCBASED_CTLS3,
+    IA32_VMX_EXIT_CTLS2,
+];
+
+/// MSRs every VMX-capable CPU implements (SDM Appendix A: "always" with CPUID VMX);
+/// a capability set without one of them is rejected.
+pub const REQUIRED: [u32; 11] = [
+    IA32_VMX_BASIC,
+    IA32_VMX_PINBASED_CTLS,
+    IA32_VMX_PROCBASED_CTLS,
+    IA32_VMX_EXIT_CTLS,
+    IA32_VMX_ENTRY_CTLS,
+    IA32_VMX_MISC,
+    IA32_VMX_CR0_FIXED0,
+    IA32_VMX_CR0_FIXED1,
+    IA32_VMX_CR4_FIXED0,
+    IA32_VMX_CR4_FIXED1,
+    IA32_VMX_VMCS_ENUM,
+];
+
+/// Whether `index` is one of the VMX capability MSRs 0x480..=0x493.
+pub const fn is_vmx_msr(index: u32) -> bool {
+    index >= FIRST && index <= LAST
+}
+
+/// Whether `index` is a required MSR (see [`REQUIRED`]).
+pub const fn is_required(index: u32) -> bool {
+    index >= IA32_VMX_BASIC && index <= IA32_VMX_VMCS_ENUM
+}
+
+/// The Linux name of a VMX capability MSR (`"IA32_VMX_BASIC"`, ...), `None` if unknown.
+pub const fn name(index: u32) -> Option<&'static str> {
+    Some(match index {
+        IA32_VMX_BASIC => "IA32_VMX_BASIC",
+        IA32_VMX_PINBASED_CTLS => "IA32_VMX_PINBASED_CTLS",
+        IA32_VMX_PROCBASED_CTLS => "IA32_VMX_PROCBASED_CTLS",
+        IA32_VMX_EXIT_CTLS => "IA32_VMX_EXIT_CTLS",
+        IA32_VMX_ENTRY_CTLS => "IA32_VMX_ENTRY_CTLS",
+        IA32_VMX_MISC => "IA32_VMX_MISC",
+        IA32_VMX_CR0_FIXED0 => "IA32_VMX_CR0_FIXED0",
+        IA32_VMX_CR0_FIXED1 => "IA32_VMX_CR0_FIXED1",
+        IA32_VMX_CR4_FIXED0 => "IA32_VMX_CR4_FIXED0",
+        IA32_VMX_CR4_FIXED1 => "IA32_VMX_CR4_FIXED1",
+        IA32_VMX_VMCS_ENUM => "IA32_VMX_VMCS_ENUM",
+        IA32_VMX_PROCBASED_CTLS2 => "IA32_VMX_PROCBASED_CTLS2",
+        IA32_VMX_EPT_VPID_CAP => "IA32_VMX_EPT_VPID_CAP",
+        IA32_VMX_TRUE_PINBASED_CTLS => "IA32_VMX_TRUE_PINBASED_CTLS",
+        IA32_VMX_TRUE_PROCBASED_CTLS => "IA32_VMX_TRUE_PROCBASED_CTLS",
+        IA32_VMX_TRUE_EXIT_CTLS => "IA32_VMX_TRUE_EXIT_CTLS",
+        IA32_VMX_TRUE_ENTRY_CTLS => "IA32_VMX_TRUE_ENTRY_CTLS",
+        IA32_VMX_VMFUNC => "IA32_VMX_VMFUNC",
+        IA32_VMX_PROCBASED_CTLS3 => "IA32_VMX_PROCBASED_CTLS3",
+        IA32_VMX_EXIT_CTLS2 => "IA32_VMX_EXIT_CTLS2",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_contiguous_and_named() {
+        for (i, idx) in ALL.iter().enumerate() {
+            assert_eq!(*idx, FIRST + i as u32);
+            assert!(name(*idx).is_some());
+            assert!(is_vmx_msr(*idx));
+        }
+        assert!(!is_vmx_msr(0x47f));
+        assert!(!is_vmx_msr(0x494));
+        assert_eq!(name(0x494), None);
+        assert_eq!(name(IA32_VMX_EXIT_CTLS2), Some("IA32_VMX_EXIT_CTLS2"));
+    }
+
+    #[test]
+    fn required_matches_predicate() {
+        for idx in ALL {
+            assert_eq!(REQUIRED.contains(&idx), is_required(idx), "{idx:#x}");
+        }
+    }
+}
