@@ -248,14 +248,16 @@ impl InconsistentPair {
 }
 
 impl fmt::Display for InconsistentPair {
-    /// KVM's message (2025 form): value and mask of each side.
+    /// KVM's message (2025 `vmx_check_entry_exit_pairs` form), which prints each side
+    /// as `value & mask` followed by the mask, e.g. `entry = 2000 (2000), exit = 0 (1000)`;
+    /// then the pair and the side that is set. The whole words are in the fields.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "Inconsistent VM-Entry/VM-Exit pair, entry = {:x} ({:x}), exit = {:x} ({:x}) [{}: only the {} side is set]",
-            self.entry,
+            self.entry & self.entry_mask,
             self.entry_mask,
-            self.exit,
+            self.exit & self.exit_mask,
             self.exit_mask,
             self.pair,
             if self.entry_side_set() { "entry" } else { "exit" },

@@ -10,7 +10,8 @@
 //! 3. (32-bit hosts) no VIRTUALIZE_APIC_ACCESSES clears TPR_SHADOW; no TPR_SHADOW clears
 //!    APIC_REGISTER_VIRT, VIRTUALIZE_X2APIC_MODE and VIRTUAL_INTR_DELIVERY;
 //! 4. EPT capabilities without ENABLE_EPT, VPID capabilities without ENABLE_VPID: an
-//!    error with [`OnInconsistent::Error`], else the capabilities are zeroed;
+//!    error with [`OnInconsistent::Error`], else the capabilities are zeroed (and, as
+//!    since Linux 6.10, EPT_VIOLATION_VE is cleared with the EPT capabilities);
 //! 5. (CPUID: SGX known absent) ENCLS_EXITING cleared;
 //! 6. if ACTIVATE_TERTIARY_CONTROLS survived: tertiary = optional & 0x492;
 //! 7. exit = adjust(.., 0x483);
@@ -19,9 +20,20 @@
 //! 9. entry = adjust(.., 0x484);
 //! 10. if exit ACTIVATE_SECONDARY_CONTROLS survived (FRED): secondary exit = optional & 0x493;
 //! 11. the entry/exit pair check ([`crate::pairs`]);
-//! 12. (CPUID: Nehalem/Westmere) LOAD_IA32_PERF_GLOBAL_CTRL cleared on both sides;
+//! 12. (CPUID: Nehalem/Westmere) LOAD_IA32_PERF_GLOBAL_CTRL cleared on both sides —
+//!     after the pair check, exactly where upstream commit 85434c3c73fc ("Revert \"KVM:
+//!     VMX: Move LOAD_IA32_PERF_GLOBAL_CTRL errata handling out of
+//!     setup_vmcs_config()\"", v6.13, backported to 6.12.y) puts it, just before the
+//!     BASIC MSR is read;
 //! 13. BASIC checks: VMCS region larger than 4 KiB, 32-bit physical-address limit
 //!     (x86_64 only), VMCS memory type other than write-back.
+//!
+//! Deliberate differences from KVM, none of which changes the result:
+//!
+//! * KVM warns about the erratum whenever the CPU model matches; here the
+//!   [`Diagnostic::PerfGlobalCtrlErratum`] appears only when a bit was actually cleared.
+//! * With FRED, KVM checks the primary pair table and returns before looking at the
+//!   FRED table; here every inconsistent pair of `policy.pairs` is reported at once.
 //!
 //! As in KVM, the *legacy* control MSRs are used (default1 bits come out set), the TRUE
 //! MSRs are never consulted, and the fix-ups only ever clear bits. An absent optional
@@ -122,6 +134,10 @@ pub enum Diagnostic {
         /// The EPT capabilities that were dropped.
         ept_cap: u32,
     },
+    /// Stray EPT capabilities were dropped (sanitize mode) and EPT_VIOLATION_VE, which
+    /// needs EPT, was cleared with them (Linux 6.10+, `CONFIG_KVM_INTEL_PROVE_VE`; only
+    /// possible with [`VmcsPolicy::with_prove_ve`]).
+    EptViolationVeWithoutEpt,
     /// VPID capabilities reported without ENABLE_VPID (sanitize mode): caps zeroed.
     VpidCapWithoutEnableVpid {
         /// The VPID capabilities that were dropped.
@@ -160,6 +176,7 @@ impl Diagnostic {
             Diagnostic::TprShadowWithoutApicAccesses => "tpr_shadow_without_apic_accesses",
             Diagnostic::ApicVirtWithoutTprShadow { .. } => "apic_virt_without_tpr_shadow",
             Diagnostic::EptCapWithoutEnableEpt { .. } => "ept_cap_without_enable_ept",
+            Diagnostic::EptViolationVeWithoutEpt => "ept_violation_ve_without_ept",
             Diagnostic::VpidCapWithoutEnableVpid { .. } => "vpid_cap_without_enable_vpid",
             Diagnostic::EnclsExitingWithoutSgx => "encls_exiting_without_sgx",
             Diagnostic::TertiaryCapsMissing => "tertiary_caps_missing",
@@ -201,6 +218,9 @@ impl fmt::Display for Diagnostic {
             Diagnostic::EptCapWithoutEnableEpt { ept_cap } => write!(
                 f,
                 "EPT CAP should not exist if not support 1-setting enable EPT VM-execution control (EPT caps {ept_cap:#x} dropped)"
+            ),
+            Diagnostic::EptViolationVeWithoutEpt => f.write_str(
+                "EPT caps dropped without ENABLE_EPT: EPT_VIOLATION_VE cleared",
             ),
             Diagnostic::VpidCapWithoutEnableVpid { vpid_cap } => write!(
                 f,
@@ -436,6 +456,11 @@ pub fn setup_vmcs_config(caps: &VmxCaps, policy: &VmcsPolicy) -> Result<VmcsSetu
         }
         diags.push(Diagnostic::EptCapWithoutEnableEpt { ept_cap });
         ept_cap = 0;
+        // Linux 6.10 (PROVE_VE): #VE on EPT violations cannot be offered without EPT.
+        if secondary.contains(SecondaryControls::EPT_VIOLATION_VE) {
+            secondary.remove(SecondaryControls::EPT_VIOLATION_VE);
+            diags.push(Diagnostic::EptViolationVeWithoutEpt);
+        }
     }
     if vpid_cap != 0 && !secondary.contains(SecondaryControls::ENABLE_VPID) {
         if strict {

@@ -94,9 +94,9 @@ fn each_pair_inconsistent_on_each_side_direct() {
             assert!(
                 msg.starts_with(&format!(
                     "Inconsistent VM-Entry/VM-Exit pair, entry = {:x} ({:x}), exit = {:x} ({:x})",
-                    entry.bits(),
+                    entry.bits() & n.bits(),
                     n.bits(),
-                    expected_exit,
+                    expected_exit & p.exit.mask(),
                     p.exit.mask()
                 )),
                 "{msg}"
@@ -135,6 +135,20 @@ fn every_inconsistent_pair_is_reported_not_only_the_first() {
     let ids: Vec<_> = err.pairs.iter().map(|p| p.pair).collect();
     assert_eq!(ids, vec![PairId::Pat, PairId::Efer]);
     assert!(err.to_string().contains("IA32_PAT, IA32_EFER"), "{err}");
+    // KVM prints each side masked: PAT has only its entry bit (14), EFER only its exit
+    // bit (21).
+    assert_eq!(
+        err.pairs[0].to_string(),
+        "Inconsistent VM-Entry/VM-Exit pair, entry = 4000 (4000), exit = 0 (80000) \
+         [IA32_PAT: only the entry side is set]"
+    );
+    assert!(
+        err.pairs[1].to_string().starts_with(
+            "Inconsistent VM-Entry/VM-Exit pair, entry = 0 (8000), exit = 200000 (200000)"
+        ),
+        "{}",
+        err.pairs[1]
+    );
     let ok = sanitize_pairs(
         &VMCS_ENTRY_EXIT_PAIRS,
         entry,

@@ -729,3 +729,29 @@ fn arbitrary_inputs_never_panic() {
         Ok(())
     });
 }
+
+#[test]
+fn event_vector_rule_for_each_type() {
+    // (interruption info, valid?) beyond the NMI case of the per-rule table.
+    let cases = [
+        (0x8000_031f_u32, true), // hardware exception 31
+        (0x8000_0320, false),    // hardware exception 32
+        (0x8000_03ff, false),    // hardware exception 255
+        (0x8000_0700, true),     // other event, vector 0 (MTF allowed on Arrow Lake)
+        (0x8000_0702, false),    // other event, vector 2 (no FRED rules)
+        (0x8000_00ff, true),     // external interrupt: any vector
+        (0x8000_04ff, true),     // software interrupt: any vector (length 1 below)
+        (0x0000_0320, true),     // not valid: nothing checked
+    ];
+    for (info, valid) in cases {
+        let mut s = S::baseline();
+        s.f.entry_intr_info = info;
+        s.f.entry_instruction_len = 1;
+        let expected = if valid {
+            vec![]
+        } else {
+            vec![SdmRule::EventVector]
+        };
+        assert_eq!(s.rules(), expected, "{info:#x}");
+    }
+}

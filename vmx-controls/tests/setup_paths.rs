@@ -650,3 +650,92 @@ fn cli_spellings_parse() {
     assert_eq!(long.parse::<Format>().unwrap_err().value.len(), 40);
     assert_eq!(OnInconsistent::default(), OnInconsistent::Error);
 }
+
+#[test]
+fn stray_ept_caps_take_ept_violation_ve_with_them() {
+    // A CPU that allows #VE on EPT violations but not EPT itself, with EPT caps.
+    let v = raw(SKX).get(0x48B).unwrap();
+    let allowed = (v & !(u64::from(SecondaryControls::ENABLE_EPT.bits()) << 32))
+        | (u64::from(SecondaryControls::EPT_VIOLATION_VE.bits()) << 32);
+    let caps = caps_with(SKX, &[(0x48B, Some(allowed))]);
+
+    // Strict: the stray caps are fatal, as without PROVE_VE.
+    assert_eq!(
+        setup_vmcs_config(&caps, &strict().with_prove_ve()).unwrap_err(),
+        SetupError::EptCapWithoutEnableEpt {
+            ept_cap: 0x0673_4141
+        }
+    );
+
+    // Sanitize with PROVE_VE: caps zeroed and EPT_VIOLATION_VE cleared (Linux 6.10+).
+    let ok = setup_vmcs_config(&caps, &sanitize().with_prove_ve()).unwrap();
+    assert_eq!(ok.config.ept_cap, 0);
+    assert!(!ok
+        .config
+        .secondary
+        .contains(SecondaryControls::EPT_VIOLATION_VE));
+    assert_eq!(
+        ok.diagnostics,
+        vec![
+            Diagnostic::EptCapWithoutEnableEpt {
+                ept_cap: 0x0673_4141
+            },
+            Diagnostic::EptViolationVeWithoutEpt,
+        ]
+    );
+    assert_eq!(ok.diagnostics[1].kind(), "ept_violation_ve_without_ept");
+    assert_eq!(ok.diagnostics[1].severity(), Severity::Info);
+    // Nothing else changes.
+    let plain = setup_vmcs_config(&caps, &sanitize()).unwrap();
+    assert_eq!(plain.config, ok.config);
+    assert_eq!(plain.diagnostics, ok.diagnostics[..1]);
+
+    // With EPT allowed, PROVE_VE keeps the control.
+    let caps = with_allowed1(SKX, 0x48B, SecondaryControls::EPT_VIOLATION_VE.bits());
+    let ok = setup_vmcs_config(&caps, &sanitize().with_prove_ve()).unwrap();
+    assert!(ok
+        .config
+        .secondary
+        .contains(SecondaryControls::EPT_VIOLATION_VE));
+    assert!(ok.diagnostics.is_empty());
+}
+
+#[test]
+fn diagnostic_kinds_are_distinct_and_messages_are_one_line() {
+    let pair = sanitize_pairs(
+        &VMCS_ENTRY_EXIT_PAIRS,
+        EntryControls::LOAD_IA32_PAT,
+        ExitControls::empty(),
+        SecondaryExitControls::empty(),
+        OnInconsistent::Sanitize,
+    )
+    .unwrap()
+    .inconsistent[0];
+    let all = [
+        Diagnostic::SecondaryCapsMissing,
+        Diagnostic::TprShadowWithoutApicAccesses,
+        Diagnostic::ApicVirtWithoutTprShadow {
+            cleared: SecondaryControls::APIC_REGISTER_VIRT,
+        },
+        Diagnostic::EptCapWithoutEnableEpt { ept_cap: 1 },
+        Diagnostic::EptViolationVeWithoutEpt,
+        Diagnostic::VpidCapWithoutEnableVpid { vpid_cap: 1 },
+        Diagnostic::EnclsExitingWithoutSgx,
+        Diagnostic::TertiaryCapsMissing,
+        Diagnostic::BrokenPreemptionTimer { signature: 0x306a8 },
+        Diagnostic::PostedIntrWithoutVid,
+        Diagnostic::SecondaryExitCapsMissing,
+        Diagnostic::InconsistentPair(pair),
+        Diagnostic::PerfGlobalCtrlErratum { erratum: "AAK155" },
+    ];
+    let mut kinds: Vec<_> = all.iter().map(|d| d.kind()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    assert_eq!(kinds.len(), all.len());
+    for d in &all {
+        // One line each: the text report prints one diagnostic per line.
+        let msg = d.to_string();
+        assert!(!msg.is_empty() && !msg.contains('\n'), "{d:?}: {msg}");
+    }
+    assert!(all[11].to_string().ends_with("both sides cleared"));
+}
