@@ -180,8 +180,9 @@ impl HekiAbi {
     }
 
     /// Linux `cr4_pinned_mask` of this revision's base tree: CR4 pins must be a subset.
-    /// v1's own checks are not part of the sources this crate follows; it uses the v2
-    /// mask.
+    /// v1 and v2 share it (SMEP | SMAP | UMIP | FSGSBASE | CET; v1 5/9,
+    /// `20230505152046.6575-6-mic@digikod.net`, exports exactly that mask and runs the
+    /// same `heki_lock_cr()` checks as v2, minus the flags); v3 adds FRED.
     pub const fn cr4_pinnable(self) -> Cr4 {
         match self {
             HekiAbi::RfcV1 | HekiAbi::RfcV2 => CR4_PINNABLE_RFC_V2,

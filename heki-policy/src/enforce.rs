@@ -9,6 +9,13 @@
 //!
 //! Useful for a userspace hypervisor, a stand-in for tests and replay, and to produce
 //! exits for a VMM's [`HekiExitHandler`](crate::handler::HekiExitHandler).
+//!
+//! RFC v1 enforced differently: its `heki_check_cr()` sat in `vmx_set_cr0()` /
+//! `vmx_set_cr4()` and a blocked write simply returned, i.e. the write was dropped
+//! without `#GP` (on every path into those functions, `KVM_SET_SREGS` included), and
+//! `emulator_set_cr()` returned `-KVM_EPERM` as an emulator result (v1 5/9). For a
+//! [`PinPolicy`] of [`HekiAbi::RfcV1`], read [`CrWriteVerdict::InjectGp`] as "blocked";
+//! the verdict does not model v1's silent drop.
 
 #![deny(unsafe_code)]
 

@@ -194,8 +194,10 @@ impl RateLimit {
         }
     }
 
-    /// Decide for a line at time `now` (any monotonic clock; a clock going back stays
-    /// in the current window).
+    /// Decide for a line at time `now` (any monotonic clock). A clock going back by less
+    /// than `interval` stays in the current window; going back by `interval` or more is
+    /// taken as a clock reset and opens a new window, so one bogus far-future timestamp
+    /// cannot silence the log until the clock catches up with it.
     pub fn check(&mut self, now: Duration) -> LogDecision {
         if self.interval.is_zero() {
             return LogDecision::Emitted {
@@ -205,7 +207,7 @@ impl RateLimit {
         let mut suppressed_before = 0;
         let expired = match self.window_start {
             None => true,
-            Some(start) => now.saturating_sub(start) >= self.interval,
+            Some(start) => now.abs_diff(start) >= self.interval,
         };
         if expired {
             self.window_start = Some(now);

@@ -21,6 +21,17 @@
 //! elsewhere is not known. So an enforcing hypervisor must put every pinned bit into
 //! the guest/host mask: [`required_intercepts`].
 //!
+//! The set grows over time. KVM's CET virtualization series made CR4.CET guest-owned
+//! too ("KVM: VMX: Make CR4.CET a guest owned bit", Mathias Krause, v16 51/51 of the
+//! series posted by Sean Christopherson on 2025-09-19; present in later upstream trees,
+//! where the header is `arch/x86/kvm/regs.h`; first release assumed 6.18, UNVERIFIED).
+//! CET is in every revision's CR4 pinnable mask, so on such a kernel a CET pin is
+//! silently unenforced unless CET is forced into the mask as well.
+//! [`KVM_POSSIBLE_CR4_GUEST_BITS`] keeps the Linux 6.16 value;
+//! [`kvm_may_pass_through`] uses [`KVM_POSSIBLE_CR4_GUEST_BITS_WITH_CET`], the safe
+//! superset (forcing an already-intercepted bit into the mask changes nothing).
+//! [`required_intercepts`] does not depend on any of this: it asks for every pinned bit.
+//!
 //! The read shadow must then hold the guest's view of the bit (KVM keeps it so), so that
 //! every write changing a pinned bit exits.
 //!
@@ -39,8 +50,9 @@ use crate::policy::PinnedCrs;
 /// may leave guest-owned (TS always, WP with EPT).
 pub const KVM_POSSIBLE_CR0_GUEST_BITS: Cr0 = Cr0::TS.union(Cr0::WP);
 
-/// `KVM_POSSIBLE_CR4_GUEST_BITS` (Linux `arch/x86/kvm/kvm_cache_regs.h`): CR4 bits KVM
-/// may leave guest-owned.
+/// `KVM_POSSIBLE_CR4_GUEST_BITS` as of Linux 6.16 (`arch/x86/kvm/kvm_cache_regs.h`): CR4
+/// bits KVM may leave guest-owned. Newer kernels add CET; see
+/// [`KVM_POSSIBLE_CR4_GUEST_BITS_WITH_CET`].
 pub const KVM_POSSIBLE_CR4_GUEST_BITS: Cr4 = Cr4::PVI
     .union(Cr4::DE)
     .union(Cr4::PCE)
@@ -49,6 +61,11 @@ pub const KVM_POSSIBLE_CR4_GUEST_BITS: Cr4 = Cr4::PVI
     .union(Cr4::PGE)
     .union(Cr4::TSD)
     .union(Cr4::FSGSBASE);
+
+/// [`KVM_POSSIBLE_CR4_GUEST_BITS`] plus CR4.CET: the CR4 bits newer KVM (with the CET
+/// virtualization series) may leave guest-owned. Used by [`kvm_may_pass_through`]
+/// because it is a superset of every version's set.
+pub const KVM_POSSIBLE_CR4_GUEST_BITS_WITH_CET: Cr4 = KVM_POSSIBLE_CR4_GUEST_BITS.union(Cr4::CET);
 
 /// Bits of the CR0 and CR4 guest/host masks (set = owned by the host, writes that
 /// change them exit).
@@ -101,9 +118,11 @@ pub const fn unenforced_pins(pins: &PinnedCrs, current: CrGuestHostMasks) -> CrG
 
 /// Pinned bits that KVM (with EPT) may hand to the guest, so a KVM-based enforcer must
 /// force them into the masks explicitly; all other pinned bits KVM intercepts anyway.
+/// CR4 uses [`KVM_POSSIBLE_CR4_GUEST_BITS_WITH_CET`], so a CET pin is reported even
+/// though Linux 6.16 still intercepts CET.
 pub const fn kvm_may_pass_through(pins: &PinnedCrs) -> CrGuestHostMasks {
     CrGuestHostMasks {
         cr0: pins.cr0 & KVM_POSSIBLE_CR0_GUEST_BITS.bits(),
-        cr4: pins.cr4 & KVM_POSSIBLE_CR4_GUEST_BITS.bits(),
+        cr4: pins.cr4 & KVM_POSSIBLE_CR4_GUEST_BITS_WITH_CET.bits(),
     }
 }

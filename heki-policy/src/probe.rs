@@ -27,6 +27,45 @@
 //! Only then does [`probe`] return a [`HekiSupported`] token, which is the only way to
 //! reach the enabling helper of the `kvm` module. The steps talk to the kernel through
 //! [`CapQuery`], so the logic is tested here against simulated kernels.
+//!
+//! # What the probe can change (read before running it on a production host)
+//!
+//! Steps 1–3 are `KVM_CHECK_EXTENSION` only: no state changes anywhere. Step 4 is the
+//! only one that enables anything, and it is reached only when both caps answered
+//! exactly 3 and the sentinels 0. **On an upstream kernel step 4 is never reached**:
+//! `KVM_CAP_PRE_FAULT_MEMORY` (236, a cap of both revisions) answers `tdp_enabled`,
+//! i.e. 0 or 1, never 3, so the probe stops at step 2 for RFC v3 and at step 2 or 3 for
+//! RFC v2 (235 = `KVM_CAP_VM_TYPES` may answer 3 with `CONFIG_KVM_SW_PROTECTED_VM`,
+//! then 236 fails). Even if step 4 ran on an upstream kernel, nothing would change
+//! (Linux 6.16–6.18 `kvm_vm_ioctl_enable_cap`):
+//!
+//! | cap | upstream meaning | `KVM_ENABLE_CAP(args[0] = 0)` | `args[0] = 4` (unknown reason) |
+//! |---|---|---|---|
+//! | 235 | `KVM_CAP_VM_TYPES` (query only) | `-EINVAL` (default case) | `-EINVAL` |
+//! | 236 | `KVM_CAP_PRE_FAULT_MEMORY` (query only) | `-EINVAL` | `-EINVAL` |
+//! | 237 | `KVM_CAP_X86_APIC_BUS_CYCLES_NS` | `-EINVAL` (0 ns is refused) | not reached (the probe stops at the failed `enable(0)`); on the scratch VM, which has no in-kernel irqchip, it would be `-ENXIO` |
+//!
+//! Observed on this project's host (Linux 6.18, no VMX): `KVM_CHECK_EXTENSION` gives
+//! 235 → 1, 236 → 0, 237 → 1; the probe answers `CheckExtension` for v2 and v3, and
+//! `KVM_ENABLE_CAP(n, 0)` is `EINVAL` for all three (`tests/kvm.rs`).
+//!
+//! On a kernel that does reach step 4 (a Heki kernel, or an unknown downstream kernel
+//! that happens to answer like one), `KVM_ENABLE_CAP` is issued only on the scratch VM
+//! ([`CapQuery::enable_on_scratch_vm`]; `kvm::KvmCapQuery` creates a fresh VM and
+//! closes it when dropped). A Heki kernel ends with both reason masks at 0 on that VM
+//! (the unknown-bit call is refused). The caller's VMs are never touched.
+//!
+//! Creating the scratch VM itself (`KVM_CREATE_VM`) is observable on the host, like any
+//! short-lived VM: it costs a file descriptor and some kernel memory until dropped; KVM
+//! sends a `change@/devices/virtual/misc/kvm` uevent (`CREATED=`, `COUNT=`, `PID=`) and,
+//! when debugfs is mounted, creates and removes a per-VM directory under
+//! `/sys/kernel/debug/kvm`; it may start and stop the per-VM NX-huge-page recovery
+//! thread; and with `kvm.enable_virt_at_load=0` (or a kernel older than 6.12) the first
+//! VM in the system turns hardware virtualization on (VMXON/EFER.SVME) on every CPU
+//! until the last VM is gone, which matters only if another hypervisor shares the host.
+//! No vCPU is created and no guest memory is mapped. A caller that must avoid all of
+//! this can implement [`CapQuery`] itself, e.g. with `enable_on_scratch_vm` returning
+//! an error, which makes [`probe`] answer [`NotSupported::EnableRejected`].
 
 #![deny(unsafe_code)]
 

@@ -5,7 +5,7 @@ use heki_policy::cr::{bits, Cr0, Cr4, CR0_HOST_TYPICAL, CR4_PINNABLE_RFC_V2, CR4
 use heki_policy::hypercall::KVM_LOCK_CR_UPDATE_VERSION;
 use heki_policy::intercept::{
     apply_intercepts, kvm_may_pass_through, required_intercepts, unenforced_pins,
-    KVM_POSSIBLE_CR0_GUEST_BITS, KVM_POSSIBLE_CR4_GUEST_BITS,
+    KVM_POSSIBLE_CR0_GUEST_BITS, KVM_POSSIBLE_CR4_GUEST_BITS, KVM_POSSIBLE_CR4_GUEST_BITS_WITH_CET,
 };
 use heki_policy::policy::{LockGrant, PinnableCr, Refusal};
 use heki_policy::{
@@ -459,6 +459,35 @@ fn intercept_masks_cover_every_pin() {
         CR4_PINNABLE_RFC_V2.bits() & KVM_POSSIBLE_CR4_GUEST_BITS.bits(),
         Cr4::FSGSBASE.bits()
     );
+}
+
+/// Newer KVM (CET virtualization) makes CR4.CET guest-owned: a CET pin must be reported
+/// as needing an explicit intercept, and the required intercepts cover it.
+#[test]
+fn cet_pin_is_reported_as_passable_through() {
+    assert_eq!(
+        KVM_POSSIBLE_CR4_GUEST_BITS_WITH_CET,
+        KVM_POSSIBLE_CR4_GUEST_BITS | Cr4::CET
+    );
+    // Linux 6.16's value is kept as is.
+    assert!(!KVM_POSSIBLE_CR4_GUEST_BITS.contains(Cr4::CET));
+    for abi in HekiAbi::ALL {
+        let pins = PinnedCrs {
+            cr0: WP,
+            cr4: abi.cr4_pinnable().bits(),
+        };
+        let pass = kvm_may_pass_through(&pins);
+        assert_eq!(pass.cr0, WP);
+        assert_eq!(pass.cr4, (Cr4::FSGSBASE | Cr4::CET).bits(), "{abi}");
+        // A KVM with CET guest-owned leaves exactly those pins unenforced until the
+        // intercepts are applied.
+        let kvm_cet = CrGuestHostMasks {
+            cr0: !KVM_POSSIBLE_CR0_GUEST_BITS.bits(),
+            cr4: !KVM_POSSIBLE_CR4_GUEST_BITS_WITH_CET.bits(),
+        };
+        assert_eq!(unenforced_pins(&pins, kvm_cet), pass);
+        assert!(unenforced_pins(&pins, apply_intercepts(&pins, kvm_cet)).is_empty());
+    }
 }
 
 #[cfg(feature = "serde")]

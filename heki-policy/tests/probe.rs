@@ -189,3 +189,47 @@ fn negative_or_odd_answers_are_rejected() {
         );
     }
 }
+
+/// `KVM_ENABLE_CAP` as upstream Linux (6.11+) answers it for the collided numbers:
+/// 235 (VM_TYPES) and 236 (PRE_FAULT_MEMORY) are query-only, so the default `-EINVAL`;
+/// 237 (APIC_BUS_CYCLES_NS) refuses 0, and on a VM without an in-kernel irqchip (the
+/// scratch VM) refuses anything else with `-ENXIO`. With an irqchip a non-zero value
+/// would set the APIC bus period: the one enable that could change a VM.
+fn upstream_enable(cap: u32, arg: u64) -> Result<(), i32> {
+    const ENXIO: i32 = 6;
+    match (cap, arg) {
+        (237, 0) => Err(EINVAL),
+        (237, _) => Err(ENXIO),
+        _ => Err(EINVAL),
+    }
+}
+
+#[test]
+fn enable_step_never_sends_a_state_changing_value_to_upstream_caps() {
+    // Worst case: an (impossible upstream) kernel that passes steps 2 and 3 for both
+    // revisions, with upstream's enable semantics. The probe must stop at the first
+    // refused enable(0) and never send a non-zero value to 237.
+    for (abi, caps) in [
+        (HekiAbi::RfcV2, [(235u32, 3i64), (236, 3)]),
+        (HekiAbi::RfcV3, [(236, 3), (237, 3)]),
+    ] {
+        let mut k = kernel(&caps, upstream_enable);
+        let HekiSupport::NotSupported(NotSupported::EnableRejected { cap, errno, .. }) =
+            probe(abi, &mut k)
+        else {
+            panic!("{abi}: upstream enable semantics passed the probe");
+        };
+        assert_eq!((cap, errno), (caps[0].0, EINVAL));
+        assert_eq!(
+            k.enables,
+            vec![(caps[0].0, 0)],
+            "{abi}: only enable(0), once"
+        );
+    }
+    // The realistic upstream answers never reach the enable step at all.
+    for abi in [HekiAbi::RfcV2, HekiAbi::RfcV3] {
+        let mut k = upstream_6_18();
+        assert!(probe(abi, &mut k).supported().is_none());
+        assert!(k.enables.is_empty());
+    }
+}

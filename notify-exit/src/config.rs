@@ -20,6 +20,18 @@
 //! hexadecimal. A decimal number with a leading zero (`010`) is refused: QEMU parses numbers
 //! with C's base-0 rules and would read it as octal, so accepting it as decimal would make
 //! the same string mean two things.
+//!
+//! Where this parser is stricter than QEMU (each case is an error here, never a different
+//! value):
+//! * a key given twice: QEMU's option parser lets the last one win;
+//! * a bare key (`notify_vmexit`, which QEMU reads as `notify_vmexit=on` for the boolean
+//!   machine property) or the `no` prefix (`nonotify_vmexit`): write `=on` / `=off`;
+//! * a window with leading whitespace, a sign (`-1`, which QEMU's `strtoull`-based parser
+//!   wraps before its range check) or a leading zero (octal in QEMU);
+//! * anything but `key=value` items: pass the part after `-accel kvm,` (QEMU's `kvm`
+//!   accelerator name is not an option here and gives [`ConfigError::MissingValue`]).
+//!
+//! Mode values are case-sensitive, like QEMU's QAPI enum and boolean parsers.
 
 #![deny(unsafe_code)]
 
@@ -382,6 +394,19 @@ mod tests {
         assert!(matches!(
             NotifyConfig::parse("kvm,notify-vmexit=run"),
             Err(ConfigError::MissingValue { key }) if key == "kvm"
+        ));
+        // QEMU's bare-boolean and `no`-prefix shorthands are not accepted.
+        assert!(matches!(
+            NotifyConfig::parse("notify_vmexit"),
+            Err(ConfigError::MissingValue { key }) if key == "notify_vmexit"
+        ));
+        assert!(matches!(
+            NotifyConfig::parse("nonotify_vmexit"),
+            Err(ConfigError::MissingValue { .. })
+        ));
+        assert!(matches!(
+            NotifyConfig::parse("nonotify_vmexit=on"),
+            Err(ConfigError::UnknownKey { .. })
         ));
         assert_eq!(
             NotifyConfig::parse("notify-vmexit=run,"),

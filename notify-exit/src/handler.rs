@@ -7,7 +7,10 @@
 //! Logging goes through the `log` crate with target `notify_exit`: storm starts at
 //! `warn`, storm ends at `info`, valid-context exits at `debug`, stops and triple faults at
 //! `error`; each kind is rate-limited per vCPU ([`LogRateLimiter`]) and the first message
-//! after a suppressed stretch says how many were dropped.
+//! after a suppressed stretch says how many were dropped. Resumed exits and stops/triple
+//! faults have separate limiters (both with the [`HandlerOptions::exit_log`] settings), so
+//! a flood of `debug` lines for valid-context exits can never suppress the `error` line of
+//! the exit that stops the VM.
 
 #![deny(unsafe_code)]
 
@@ -24,7 +27,8 @@ pub const LOG_TARGET: &str = "notify_exit";
 pub struct HandlerOptions {
     /// Storm detection.
     pub storm: StormConfig,
-    /// Limiter for per-exit messages.
+    /// Limiter for per-exit messages. The handler keeps two copies: one for resumed
+    /// exits (`debug`) and one for stops and triple faults (`error`).
     pub exit_log: LogRateLimiter,
     /// Limiter for storm start/end messages.
     pub storm_log: LogRateLimiter,
@@ -49,6 +53,7 @@ pub struct NotifyHandler {
     stats: NotifyStats,
     storm: StormDetector,
     exit_log: LogRateLimiter,
+    stop_log: LogRateLimiter,
     storm_log: LogRateLimiter,
 }
 
@@ -70,6 +75,7 @@ impl NotifyHandler {
             policy,
             stats,
             storm,
+            stop_log: options.exit_log.clone(),
             exit_log: options.exit_log,
             storm_log: options.storm_log,
         }
@@ -146,15 +152,15 @@ impl NotifyHandler {
     }
 
     fn log_exit(&mut self, exit: NotifyExit, action: NotifyAction, now_ns: u64) {
-        let level = if action.resumes() {
-            log::Level::Debug
+        let (level, limiter) = if action.resumes() {
+            (log::Level::Debug, &mut self.exit_log)
         } else {
-            log::Level::Error
+            (log::Level::Error, &mut self.stop_log)
         };
         if !log::log_enabled!(target: LOG_TARGET, level) {
             return;
         }
-        if let LogPermit::Allow { suppressed } = self.exit_log.check(now_ns) {
+        if let LogPermit::Allow { suppressed } = limiter.check(now_ns) {
             log::log!(
                 target: LOG_TARGET,
                 level,

@@ -125,6 +125,26 @@ pub struct NotifySetup {
 }
 
 impl NotifySetup {
+    /// Records the result of one `enable_notify_vmexit` call. KVM keeps an enabled exit
+    /// enabled, so once [`CapOutcome::Enabled`] the outcome, argument and mode stay those
+    /// of the last call that actually enabled it.
+    fn record_notify(
+        &mut self,
+        config: &NotifyConfig,
+        outcome: CapOutcome,
+        arg: Option<NotifyCapArg>,
+    ) {
+        if outcome.is_enabled() {
+            self.config = *config;
+            self.notify_vmexit = outcome;
+            self.notify_arg = arg;
+        } else if !self.notify_vmexit.is_enabled() {
+            self.config = *config;
+            self.notify_vmexit = outcome;
+            self.notify_arg = None;
+        }
+    }
+
     /// The handling policy matching what was actually enabled. If the Notify VM exit is
     /// not on (disabled or unsupported), the mode is `disable`: any notify exit is then
     /// unexpected (see [`crate::policy`]).
@@ -176,16 +196,21 @@ impl PreVcpuVm {
 
     /// Enables `KVM_CAP_X86_NOTIFY_VMEXIT` with `(window << 32) | ENABLED | USER` unless
     /// the mode is `disable` ([`CapOutcome::NotRequested`], even when required). A later
-    /// call overwrites an earlier one, as in KVM.
+    /// call overwrites an earlier one's window and mode, as in KVM.
+    ///
+    /// KVM cannot turn the exit off again (`KVM_ENABLE_CAP` without `ENABLED` is
+    /// `-EINVAL`), so a `disable` call after a successful enable returns
+    /// [`CapOutcome::NotRequested`] (nothing was called) but the [`NotifySetup`] keeps
+    /// reporting the earlier enable, and its [`policy`](NotifySetup::policy) keeps handling
+    /// the exits KVM will deliver. A failed call leaves the setup as it was.
     pub fn enable_notify_vmexit(
         &mut self,
         config: &NotifyConfig,
         requirement: Requirement,
     ) -> Result<CapOutcome, KvmSetupError> {
-        self.setup.config = *config;
-        self.setup.notify_arg = None;
         let Some(arg) = NotifyCapArg::for_config(config) else {
-            self.setup.notify_vmexit = CapOutcome::NotRequested;
+            self.setup
+                .record_notify(config, CapOutcome::NotRequested, None);
             return Ok(CapOutcome::NotRequested);
         };
         let outcome = enable(
@@ -195,10 +220,7 @@ impl PreVcpuVm {
             arg.raw(),
             requirement,
         )?;
-        if outcome.is_enabled() {
-            self.setup.notify_arg = Some(arg);
-        }
-        self.setup.notify_vmexit = outcome;
+        self.setup.record_notify(config, outcome, Some(arg));
         Ok(outcome)
     }
 
@@ -296,6 +318,49 @@ mod tests {
                 exit_reason: kvm_bindings::KVM_EXIT_HLT
             })
         );
+    }
+
+    fn empty_setup() -> NotifySetup {
+        NotifySetup {
+            config: NotifyConfig::new(NotifyVmexitMode::Disable, 0),
+            notify_vmexit: CapOutcome::NotRequested,
+            notify_arg: None,
+            triple_fault_event: CapOutcome::NotRequested,
+        }
+    }
+
+    #[test]
+    fn disable_after_enable_keeps_reporting_the_enabled_exit() {
+        let run = NotifyConfig::new(NotifyVmexitMode::Run, 128);
+        let arg = NotifyCapArg::for_config(&run);
+        let mut setup = empty_setup();
+        setup.record_notify(&run, CapOutcome::Enabled, arg);
+        let disable = NotifyConfig::new(NotifyVmexitMode::Disable, 0);
+        setup.record_notify(&disable, CapOutcome::NotRequested, None);
+        // KVM still delivers notify exits: the setup and the policy must say so.
+        assert_eq!(setup.notify_vmexit, CapOutcome::Enabled);
+        assert_eq!(setup.notify_arg, arg);
+        assert_eq!(setup.config, run);
+        assert_eq!(setup.policy().mode, NotifyVmexitMode::Run);
+        // A later enable with another window overwrites, as KVM does.
+        let ie = NotifyConfig::new(NotifyVmexitMode::InternalError, 7);
+        setup.record_notify(&ie, CapOutcome::Enabled, NotifyCapArg::for_config(&ie));
+        assert_eq!(setup.config, ie);
+        assert_eq!(setup.notify_arg.map(NotifyCapArg::window), Some(7));
+    }
+
+    #[test]
+    fn unsupported_or_disabled_notify_is_recorded_as_such() {
+        let mut setup = empty_setup();
+        let run = NotifyConfig::new(NotifyVmexitMode::Run, 0);
+        setup.record_notify(&run, CapOutcome::NotSupportedByHost, None);
+        assert_eq!(setup.notify_vmexit, CapOutcome::NotSupportedByHost);
+        assert_eq!(setup.config, run);
+        assert_eq!(setup.policy().mode, NotifyVmexitMode::Disable);
+        let disable = NotifyConfig::new(NotifyVmexitMode::Disable, 0);
+        setup.record_notify(&disable, CapOutcome::NotRequested, None);
+        assert_eq!(setup.notify_vmexit, CapOutcome::NotRequested);
+        assert_eq!(setup.config, disable);
     }
 
     #[test]

@@ -82,6 +82,11 @@ pub enum NotifyAction {
     /// `flags |= KVM_VCPUEVENT_VALID_TRIPLE_FAULT` and `triple_fault.pending = 1`,
     /// `KVM_SET_VCPU_EVENTS`, then `KVM_RUN`, which returns `KVM_EXIT_SHUTDOWN`; the VMM
     /// then handles the shutdown as it handles any guest triple fault (reset or stop).
+    ///
+    /// Exception: if the vCPU was running a nested guest (L2) when the exit happened,
+    /// KVM hands the pending triple fault to the nested code, which turns it into a
+    /// triple-fault VM exit to the L1 hypervisor instead of `KVM_EXIT_SHUTDOWN`; L1 then
+    /// decides what happens to its L2 (`vcpu_enter_guest`, `nested_ops->triple_fault`).
     SynthesizeTripleFault,
     /// Stop the VM and report a KVM internal error; do not re-enter the guest.
     StopInternalError {

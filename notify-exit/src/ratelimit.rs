@@ -49,12 +49,14 @@ impl LogRateLimiter {
     }
 
     /// Asks to log one message at `now_ns`. An interval starts at the first message after
-    /// the previous interval ended; a timestamp older than the interval start counts in the
-    /// current interval.
+    /// the previous interval ended. A timestamp older than the interval start by less than
+    /// one interval counts in the current interval; one older by a whole interval or more
+    /// is taken as a clock reset and starts a new interval, so a single bogus far-future
+    /// timestamp cannot silence the log until the clock catches up with it.
     pub fn check(&mut self, now_ns: u64) -> LogPermit {
         let expired = match self.interval_start {
             None => true,
-            Some(start) => now_ns.saturating_sub(start) >= self.interval_ns.get(),
+            Some(start) => now_ns.abs_diff(start) >= self.interval_ns.get(),
         };
         if expired {
             self.interval_start = Some(now_ns);
@@ -120,8 +122,37 @@ mod tests {
     fn clock_going_back_stays_in_the_interval() {
         let mut l = LogRateLimiter::new(NonZeroU64::new(10).unwrap(), 1);
         assert_eq!(l.check(100), LogPermit::Allow { suppressed: 0 });
-        assert_eq!(l.check(50), LogPermit::Suppress);
-        assert_eq!(l.check(110), LogPermit::Allow { suppressed: 1 });
+        assert_eq!(l.check(95), LogPermit::Suppress);
+        assert_eq!(l.check(91), LogPermit::Suppress);
+        assert_eq!(l.check(110), LogPermit::Allow { suppressed: 2 });
+    }
+
+    #[test]
+    fn clock_reset_does_not_silence_the_log() {
+        let mut l = LogRateLimiter::new(NonZeroU64::new(10).unwrap(), 1);
+        // One bogus far-future timestamp, then the real clock again.
+        assert_eq!(l.check(u64::MAX), LogPermit::Allow { suppressed: 0 });
+        assert_eq!(l.check(5), LogPermit::Allow { suppressed: 0 });
+        assert_eq!(l.check(6), LogPermit::Suppress);
+        assert_eq!(l.check(15), LogPermit::Allow { suppressed: 1 });
+    }
+
+    #[test]
+    fn erratic_clocks_never_panic_and_lose_nothing() {
+        arbtest::arbtest(|u| {
+            let interval = u.int_in_range(1..=u64::MAX)?;
+            let mut l = LogRateLimiter::new(NonZeroU64::new(interval).unwrap(), u.arbitrary()?);
+            let (mut total, mut reported) = (0u64, 0u64);
+            while !u.is_empty() {
+                total += 1;
+                match l.check(u.arbitrary()?) {
+                    LogPermit::Allow { suppressed } => reported += 1 + suppressed,
+                    LogPermit::Suppress => {}
+                }
+            }
+            assert_eq!(reported + l.pending_suppressed(), total);
+            Ok(())
+        });
     }
 
     #[test]

@@ -10,9 +10,18 @@
 //!
 //! Time is passed in by the caller as nanoseconds on any monotonic clock (e.g. the VMM's
 //! `Instant` at start-up plus `elapsed().as_nanos()`), which keeps everything
-//! deterministic and testable. A timestamp older than the newest one seen is counted in
-//! the newest bucket (a clock never runs backwards here). Memory is fixed: the window is
-//! [`WINDOW_BUCKETS`] counters, whatever the number of exits.
+//! deterministic and testable. Memory is fixed: the window is [`WINDOW_BUCKETS`] counters,
+//! whatever the number of exits.
+//!
+//! Erratic clocks never panic and never wedge the statistics:
+//! * a timestamp a little older than the newest one seen (less than one window back,
+//!   e.g. two vCPU threads racing for the clock) is counted in the newest bucket;
+//! * a timestamp a whole window or more older is taken as a clock reset (a wall clock
+//!   stepped back, a restored VMM with a new epoch): the window is re-anchored at the new
+//!   time and keeps its counts, so it drains normally as the new clock advances. Without
+//!   this, one bogus far-future timestamp would pin the window there and every later
+//!   exit would pile into one bucket forever;
+//! * a jump forward by a window or more simply empties the window.
 
 #![deny(unsafe_code)]
 
@@ -30,6 +39,9 @@ pub const WINDOW_BUCKETS: usize = 16;
 pub struct SlidingWindow {
     bucket_ns: u64,
     buckets: [u64; WINDOW_BUCKETS],
+    /// Slot in `buckets` of the newest bucket. Kept apart from `newest` so that a clock
+    /// reset can re-anchor the time without reordering the buckets.
+    head: usize,
     /// Absolute index (`now / bucket_ns`) of the newest bucket; `None` before the first use.
     newest: Option<u64>,
     total: u64,
@@ -41,6 +53,7 @@ impl SlidingWindow {
         SlidingWindow {
             bucket_ns: window_ns.get().div_ceil(WINDOW_BUCKETS as u64),
             buckets: [0; WINDOW_BUCKETS],
+            head: 0,
             newest: None,
             total: 0,
         }
@@ -51,29 +64,33 @@ impl SlidingWindow {
         self.bucket_ns.saturating_mul(WINDOW_BUCKETS as u64)
     }
 
-    fn slot(index: u64) -> usize {
-        (index % WINDOW_BUCKETS as u64) as usize
-    }
-
-    /// Moves the window so that it ends at `now_ns`, dropping expired buckets.
+    /// Moves the window so that it ends at `now_ns`, dropping expired buckets (see the
+    /// module docs for clocks that go backwards).
     fn advance(&mut self, now_ns: u64) {
+        const SPAN: u64 = WINDOW_BUCKETS as u64;
         let current = now_ns / self.bucket_ns;
         let Some(newest) = self.newest else {
             self.newest = Some(current);
             return;
         };
-        if current <= newest {
+        if current < newest {
+            if newest - current >= SPAN {
+                // Clock reset: re-anchor, keep the counts.
+                self.newest = Some(current);
+            }
             return;
         }
         let gap = current - newest;
-        if gap >= WINDOW_BUCKETS as u64 {
+        if gap >= SPAN {
             self.buckets = [0; WINDOW_BUCKETS];
             self.total = 0;
         } else {
-            for i in 1..=gap {
-                let b = &mut self.buckets[Self::slot(newest + i)];
-                self.total -= *b;
-                *b = 0;
+            for _ in 0..gap {
+                self.head = (self.head + 1) % WINDOW_BUCKETS;
+                if let Some(b) = self.buckets.get_mut(self.head) {
+                    self.total = self.total.saturating_sub(*b);
+                    *b = 0;
+                }
             }
         }
         self.newest = Some(current);
@@ -82,11 +99,12 @@ impl SlidingWindow {
     /// Records one event at `now_ns` and returns the count in the window.
     pub fn record(&mut self, now_ns: u64) -> u64 {
         self.advance(now_ns);
-        let slot = Self::slot(self.newest.unwrap_or(0));
         // Saturating: 2^64 events cannot happen, but the count must never wrap to 0.
         if self.total < u64::MAX {
-            self.buckets[slot] += 1;
-            self.total += 1;
+            if let Some(b) = self.buckets.get_mut(self.head) {
+                *b += 1;
+                self.total += 1;
+            }
         }
         self.total
     }
@@ -372,6 +390,99 @@ mod tests {
         let mut w = SlidingWindow::new(nz(u64::MAX));
         assert_eq!(w.record(u64::MAX), 1);
         assert!(w.per_second(1) <= 1);
+    }
+
+    #[test]
+    fn small_clock_steps_back_count_in_the_newest_bucket() {
+        let mut w = SlidingWindow::new(nz(1600 * MS));
+        w.record(1000 * MS);
+        // 50 ms back (less than a window): same window, no re-anchoring.
+        assert_eq!(w.record(950 * MS), 2);
+        assert_eq!(w.count(2500 * MS), 2);
+        // The window still ends where the newest timestamp put it.
+        assert_eq!(w.count(2600 * MS), 0);
+    }
+
+    #[test]
+    fn clock_reset_reanchors_and_the_window_drains() {
+        let mut w = SlidingWindow::new(nz(1600 * MS));
+        // A bogus far-future timestamp, then the real clock again.
+        assert_eq!(w.record(u64::MAX - 1), 1);
+        assert_eq!(w.record(MS), 2);
+        assert_eq!(w.record(2 * MS), 3);
+        assert_eq!(w.count(1500 * MS), 3);
+        // Had the window stayed anchored at u64::MAX, this would never drain.
+        assert_eq!(w.count(1700 * MS), 0);
+        assert_eq!(w.record(1800 * MS), 1);
+
+        let mut d = StormDetector::new(StormConfig::new(nz(1600 * MS), nz(3)));
+        d.record(u64::MAX);
+        d.record(0);
+        assert!(matches!(d.record(1), Some(StormEvent::Started { .. })));
+        // Storm ends once the re-anchored window has moved on; duration saturates at 0
+        // because the storm "started" after the reset clock's origin.
+        assert!(matches!(d.poll(2000 * MS), Some(StormEvent::Ended { .. })));
+        assert!(!d.in_storm());
+    }
+
+    #[test]
+    fn erratic_clocks_never_panic_and_never_wedge_the_window() {
+        arbtest::arbtest(|u| {
+            let window = u.int_in_range(1..=u64::MAX)?;
+            let threshold = u.int_in_range(1..=u64::MAX)?;
+            let mut d = StormDetector::new(StormConfig::new(nz(window), nz(threshold)));
+            let (mut records, mut last) = (0u64, 0u64);
+            while !u.is_empty() {
+                // Any value: backwards, forwards, huge jumps, u64::MAX.
+                last = match u.choose_index(3)? {
+                    0 => u.arbitrary()?,
+                    1 => last.saturating_add(u.int_in_range(0..=window)?),
+                    _ => last.saturating_sub(u.int_in_range(0..=window)?),
+                };
+                if u.arbitrary()? {
+                    records += 1;
+                    d.record(last);
+                } else {
+                    d.poll(last);
+                }
+                assert!(d.exits_in_window() <= records);
+                let _ = d.rate_per_sec();
+            }
+            // However the clock behaved, two windows after the last timestamp the window
+            // is empty and any storm is over (when that instant fits in a u64; a window
+            // near u64::MAX ns, 584 years, never fully drains).
+            let window_ns = d.window_ns();
+            let later = window_ns
+                .checked_mul(2)
+                .filter(|_| window_ns < u64::MAX)
+                .and_then(|w| last.checked_add(w));
+            if let Some(later) = later {
+                d.poll(later);
+                assert_eq!(d.exits_in_window(), 0);
+                assert!(!d.in_storm());
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn million_exits_with_a_jumping_clock_stay_bounded() {
+        let mut d = StormDetector::new(StormConfig::new(nz(1_000 * MS), nz(1000)));
+        let size = std::mem::size_of_val(&d);
+        let mut now = 0u64;
+        for i in 0..1_000_000u64 {
+            // Mostly forward by 100 ns, with periodic steps back and jumps ahead.
+            now = match i % 100_000 {
+                50_000 => now.saturating_sub(10_000 * MS),
+                99_999 => now.saturating_add(5_000 * MS),
+                _ => now + 100,
+            };
+            d.record(now);
+            assert!(d.exits_in_window() <= i + 1);
+        }
+        assert_eq!(std::mem::size_of_val(&d), size);
+        assert!(d.storms() >= 1);
+        assert!(d.exits_in_window() <= 1_000_000);
     }
 
     #[test]

@@ -69,21 +69,28 @@ fn logging_is_rate_limited_and_reports_suppressed_messages() {
     assert_eq!(warn.len(), 1, "{logs:#?}");
     assert!(warn[0].1.contains("storm"), "{}", warn[0].1);
 
-    // Next interval: one message, carrying the count of the 997 dropped ones; an invalid
-    // context (a triple fault) is logged at error level.
-    h.handle(NotifyExit::new(NotifyFlags::CONTEXT_INVALID), 6000 * MS);
+    // Still inside the exit-log interval, with its budget spent on debug lines: the
+    // exit that stops the VM (here a triple fault) is still logged, at error level.
+    h.handle(NotifyExit::new(NotifyFlags::CONTEXT_INVALID), 600 * MS);
+    let logs = std::mem::take(&mut *LOGGER.0.lock().unwrap());
+    assert_eq!(logs.len(), 1, "{logs:#?}");
+    assert_eq!(logs[0].0, log::Level::Error);
+    assert!(logs[0].1.contains("triple fault"), "{}", logs[0].1);
+    assert!(!logs[0].1.contains("suppressed"), "{}", logs[0].1);
+
+    // Next interval: one debug line, carrying the count of the 997 dropped ones ...
+    h.handle(valid, 6000 * MS);
     h.poll(6001 * MS);
     let logs = std::mem::take(&mut *LOGGER.0.lock().unwrap());
     assert_eq!(logs.len(), 2, "{logs:#?}");
-    assert_eq!(logs[0].0, log::Level::Error);
+    assert_eq!(logs[0].0, log::Level::Debug);
     assert!(
         logs[0].1.contains("997 similar messages suppressed"),
         "{}",
         logs[0].1
     );
-    assert!(logs[0].1.contains("triple fault"), "{}", logs[0].1);
     // ... and the storm end at info level.
     assert_eq!(logs[1].0, log::Level::Info);
     assert!(logs[1].1.contains("storm over"), "{}", logs[1].1);
-    assert_eq!(h.stats().exits, 1001);
+    assert_eq!(h.stats().exits, 1002);
 }
