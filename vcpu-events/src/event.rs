@@ -103,6 +103,21 @@ impl ExceptionPayload {
         }
     }
 
+    /// The DR6 value the guest sees after KVM delivers a pending #DB with
+    /// this `payload`, starting from `old_dr6` (Linux
+    /// `kvm_deliver_exception_payload`): B0..B3 of the old value are cleared,
+    /// the fixed-1 / active-low bits ([`DR6_ACTIVE_LOW`]) are set, the payload
+    /// is ORed in, active-low positions set in the payload (e.g. bit 16, RTM)
+    /// are flipped to 0, and bit 12 (defined in the "pending debug
+    /// exceptions" encoding, reserved in DR6) is cleared.
+    pub const fn dr6_after_delivery(old_dr6: u64, payload: u64) -> u64 {
+        let mut dr6 = old_dr6 & !DR6_TRAP_BITS;
+        dr6 |= DR6_ACTIVE_LOW;
+        dr6 |= payload;
+        dr6 ^= payload & DR6_ACTIVE_LOW;
+        dr6 & !(1 << 12)
+    }
+
     /// The payload kind KVM uses for `vector`: CR2 for #PF, DR6 for #DB,
     /// `None` for any other vector (KVM ignores the payload then).
     pub fn for_vector(vector: u8, raw: u64) -> Option<Self> {
@@ -377,6 +392,16 @@ impl ActivityState {
     }
 }
 
+/// DR6 bits B0..B3 (`DR_TRAP_BITS`): breakpoint conditions 0..3.
+pub const DR6_TRAP_BITS: u64 = 0xf;
+/// DR6 fixed-1 and active-low bits, also DR6's reset value (Linux
+/// `DR6_ACTIVE_LOW`); XOR mask between the #DB payload encoding and DR6.
+pub const DR6_ACTIVE_LOW: u64 = 0xffff_0ff0;
+/// DR6.BS (bit 14): single-step.
+pub const DR6_BS: u64 = 1 << 14;
+/// DR6.RTM (bit 16, active low in DR6, active high in the payload).
+pub const DR6_RTM: u64 = 1 << 16;
+
 /// RFLAGS.IF, the maskable-interrupt enable flag (bit 9).
 pub const X86_EFLAGS_IF: u64 = 1 << 9;
 /// RFLAGS.TF, the single-step trap flag (bit 8).
@@ -408,6 +433,23 @@ mod tests {
         );
         assert_eq!(ExceptionPayload::for_vector(13, 5), None);
         assert_eq!(ExceptionPayload::Dr6(7).raw(), 7);
+    }
+
+    #[test]
+    fn dr6_payload_encoding() {
+        // B0 + BS: active-high bits are ORed in, fixed-1 bits set, old B1 cleared.
+        assert_eq!(
+            ExceptionPayload::dr6_after_delivery(DR6_ACTIVE_LOW | 2, DR6_BS | 1),
+            0xffff_4ff1
+        );
+        // RTM (bit 16) is active high in the payload, so it clears DR6.RTM;
+        // bit 12 never reaches DR6.
+        assert_eq!(
+            ExceptionPayload::dr6_after_delivery(DR6_ACTIVE_LOW, DR6_RTM | (1 << 12) | DR6_BS | 1),
+            0xfffe_4ff1
+        );
+        // An empty payload leaves the reset value.
+        assert_eq!(ExceptionPayload::dr6_after_delivery(0, 0), DR6_ACTIVE_LOW);
     }
 
     #[test]

@@ -339,6 +339,13 @@ impl Injector {
 
     /// Decides what to do before the next KVM_RUN. Pure: call
     /// [`Injector::commit`] once the decision has been applied.
+    ///
+    /// Call it once per KVM_RUN, with the same `state.reinjection` until the
+    /// next [`Injector::after_exit`]: a committed `Inject` makes later calls
+    /// return [`WaitReason::SlotBusy`], but a committed `Reinject` does not
+    /// mark KVM's slot busy, so asking again with `reinjection: None` before
+    /// the KVM_RUN could yield an `Inject` whose KVM_INTERRUPT overwrites a
+    /// re-injected external interrupt.
     pub fn before_run(&self, state: &RunState) -> Decision {
         if let Some(reinjection) = state.reinjection {
             return Decision::Reinject {

@@ -261,14 +261,23 @@ pub fn set_request_interrupt_window(vcpu: &mut VcpuFd, on: bool) {
 }
 
 /// Applies `decision` to the vCPU: KVM_INTERRUPT for `Inject`, the injected
-/// event through KVM_GET/SET_VCPU_EVENTS for `Reinject`, and
+/// event through KVM_GET/SET_VCPU_EVENTS for `Reinject` (for an NMI also
+/// clearing `nmi.masked` as [`crate::idt_vectoring::Reinjection::clear_nmi_blocking`]
+/// asks, else VM entry fails G6 with virtual NMIs), and
 /// `request_interrupt_window` in every case.
+///
+/// Software interrupts / exceptions cannot be re-injected through
+/// KVM_SET_VCPU_EVENTS (no instruction length): `Reinject` of one returns
+/// [`KvmError::Build`] and writes nothing.
 pub fn apply(vcpu: &mut VcpuFd, decision: &Decision) -> Result<(), KvmError> {
     match decision {
         Decision::Inject { vector, .. } => interrupt(vcpu, *vector)?,
         Decision::Reinject { reinjection, .. } => {
             let mut ev = get_vcpu_events(vcpu)?;
             ev.set_event(EventStatus::Injected, reinjection.event)?;
+            if reinjection.clear_nmi_blocking {
+                ev.nmi.masked = crate::vcpu_events::KvmBool::FALSE;
+            }
             set_vcpu_events(vcpu, &ev)?;
         }
         Decision::RequestWindow(_) | Decision::Idle => {}

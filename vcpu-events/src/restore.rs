@@ -17,6 +17,26 @@
 //! [`RestorePlan`] enforces this with types: a plan starts in [`NeedRegs`] and
 //! each step consumes it and returns the next state, so events cannot be set
 //! before regs and sregs. A failed step hands the plan back unchanged.
+//!
+//! ```
+//! use vcpu_events::restore::{NeedRegs, RestorePlan, VcpuStateIo};
+//! fn in_order<V: VcpuStateIo>(plan: RestorePlan<NeedRegs>, vcpu: &mut V) {
+//!     if let Ok(plan) = plan.set_regs(vcpu) {
+//!         if let Ok(plan) = plan.set_sregs(vcpu) {
+//!             let _ = plan.set_events(vcpu);
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! Setting the events first does not compile:
+//!
+//! ```compile_fail,E0599
+//! use vcpu_events::restore::{NeedRegs, RestorePlan, VcpuStateIo};
+//! fn events_first<V: VcpuStateIo>(plan: RestorePlan<NeedRegs>, vcpu: &mut V) {
+//!     let _ = plan.set_events(vcpu); // no `set_events` on RestorePlan<NeedRegs>
+//! }
+//! ```
 //! Firecracker, Cloud Hypervisor and vmm-reference all restore
 //! `vcpu_events` last for the same reasons.
 //!
@@ -24,8 +44,12 @@
 //!
 //! With KVM_CAP_EXCEPTION_PAYLOAD off, KVM_GET_VCPU_EVENTS may deliver a
 //! pending payload (write CR2 / DR6) before reporting, so [`save`] reads the
-//! events before regs and sregs (QEMU's order). Do not save or restore while
-//! other vCPUs run (NMIs / SMIs / INITs race the overwrite).
+//! events before regs and sregs (QEMU's order). Newer kernels (6.18 trees:
+//! `kvm_handle_exception_payload_quirk`) deliver such a payload on *any*
+//! state read (events, sregs, debugregs) when the cap is off, so the order
+//! no longer changes what is read there, but it stays correct everywhere.
+//! Do not save or restore while other vCPUs run (NMIs / SMIs / INITs race
+//! the overwrite).
 
 #![deny(unsafe_code)]
 

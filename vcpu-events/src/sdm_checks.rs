@@ -192,6 +192,11 @@ pub enum Violation {
     /// G2: blocking by STI and by MOV SS both set.
     #[error("G2: blocking by STI and by MOV SS both set")]
     StiAndMovSsBlocking,
+    /// G2: enclave interruption (bit 4) together with blocking by MOV SS
+    /// (SDM 26.3.1.5: "If bit 4 (enclave interruption) is 1, bit 1 (blocking
+    /// by MOV-SS) must be 0").
+    #[error("G2: enclave interruption with blocking by MOV SS")]
+    EnclaveInterruptionWithMovSs,
     /// G3: blocking by STI with RFLAGS.IF = 0.
     #[error("G3: blocking by STI with RFLAGS.IF = 0")]
     StiBlockingWithIfClear,
@@ -259,7 +264,9 @@ impl Violation {
             ErrorCodeHighBits { .. } => "C7",
             InstructionLengthTooLong { .. } | ZeroInstructionLength => "C8",
             ExternalInterruptWithIfClear => "G1",
-            InterruptibilityReservedBits { .. } | StiAndMovSsBlocking => "G2",
+            InterruptibilityReservedBits { .. }
+            | StiAndMovSsBlocking
+            | EnclaveInterruptionWithMovSs => "G2",
             StiBlockingWithIfClear => "G3",
             ExternalInterruptInShadow => "G4",
             NmiWithMovSsBlocking | NmiWithStiBlocking => "G5",
@@ -415,6 +422,9 @@ fn push_guest_event_state(
     }
     if intr.sti() && intr.mov_ss() {
         out.push(Violation::StiAndMovSsBlocking);
+    }
+    if intr.raw() & Interruptibility::ENCLAVE_INTERRUPTION != 0 && intr.mov_ss() {
+        out.push(Violation::EnclaveInterruptionWithMovSs);
     }
     // G3.
     if intr.sti() && !if_set {
@@ -739,6 +749,15 @@ mod tests {
         s.interruptibility =
             Interruptibility::from_bits_retain(0x1f & !Interruptibility::BLOCKING_BY_SMI & !3 | 1);
         assert!(g(&EntryInterruption::NONE, s).is_empty());
+        // Enclave interruption: fine with STI blocking (above), not with MOV SS.
+        s.interruptibility = Interruptibility::from_bits_retain(
+            Interruptibility::ENCLAVE_INTERRUPTION | Interruptibility::BLOCKING_BY_MOV_SS,
+        );
+        assert_eq!(
+            g(&EntryInterruption::NONE, s),
+            vec![Violation::EnclaveInterruptionWithMovSs]
+        );
+        assert_eq!(Violation::EnclaveInterruptionWithMovSs.rule(), "G2");
     }
 
     #[test]

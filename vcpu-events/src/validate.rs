@@ -13,6 +13,11 @@
 //! 3. [`EntryFailure`]: would KVM accept it but the next VM entry fail
 //!    (KVM_EXIT_FAIL_ENTRY, 0x80000021) because an SDM check on the event or
 //!    the guest state fails? KVM does not check these for userspace.
+//!    Backends that do not run the VMX entry checks (AMD SVM, or a software
+//!    backend such as `kvm_pvm`) do not fail the entry: they deliver the
+//!    event in a state the architecture forbids (e.g. an external interrupt
+//!    with IF = 0, seen on `kvm_pvm` by `tests/kvm.rs`), which breaks the
+//!    guest just as surely; the finding is the same.
 
 #![deny(unsafe_code)]
 
@@ -129,6 +134,19 @@ pub enum KvmReject {
     SmmWithInitReceived,
 }
 
+impl KvmReject {
+    /// Whether KVM returns this -EINVAL only *after* it has already written
+    /// part of the state: in `kvm_vcpu_ioctl_x86_set_vcpu_events` (Linux 6.16
+    /// and 6.18) the SMM check without CONFIG_KVM_SMM and the
+    /// `VALID_TRIPLE_FAULT` capability check come after the exception,
+    /// interrupt, shadow, NMI, SIPI (and SMM) state was stored. A failed
+    /// KVM_SET_VCPU_EVENTS with such a reason has changed the vCPU; the
+    /// other reasons are checked before anything is written.
+    pub fn partially_applied(&self) -> bool {
+        matches!(self, Self::SmmUnsupported | Self::TripleFaultCapNotEnabled)
+    }
+}
+
 /// Something KVM accepts but silently changes, ignores or loses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -164,6 +182,17 @@ pub enum KvmChange {
     SipiIgnored,
     /// `smi.latched_init` without an in-kernel LAPIC: ignored.
     LatchedInitIgnored,
+    /// `sipi_vector` non-zero without `VALID_SIPI_VECTOR`: ignored.
+    SipiVectorIgnored(u32),
+    /// Some `smi` byte non-zero without `VALID_SMM`: the whole sub-struct is
+    /// ignored (a pending SMI or SMM state is not restored).
+    SmiIgnored,
+    /// `smi.smm_inside_nmi` with `VALID_SMM` but `smi.smm` = 0: KVM only
+    /// applies it when entering / staying in SMM.
+    SmmInsideNmiIgnored,
+    /// `triple_fault.pending` non-zero without `VALID_TRIPLE_FAULT`: ignored
+    /// (the triple fault is lost).
+    TripleFaultIgnored,
     /// Error code bits 31:16 set: KVM drops them (VMX allows only 15:0).
     ErrorCodeTruncated(u32),
     /// Error code on an exception for a real-mode guest: KVM clears it.
@@ -318,8 +347,24 @@ pub fn validate(events: &VcpuEvents, kvm: &KvmContext, guest: &GuestContext) -> 
     if flags.contains(KVM_VCPUEVENT_VALID_SIPI_VECTOR) && !kvm.in_kernel_lapic {
         c.push(KvmChange::SipiIgnored);
     }
+    if !flags.contains(KVM_VCPUEVENT_VALID_SIPI_VECTOR) && events.sipi_vector != 0 {
+        c.push(KvmChange::SipiVectorIgnored(events.sipi_vector));
+    }
     if with_smm && events.smi.latched_init.get() && !kvm.in_kernel_lapic {
         c.push(KvmChange::LatchedInitIgnored);
+    }
+    let smi = &events.smi;
+    let smi_set = [smi.smm, smi.pending, smi.smm_inside_nmi, smi.latched_init]
+        .iter()
+        .any(|b| b.raw() != 0);
+    if !with_smm && smi_set {
+        c.push(KvmChange::SmiIgnored);
+    }
+    if with_smm && kvm.smm_supported && !smi.smm.get() && smi.smm_inside_nmi.get() {
+        c.push(KvmChange::SmmInsideNmiIgnored);
+    }
+    if !flags.contains(KVM_VCPUEVENT_VALID_TRIPLE_FAULT) && events.triple_fault_pending.raw() != 0 {
+        c.push(KvmChange::TripleFaultIgnored);
     }
     let exc_live = injected || pending;
     if exc_live && exc.has_error_code.get() {
@@ -652,6 +697,68 @@ mod tests {
         e.flags.set(KVM_VCPUEVENT_VALID_SMM, true);
         e.smi.latched_init = KvmBool::TRUE;
         assert_eq!(v(&e).kvm_changes, vec![KvmChange::LatchedInitIgnored]);
+    }
+
+    #[test]
+    fn change_fields_ignored_without_their_flag() {
+        let mut e = VcpuEvents {
+            sipi_vector: 0x9a,
+            ..Default::default()
+        };
+        assert_eq!(v(&e).kvm_changes, vec![KvmChange::SipiVectorIgnored(0x9a)]);
+        e.flags.set(KVM_VCPUEVENT_VALID_SIPI_VECTOR, true);
+        let lapic = KvmContext {
+            in_kernel_lapic: true,
+            ..kvm()
+        };
+        assert!(validate(&e, &lapic, &GuestContext::default()).is_clean());
+
+        let mut e = VcpuEvents::default();
+        e.smi.pending = KvmBool::TRUE;
+        assert_eq!(v(&e).kvm_changes, vec![KvmChange::SmiIgnored]);
+        e.flags.set(KVM_VCPUEVENT_VALID_SMM, true);
+        assert!(v(&e).is_clean());
+
+        let mut e = VcpuEvents {
+            triple_fault_pending: KvmBool::TRUE,
+            ..Default::default()
+        };
+        assert_eq!(v(&e).kvm_changes, vec![KvmChange::TripleFaultIgnored]);
+        e.flags.set(KVM_VCPUEVENT_VALID_TRIPLE_FAULT, true);
+        assert!(v(&e).is_clean());
+    }
+
+    #[test]
+    fn change_smm_inside_nmi_outside_smm() {
+        let mut e = VcpuEvents::default();
+        e.flags.set(KVM_VCPUEVENT_VALID_SMM, true);
+        e.smi.smm_inside_nmi = KvmBool::TRUE;
+        assert_eq!(v(&e).kvm_changes, vec![KvmChange::SmmInsideNmiIgnored]);
+        e.smi.smm = KvmBool::TRUE;
+        assert!(v(&e).is_clean());
+        // Without SMM support it is an -EINVAL instead.
+        e.smi.smm = KvmBool::FALSE;
+        let no_smm = KvmContext {
+            smm_supported: false,
+            ..kvm()
+        };
+        let r = validate(&e, &no_smm, &GuestContext::default());
+        assert_eq!(r.kvm_rejects, vec![KvmReject::SmmUnsupported]);
+        assert!(r.kvm_changes.is_empty());
+    }
+
+    #[test]
+    fn late_rejects_are_marked_partially_applied() {
+        assert!(KvmReject::SmmUnsupported.partially_applied());
+        assert!(KvmReject::TripleFaultCapNotEnabled.partially_applied());
+        for early in [
+            KvmReject::UnknownFlags(0x40),
+            KvmReject::PayloadCapNotEnabled,
+            KvmReject::ExceptionVector(2),
+            KvmReject::SmmWithInitReceived,
+        ] {
+            assert!(!early.partially_applied(), "{early:?}");
+        }
     }
 
     #[test]
