@@ -15,6 +15,7 @@ use crate::allowed::AllowedSettings;
 use crate::basic::{self, VmxBasic};
 use crate::caps::VmxCaps;
 use crate::control::ControlWord;
+use crate::ept_vpid::{EptVpidCap, HLAT_PREFIX_SIZE_MASK};
 use crate::error::CapsError;
 use crate::misc::{self, VmxMisc};
 use crate::msr;
@@ -22,6 +23,7 @@ use crate::raw::RawMsrs;
 
 /// Something [`intersect`] or [`is_subset_of`] had to report.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
 pub struct Note {
     /// MSR concerned.
     pub msr: u32,
@@ -48,6 +50,7 @@ impl std::fmt::Display for Note {
 
 /// The result of [`intersect`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Baseline {
     /// The common capability set.
     pub caps: VmxCaps,
@@ -139,7 +142,11 @@ fn intersect2(a: &VmxCaps, b: &VmxCaps, notes: &mut Vec<Note>) -> Result<VmxCaps
     );
     let true_ctls = a.has_true_ctls() && b.has_true_ctls();
     // Preemption timer: usable in the baseline only if both run it at the same rate.
-    let timer_differs = a.misc().preemption_timer_rate() != b.misc().preemption_timer_rate();
+    // When one side does not offer it, the pin-based AND drops it anyway and the rate
+    // no longer matters (no note, e.g. for every host after the first mismatch).
+    let timer_differs = a.misc().preemption_timer_rate() != b.misc().preemption_timer_rate()
+        && a.pin_based().may_be_one_bit(6)
+        && b.pin_based().may_be_one_bit(6);
     r.insert(
         msr::IA32_VMX_MISC,
         intersect_misc(a.misc(), b.misc(), timer_differs, notes),
@@ -180,7 +187,8 @@ fn intersect2(a: &VmxCaps, b: &VmxCaps, notes: &mut Vec<Note>) -> Result<VmxCaps
         }
     }
     if let (Some(x), Some(y)) = (a.ept_vpid(), b.ept_vpid()) {
-        let hlat = crate::ept_vpid::HLAT_PREFIX_SIZE_MASK;
+        // Flags are ANDed; the HLAT prefix size is a maximum: the smaller one.
+        let hlat = HLAT_PREFIX_SIZE_MASK;
         let h = (x.raw() & hlat).min(y.raw() & hlat);
         r.insert(msr::IA32_VMX_EPT_VPID_CAP, (x.raw() & y.raw() & !hlat) | h);
     }
@@ -287,7 +295,10 @@ fn subset_bits(out: &mut Vec<Note>, msr: u32, a: u64, b: u64, mask: u64, what: &
 ///   ID, VMCS size not smaller.
 /// * Controls (effective view, TRUE when BASIC bit 55 is set), secondary: every
 ///   must-be-1 bit of `b` stays must-be-1, every may-be-1 bit of `a` is may-be-1 in `b`;
-///   tertiary, secondary exit, VMFUNC, EPT/VPID: bitwise subset (absent = 0).
+///   tertiary, secondary exit, VMFUNC, EPT/VPID: bitwise subset (absent = 0), except
+///   the EPT/VPID maximum HLAT prefix size (bits 53:48), which may not be larger. KVM
+///   (`vmx_restore_vmx_ept_vpid_cap`) compares all 64 bits bitwise; it never offers
+///   HLAT to a nested hypervisor (field 0), and against 0 both rules agree.
 /// * MISC: feature and reserved bits a subset; same preemption-timer rate when `a`
 ///   offers the timer; CR3-target count and MSR-list size not larger; same MSEG revision.
 /// * CR0/CR4 FIXED0 a superset; FIXED1 a subset (KVM derives FIXED1 from CPUID and
@@ -399,14 +410,31 @@ pub fn is_subset_of(a: &VmxCaps, b: &VmxCaps) -> Vec<Note> {
             message: "MSEG revision differs".into(),
         });
     }
+    let (ea, eb) = (
+        a.ept_vpid().unwrap_or(EptVpidCap(0)),
+        b.ept_vpid().unwrap_or(EptVpidCap(0)),
+    );
     subset_bits(
         &mut out,
         msr::IA32_VMX_EPT_VPID_CAP,
-        a.ept_vpid().map_or(0, |c| c.raw()),
-        b.ept_vpid().map_or(0, |c| c.raw()),
-        !0,
+        ea.raw(),
+        eb.raw(),
+        !HLAT_PREFIX_SIZE_MASK,
         "EPT/VPID capabilities",
     );
+    // A maximum, not a set of flags: a smaller HLAT prefix size is less capable (the
+    // baseline takes the minimum, which need not be a bitwise subset).
+    if ea.hlat_prefix_size() > eb.hlat_prefix_size() {
+        out.push(Note {
+            msr: msr::IA32_VMX_EPT_VPID_CAP,
+            bits: HLAT_PREFIX_SIZE_MASK,
+            message: format!(
+                "maximum HLAT prefix size {} is larger than {}",
+                ea.hlat_prefix_size(),
+                eb.hlat_prefix_size()
+            ),
+        });
+    }
     subset_bits(
         &mut out,
         msr::IA32_VMX_VMFUNC,

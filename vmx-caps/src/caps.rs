@@ -373,6 +373,41 @@ mod tests {
     }
 
     #[test]
+    fn contradictory_and_absent_words() {
+        // External-interrupt exiting must be 1 (low) but may not be 1 (high): vmxcap "?".
+        let mut raw = skx();
+        raw.insert(0x481, 0x0000_00FE_0000_0017);
+        raw.insert(0x48D, 0x0000_00FE_0000_0017);
+        let c = VmxCaps::from_raw(raw).unwrap();
+        let s = c.control_setting(ControlWord::PinBased, 0);
+        assert_eq!(s, ControlSetting::Contradictory);
+        assert_eq!(s.vmxcap_word(), "?");
+        let q = crate::report::qemu::render(&c);
+        assert!(
+            q.contains("  External interrupt exiting               ?\n"),
+            "{q}"
+        );
+        // An absent allowed-1-only word, and an absent secondary word, read as "no".
+        let mut raw = skx();
+        raw.remove(0x48B);
+        let c = VmxCaps::from_raw(raw).unwrap();
+        assert_eq!(
+            c.control_setting(ControlWord::Secondary, 1),
+            ControlSetting::No
+        );
+        assert_eq!(c.may_be_one(ControlWord::Secondary), 0);
+        assert_eq!(
+            c.control_setting(ControlWord::SecondaryExit, 0),
+            ControlSetting::No
+        );
+        // Out-of-range bits never panic and are never allowed.
+        for w in ControlWord::ALL {
+            assert_eq!(c.control_setting(w, 64), ControlSetting::No);
+            assert_eq!(c.control_setting(w, u32::MAX), ControlSetting::No);
+        }
+    }
+
+    #[test]
     fn true_bit_without_true_msr_falls_back_to_legacy() {
         let mut raw = skx();
         raw.remove(0x48E);

@@ -82,6 +82,7 @@ pub enum Invariant {
 
 /// One finding.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
 pub struct Finding {
     /// How bad it is.
     pub severity: Severity,
@@ -118,6 +119,7 @@ impl fmt::Display for Finding {
 
 /// The result of [`check`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Report {
     /// Findings, most severe first, then by MSR.
     pub findings: Vec<Finding>,

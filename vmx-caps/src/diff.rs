@@ -30,6 +30,7 @@ pub struct ControlDiff {
 
 /// A field or flag whose value differs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct FieldDiff {
     /// MSR holding the field.
     pub msr: u32,
@@ -43,6 +44,7 @@ pub struct FieldDiff {
 
 /// The differences between two capability sets.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Diff {
     /// Control words that differ.
     pub controls: Vec<ControlDiff>,

@@ -14,10 +14,21 @@
 //! ```
 //!
 //! `cpu` and `source` are free text (optional on input, empty when absent). `msrs` maps
-//! `0x`-prefixed hex MSR indices (0x480..=0x493 only) to `0x`-prefixed hex 64-bit values;
-//! case is ignored on input. Unknown top-level fields, duplicate indices, bad hex and
-//! out-of-range indices are typed errors. Output is canonical: two-space indentation,
-//! lowercase indices in ascending order, 16-digit lowercase values, trailing newline.
+//! `0x`-prefixed hex MSR indices (0x480..=0x493 only) to `0x`-prefixed hex 64-bit values.
+//!
+//! Accepted on input: either case (`0X48A`, `0xFF`), leading zeros up to 16 digits
+//! (`"0x0480"` is MSR 0x480), a leading UTF-8 byte-order mark, any JSON whitespace.
+//! Rejected with a typed [`CapsError`], never a panic: text that is not JSON or not an
+//! object of this shape ([`CapsError::BadJson`]: also non-string values such as
+//! `"0x480": 5` or `null`, duplicate top-level fields, unknown top-level fields, more
+//! than 20 entries); an index or value that is not `0x` + 1-16 hex digits
+//! ([`CapsError::BadHex`]: signs, spaces, non-ASCII digits, values above 2^64 - 1);
+//! an index outside 0x480..=0x493 ([`CapsError::UnknownMsr`]); the same MSR twice,
+//! however spelled (`"0x480"` and `"0x0480"`: [`CapsError::DuplicateMsr`]); a file
+//! over [`MAX_DUMP_BYTES`] ([`CapsError::TooLarge`]) or not UTF-8.
+//!
+//! Output is canonical: two-space indentation, lowercase indices in ascending order,
+//! 16-digit lowercase values, trailing newline.
 
 use std::fmt::{self, Write as _};
 use std::path::Path;
@@ -69,7 +80,7 @@ impl<'de> Deserialize<'de> for Entries {
                 let mut v = Vec::new();
                 while let Some((k, val)) = m.next_entry::<String, String>()? {
                     // Bounded: at most 20 distinct indices are valid; stop early on junk.
-                    if v.len() > msr::ALL.len() {
+                    if v.len() >= msr::ALL.len() {
                         return Err(serde::de::Error::custom(
                             "more entries than there are VMX capability MSRs",
                         ));
@@ -108,6 +119,8 @@ impl Dump {
 
     /// Parses a dump from JSON text.
     pub fn from_json(text: &str) -> Result<Self, CapsError> {
+        // Editors on some systems prepend a byte-order mark; JSON parsers reject it.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let file: DumpFile = serde_json::from_str(text).map_err(|e| CapsError::BadJson {
             message: e.to_string(),
         })?;
@@ -232,6 +245,22 @@ mod tests {
     }
 
     #[test]
+    fn leading_zeros_bom_and_whitespace_are_accepted() {
+        let d = Dump::from_json(
+            "\u{feff} {\"msrs\" : {\"0x0000000000000480\":\"0x0000000000000000001\"}}\n",
+        );
+        assert!(
+            matches!(d, Err(CapsError::BadHex { .. })),
+            "17 digits: {d:?}"
+        );
+        let d =
+            Dump::from_json("\u{feff}\t{\"msrs\" : {\"0x0000000000000480\":\"0x1\"}}\n").unwrap();
+        assert_eq!(d.msrs.get(0x480), Some(1));
+        // A BOM anywhere else is not whitespace.
+        assert!(Dump::from_json("{\u{feff}\"msrs\":{}}").is_err());
+    }
+
+    #[test]
     fn empty_msrs_round_trip() {
         let d = Dump::new("a\"b", "", RawMsrs::new());
         assert_eq!(Dump::from_json(&d.to_json()).unwrap(), d);
@@ -280,6 +309,36 @@ mod tests {
             (r#"{"msrs":{"0x480":"0x1","0x0480":"0x2"}}"#, |e| {
                 matches!(e, CapsError::DuplicateMsr { index: 0x480 })
             }),
+            (r#"{"msrs":{"0x48a":"0x1","0X48A":"0x2"}}"#, |e| {
+                matches!(e, CapsError::DuplicateMsr { index: 0x48A })
+            }),
+            (r#"{"msrs":{},"msrs":{}}"#, |e| {
+                matches!(e, CapsError::BadJson { .. })
+            }),
+            (r#"{"cpu":"a","cpu":"b","msrs":{}}"#, |e| {
+                matches!(e, CapsError::BadJson { .. })
+            }),
+            (r#"{"cpu":null,"msrs":{}}"#, |e| {
+                matches!(e, CapsError::BadJson { .. })
+            }),
+            (r#"{"msrs":{"0x480":null}}"#, |e| {
+                matches!(e, CapsError::BadJson { .. })
+            }),
+            (
+                r#"{"msrs":{"0x480":123456789012345678901234567890}}"#,
+                |e| matches!(e, CapsError::BadJson { .. }),
+            ),
+            (r#"{"msrs":{"0x480":["0x1"]}}"#, |e| {
+                matches!(e, CapsError::BadJson { .. })
+            }),
+            (r#"{"msrs":{"0x480":"0x1 "}}"#, |e| {
+                matches!(e, CapsError::BadHex { .. })
+            }),
+            (r#"{"msrs":{"0x480":"0x١"}}"#, |e| {
+                matches!(e, CapsError::BadHex { .. })
+            }),
+            (r#"[["x"]]"#, |e| matches!(e, CapsError::BadJson { .. })),
+            ("", |e| matches!(e, CapsError::BadJson { .. })),
         ];
         for (text, ok) in cases {
             let e = Dump::from_json(text).unwrap_err();
@@ -290,8 +349,9 @@ mod tests {
 
     #[test]
     fn too_many_entries_rejected_early() {
+        // 21 entries: more than the 20 MSRs, whatever their keys.
         let mut s = String::from(r#"{"msrs":{"#);
-        for i in 0..30 {
+        for i in 0..21 {
             if i > 0 {
                 s.push(',');
             }

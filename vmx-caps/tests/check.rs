@@ -442,3 +442,56 @@ fn findings_display_on_one_line() {
     );
     assert!(!s.contains('\n'));
 }
+
+#[test]
+fn invvpid_types_without_invvpid() {
+    expect(
+        |r| xor(r, 0x48C, 1 << 32),
+        Invariant::InvalidationTypesWithoutInstruction,
+        0x48C,
+        0xF << 40,
+        Severity::Warning,
+    );
+}
+
+#[test]
+fn fred_entry_exit_pair() {
+    // Entry "load IA32 FRED MSRs" (23) allowed, no secondary VM-exit controls at all.
+    expect(
+        |r| {
+            xor(r, 0x484, 1 << (32 + 23));
+            xor(r, 0x490, 1 << (32 + 23));
+        },
+        Invariant::EntryExitPair,
+        0x484,
+        1 << (32 + 23),
+        Severity::Warning,
+    );
+    // Secondary VM-exit FRED save/load allowed, entry side missing.
+    expect(
+        |r| {
+            xor(r, 0x483, 1 << (32 + 31));
+            xor(r, 0x48F, 1 << (32 + 31));
+            r.insert(0x493, 0b11);
+        },
+        Invariant::EntryExitPair,
+        0x493,
+        0b11,
+        Severity::Warning,
+    );
+    // Both sides: consistent, nothing to report.
+    let mut raw = load("skylake-x-i7-7800x");
+    xor(&mut raw, 0x484, 1 << (32 + 23));
+    xor(&mut raw, 0x490, 1 << (32 + 23));
+    xor(&mut raw, 0x483, 1 << (32 + 31));
+    xor(&mut raw, 0x48F, 1 << (32 + 31));
+    raw.insert(0x493, 0b10);
+    let r = check(&VmxCaps::from_raw(raw).unwrap());
+    assert!(
+        r.findings
+            .iter()
+            .all(|f| f.invariant != Invariant::EntryExitPair && f.severity == Severity::Info),
+        "{:#?}",
+        r.findings
+    );
+}

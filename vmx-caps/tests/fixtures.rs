@@ -207,3 +207,44 @@ fn kvm_adjust_matches_reference_for_every_fixture() {
         );
     }
 }
+
+/// Every key the JSON model emits (on a set with every optional MSR present) is named
+/// in the README's schema, so the documentation cannot silently fall behind.
+#[test]
+fn json_schema_in_readme_names_every_emitted_key() {
+    fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    out.push(k.clone());
+                    keys(v, out);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+    let mut raw = caps("coffeelake-906ea").into_raw();
+    raw.insert(0x492, 0x10);
+    raw.insert(0x493, 0x3);
+    let c = vmx_caps::VmxCaps::from_raw(raw).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&report::render(&c, Format::Json)).unwrap();
+    let mut all = Vec::new();
+    keys(&v, &mut all);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let schema = readme
+        .split("## JSON model")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap();
+    for k in all {
+        if k.starts_with("0x") {
+            continue; // MSR indices under "msrs"
+        }
+        assert!(
+            schema.contains(&k),
+            "README JSON schema does not mention {k:?}"
+        );
+    }
+}

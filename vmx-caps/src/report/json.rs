@@ -22,6 +22,7 @@ fn hex(v: u64) -> String {
 
 /// The decoded model of a capability set.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct Model {
     /// Always [`SCHEMA`].
     pub schema: &'static str,
@@ -49,6 +50,7 @@ pub struct Model {
 /// BASIC fields.
 #[derive(Clone, Debug, Serialize)]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub struct Basic {
     pub raw: String,
     pub revision_id: u32,
@@ -65,6 +67,7 @@ pub struct Basic {
 
 /// One control word.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct Control {
     /// Legacy capability MSR index (`"0x481"`).
     pub msr: String,
@@ -82,6 +85,7 @@ pub struct Control {
 
 /// One control bit.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct Bit {
     /// Bit position.
     pub bit: u32,
@@ -96,6 +100,7 @@ pub struct Bit {
 /// MISC fields.
 #[derive(Clone, Debug, Serialize)]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub struct Misc {
     pub raw: String,
     pub preemption_timer_rate: u8,
@@ -117,6 +122,7 @@ pub struct Misc {
 /// EPT/VPID capability fields.
 #[derive(Clone, Debug, Serialize)]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub struct EptVpid {
     pub raw: String,
     pub execute_only: bool,
@@ -144,6 +150,7 @@ pub struct EptVpid {
 /// VMFUNC fields.
 #[derive(Clone, Debug, Serialize)]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub struct VmFuncModel {
     pub raw: String,
     pub eptp_switching: bool,
@@ -153,6 +160,7 @@ pub struct VmFuncModel {
 /// A CRx FIXED pair.
 #[derive(Clone, Debug, Serialize)]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub struct Fixed {
     pub fixed0: String,
     pub fixed1: String,
@@ -161,6 +169,7 @@ pub struct Fixed {
 /// VMCS_ENUM fields.
 #[derive(Clone, Debug, Serialize)]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub struct VmcsEnumModel {
     pub raw: String,
     pub max_index: u16,

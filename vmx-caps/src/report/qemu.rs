@@ -228,6 +228,35 @@ mod tests {
     }
 
     #[test]
+    fn true_msrs_consulted_whatever_basic_bit_55_says() {
+        // QEMU's script reads the TRUE MSR whenever it can; a dump with TRUE MSRs but
+        // BASIC bit 55 clear still shows "default" here (and "forced" in `text`).
+        let mut raw: RawMsrs = [
+            (0x480, 0x005A_0800_0000_000D_u64),
+            (0x481, 0x0000_003F_0000_0016),
+            (0x482, 0xF7F9_FFFE_0401_E172),
+            (0x483, 0x0003_FFFF_0003_6DFF),
+            (0x484, 0x0000_3FFF_0000_11FF),
+            (0x485, 0x0004_03C0),
+            (0x486, 0x8000_0021),
+            (0x487, 0xFFFF_FFFF),
+            (0x488, 0x2000),
+            (0x489, 0x0004_67FF),
+            (0x48A, 0x2C),
+            (0x48B, 0x0000_0041_0000_0000),
+        ]
+        .into_iter()
+        .collect();
+        let forced = "  CR3-load exiting                         forced\n";
+        let default = "  CR3-load exiting                         default\n";
+        assert!(render(&VmxCaps::from_raw(raw.clone()).unwrap()).contains(forced));
+        raw.insert(0x48E, 0xF7F9_FFFE_0400_6172);
+        let c = VmxCaps::from_raw(raw).unwrap();
+        assert!(render(&c).contains(default));
+        assert!(crate::report::text::render(&c).contains(forced));
+    }
+
+    #[test]
     fn fred_2024_lines() {
         let c = fred_caps();
         let old = render(&c);
