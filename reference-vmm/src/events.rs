@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Event injection through `vcpu-events`: exceptions, NMIs, the synthesized
+//! triple fault (all validated by `vcpu_events::validate` before any
+//! `KVM_SET_VCPU_EVENTS`), and the userspace-irqchip injector that runs
+//! before each `KVM_RUN`.
+//!
+//! The injector coalesces a vector raised while it is still queued (like a
+//! bit in the IRR). The irq-storm scenario wants every raise delivered, so the
+//! VMM keeps its own backlog count ([`IrqState::pending`]) and hands the
+//! injector the next interrupt only once the previous one left its queue.
+
+use kvm_ioctls::VcpuFd;
+use vcpu_events::injector::{ExitKind as InjectorExit, Injector};
+use vcpu_events::validate::{validate, GuestContext, KvmContext};
+use vcpu_events::{Event, EventStatus, HardwareException, VcpuEvents};
+
+use crate::apply::ApplyError;
+use crate::guests::IRQ_VECTOR;
+use crate::handlers::IrqState;
+use crate::vmm::VmmError;
+
+/// The event the VMM wants, as a `vcpu-events` event with its status.
+///
+/// With `KVM_CAP_EXCEPTION_PAYLOAD` a payload-carrying exception is queued
+/// *pending* so KVM delivers the payload (CR2) itself; otherwise it is
+/// queued *injected* (and a payload is refused by validation).
+pub fn exception_event(
+    vector: u8,
+    error_code: Option<u32>,
+    payload: Option<u64>,
+    kvm: &KvmContext,
+) -> (EventStatus, Event) {
+    let mut ex = HardwareException::new(vector);
+    if let Some(e) = error_code {
+        ex = ex.with_error_code(e);
+    }
+    if let (14, Some(cr2)) = (vector, payload) {
+        ex = HardwareException::page_fault(error_code.unwrap_or(0), cr2);
+    } else if let (1, Some(dr6)) = (vector, payload) {
+        ex = HardwareException::debug(dr6);
+    }
+    let status = if payload.is_some() && kvm.exception_payload_enabled {
+        EventStatus::Pending
+    } else {
+        EventStatus::Injected
+    };
+    (status, Event::HardwareException(ex))
+}
+
+/// Formats a validation report as one diagnostic line.
+pub fn diagnostic(r: &vcpu_events::validate::Report) -> String {
+    let mut parts: Vec<String> = r
+        .kvm_rejects
+        .iter()
+        .map(|x| format!("KVM would reject: {x}"))
+        .collect();
+    parts.extend(
+        r.entry_failures
+            .iter()
+            .map(|x| format!("VM entry would fail: {x:?}")),
+    );
+    if parts.is_empty() {
+        parts.push("not safe".into());
+    }
+    parts.join("; ")
+}
+
+/// Validates `(status, event)` on top of `base` (pure; used by the replay stand-in).
+pub fn validate_event(
+    base: VcpuEvents,
+    status: EventStatus,
+    event: Event,
+    kvm: &KvmContext,
+    guest: &GuestContext,
+) -> Result<(), ApplyError> {
+    let mut ev = base;
+    ev.set_event(status, event)
+        .map_err(|e| ApplyError::Refused(format!("{event:?}: {e}")))?;
+    let report = validate(&ev, kvm, guest);
+    if report.is_safe() {
+        Ok(())
+    } else {
+        Err(ApplyError::Refused(diagnostic(&report)))
+    }
+}
+
+fn kvm_err(e: vcpu_events::kvm::KvmError) -> ApplyError {
+    match e {
+        vcpu_events::kvm::KvmError::Unsafe(r) => ApplyError::Refused(diagnostic(&r)),
+        other => ApplyError::Event(other.to_string()),
+    }
+}
+
+/// Injects `(status, event)` on the real vCPU (validated by vcpu-events first).
+pub fn inject(
+    vcpu: &VcpuFd,
+    status: EventStatus,
+    event: Event,
+    kvm: &KvmContext,
+) -> Result<(), ApplyError> {
+    vcpu_events::kvm::inject_event(vcpu, status, event, kvm, &GuestContext::default())
+        .map(|_| ())
+        .map_err(kvm_err)
+}
+
+/// The userspace-irqchip injector plus the VMM's backlog feeding it.
+#[derive(Debug)]
+pub struct IrqInjector {
+    /// vcpu-events' injector.
+    pub injector: Injector,
+}
+
+impl Default for IrqInjector {
+    fn default() -> Self {
+        IrqInjector {
+            injector: Injector::new(),
+        }
+    }
+}
+
+impl IrqInjector {
+    /// Before KVM_RUN: feed the backlog, let the injector decide and apply.
+    #[inline]
+    pub fn before_run(&mut self, vcpu: &mut VcpuFd, irq: &mut IrqState) -> Result<(), VmmError> {
+        if irq.pending > 0 && !self.injector.is_queued(IRQ_VECTOR) {
+            self.injector
+                .raise(IRQ_VECTOR)
+                .map_err(|e| VmmError::Config(format!("injector: {e}")))?;
+            irq.pending -= 1;
+        }
+        let decision = vcpu_events::kvm::before_run(&mut self.injector, vcpu)
+            .map_err(|e| VmmError::Config(format!("injector: {e}")))?;
+        if irq.pending > 0 && !decision.request_interrupt_window() {
+            // More behind the one in flight: ask KVM to come back when the guest can take it.
+            vcpu_events::kvm::set_request_interrupt_window(vcpu, true);
+        }
+        let s = self.injector.stats();
+        irq.injected = s.injected;
+        irq.windows_requested = s.window_requests;
+        Ok(())
+    }
+
+    /// After KVM_RUN returned.
+    #[inline]
+    pub fn after_exit(&mut self, window_open: bool) {
+        self.injector.after_exit(if window_open {
+            InjectorExit::IrqWindowOpen
+        } else {
+            InjectorExit::Other
+        });
+    }
+
+    /// Interrupts still queued inside the injector.
+    pub fn queued(&self) -> u64 {
+        self.injector.len() as u64
+    }
+}

@@ -1,0 +1,559 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Exit handlers: pure functions `(Exit, state) -> Actions`, one per concern.
+//!
+//! [`handle`] counts the exit and dispatches it. No handler touches a file
+//! descriptor: the run loop ([`crate::vmm`] on KVM, [`crate::replay`] on a
+//! stand-in) applies the returned [`Actions`]. The same functions run for real
+//! and replayed exits.
+
+#![deny(unsafe_code)]
+
+use crate::action::{Action, Actions, Cause, Outcome};
+use crate::config::{Policy, RunConfig};
+use crate::exit::{Exit, ExitKind};
+use crate::guests::{self, Guest};
+
+/// Exit counts per [`ExitKind`], allocation-free, with a running total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitCounts {
+    per_kind: [u64; ExitKind::COUNT],
+    total: u64,
+}
+
+impl ExitCounts {
+    /// Adds one exit of `kind`.
+    #[inline]
+    pub fn add(&mut self, kind: ExitKind) {
+        if let Some(c) = self.per_kind.get_mut(kind as usize) {
+            *c += 1;
+        }
+        self.total += 1;
+    }
+
+    /// Count of `kind`.
+    pub fn get(&self, kind: ExitKind) -> u64 {
+        self.per_kind.get(kind as usize).copied().unwrap_or(0)
+    }
+
+    /// All exits.
+    #[inline]
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Adds another vCPU's counts.
+    pub fn merge(&mut self, other: &ExitCounts) {
+        for (a, b) in self.per_kind.iter_mut().zip(other.per_kind.iter()) {
+            *a += b;
+        }
+        self.total += other.total;
+    }
+}
+
+/// What the guests reported through the port channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestChannel {
+    /// Report fields `PORT_REPORT + k`.
+    pub fields: [Option<u32>; guests::REPORT_FIELDS],
+    /// `out` exits on the tick port.
+    pub ticks: u64,
+    /// Sync requests seen.
+    pub syncs: u64,
+    /// Exits on ports nobody owns.
+    pub unknown_ports: u64,
+}
+
+/// Interrupt bookkeeping of a run (irq-storm).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IrqState {
+    /// How many interrupts the scenario raises in total (N).
+    pub target: u64,
+    /// Raised so far (handed to the injector).
+    pub requested: u64,
+    /// Raised but not injected yet (the injector's queue; a counter, so it is
+    /// bounded by construction: at most `target - injected`).
+    pub pending: u64,
+    /// Injected into the vCPU (KVM_INTERRUPT) so far.
+    pub injected: u64,
+    /// Interrupt windows requested.
+    pub windows_requested: u64,
+    /// xorshift state choosing the "arbitrary moments".
+    pub rng: u64,
+}
+
+impl IrqState {
+    fn next_random(&mut self) -> u64 {
+        // xorshift64: cheap, deterministic, good enough to scatter the raises.
+        let mut x = self.rng.max(1);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+}
+
+/// Exceptions the scenario injects (and expects the guest to report).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExceptionPlan {
+    /// #GP error code.
+    pub gp_error_code: u32,
+    /// #PF error code.
+    pub pf_error_code: u32,
+    /// #PF CR2 payload.
+    pub pf_cr2: u64,
+}
+
+impl Default for ExceptionPlan {
+    fn default() -> Self {
+        ExceptionPlan {
+            // Bits 31:16 of an injected error code must be 0 (SDM 26.2.1.3).
+            gp_error_code: 0x1230,
+            pf_error_code: 0x2, // write to a not-present page
+            pf_cr2: 0x7fff_dead_b000,
+        }
+    }
+}
+
+/// Notify-exit state: notify-exit's per-vCPU handler (policy, stats, storm detector).
+#[derive(Clone, Debug)]
+pub struct NotifyState {
+    /// notify-exit's handler.
+    pub handler: notify_exit::NotifyHandler,
+    /// Storms the detector reported.
+    pub storms_started: u64,
+    /// Last action taken, for the report.
+    pub last_action: Option<&'static str>,
+}
+
+impl NotifyState {
+    /// A handler for `mode`; `triple_fault_event` says whether the VMM can synthesize one.
+    pub fn new(mode: crate::config::NotifyMode, triple_fault_event: bool) -> Self {
+        use notify_exit::{NotifyHandler, NotifyPolicy, NotifyVmexitMode};
+        let mode = match mode {
+            crate::config::NotifyMode::Run => NotifyVmexitMode::Run,
+            crate::config::NotifyMode::InternalError => NotifyVmexitMode::InternalError,
+            crate::config::NotifyMode::Disable => NotifyVmexitMode::Disable,
+        };
+        NotifyState {
+            handler: NotifyHandler::new(0, NotifyPolicy::new(mode, triple_fault_event)),
+            storms_started: 0,
+            last_action: None,
+        }
+    }
+}
+
+/// Heki state: heki-policy's exit handler (mirrored pins, stats), created on
+/// the first Heki exit with the ABI in force.
+#[derive(Clone, Debug, Default)]
+pub struct HekiState {
+    /// heki-policy's handler.
+    pub handler: Option<heki_policy::HekiExitHandler>,
+    /// Anomalies heki-policy flagged (e.g. a denial that clears no mirrored pin).
+    pub anomalies: u64,
+    /// Last action taken, for the report.
+    pub last_action: Option<&'static str>,
+}
+
+/// Everything the handlers read and update during one run.
+#[derive(Clone, Debug)]
+pub struct RunState {
+    /// The guest (for replay: the guest the trace claims, or `None`).
+    pub guest: Option<Guest>,
+    /// Policy flags.
+    pub policy: Policy,
+    /// Exit counts.
+    pub exits: ExitCounts,
+    /// The port channel.
+    pub channel: GuestChannel,
+    /// Interrupts.
+    pub irq: IrqState,
+    /// Exceptions to inject.
+    pub exceptions: ExceptionPlan,
+    /// Exception injections applied (vector, error code, payload) in order.
+    pub injected_exceptions: u64,
+    /// NMIs injected.
+    pub injected_nmis: u64,
+    /// Notify.
+    pub notify: NotifyState,
+    /// Heki.
+    pub heki: HekiState,
+    /// Cause of a pending synthesized triple fault, reported at the shutdown.
+    pub pending_shutdown: Option<Cause>,
+    /// Stop after this many exits.
+    pub max_exits: u64,
+    /// Time of the current exit in ns since the run started (set by the loop
+    /// for notify and Heki exits; feeds storm detection and rate limits).
+    pub now_ns: u64,
+}
+
+impl RunState {
+    /// Fresh state for a run of `cfg`.
+    pub fn new(cfg: &RunConfig) -> Self {
+        let mut st = Self::for_replay(cfg.policy);
+        st.guest = Some(cfg.guest);
+        st.max_exits = cfg.max_exits;
+        if cfg.guest == Guest::IrqStorm {
+            st.irq.target = cfg.count;
+        }
+        st
+    }
+
+    /// Fresh state for replaying a trace under `policy`.
+    pub fn for_replay(policy: Policy) -> Self {
+        RunState {
+            guest: None,
+            policy,
+            exits: ExitCounts::default(),
+            channel: GuestChannel::default(),
+            irq: IrqState {
+                rng: 0x9e37_79b9_7f4a_7c15,
+                ..IrqState::default()
+            },
+            exceptions: ExceptionPlan::default(),
+            injected_exceptions: 0,
+            injected_nmis: 0,
+            notify: NotifyState::new(policy.notify_mode, true),
+            heki: HekiState::default(),
+            pending_shutdown: None,
+            max_exits: u64::MAX,
+            now_ns: 0,
+        }
+    }
+}
+
+/// Counts `exit` and dispatches it to its handler.
+#[inline]
+pub fn handle(exit: &Exit, st: &mut RunState) -> Actions {
+    st.exits.add(exit.kind());
+    let nth = st.exits.total();
+    let actions = match *exit {
+        Exit::IoOut { port, data, .. } => pio::out(port, data, st),
+        Exit::IoIn { .. } => Actions::resume(), // reads see 0: no device behind any port
+        Exit::Hlt => lifecycle::hlt(),
+        Exit::Shutdown => lifecycle::shutdown(st),
+        Exit::IrqWindowOpen | Exit::Intr => Actions::resume(), // the injector acts before the next run
+        Exit::FailEntry {
+            hardware_entry_failure_reason,
+            ..
+        } => Actions::one(Action::Stop {
+            outcome: Outcome::FailEntry,
+            cause: Cause::FailEntry {
+                hardware_entry_failure_reason,
+            },
+        }),
+        Exit::InternalError { suberror } => Actions::one(Action::Stop {
+            outcome: Outcome::InternalError,
+            cause: Cause::KvmInternalError { suberror },
+        }),
+        Exit::Notify(n) => notify::handle(n, nth, st),
+        Exit::Heki(h) => heki::handle(&h, nth, st),
+        Exit::Mmio { .. } => lifecycle::unhandled(crate::exit::KVM_EXIT_MMIO),
+        Exit::SystemEvent { .. } => lifecycle::unhandled(crate::exit::KVM_EXIT_SYSTEM_EVENT),
+        Exit::MemoryFault { .. } => lifecycle::unhandled(crate::exit::KVM_EXIT_MEMORY_FAULT),
+        Exit::Other { reason } => lifecycle::unhandled(reason),
+    };
+    if nth >= st.max_exits && actions.is_empty() {
+        return Actions::one(Action::Stop {
+            outcome: Outcome::ExitLimit,
+            cause: Cause::Unhandled { reason: u32::MAX },
+        });
+    }
+    actions
+}
+
+/// The guests' port channel (tick, sync, report).
+pub mod pio {
+    use super::*;
+
+    /// An `out` to `port` with `data`.
+    #[inline]
+    pub fn out(port: u16, data: u64, st: &mut RunState) -> Actions {
+        if port == guests::PORT_TICK {
+            st.channel.ticks += 1;
+            return maybe_raise(st);
+        }
+        if port == guests::PORT_SYNC {
+            st.channel.syncs += 1;
+            return sync(data as u8, st);
+        }
+        let k = usize::from(port.wrapping_sub(guests::PORT_REPORT));
+        match st.channel.fields.get_mut(k) {
+            Some(slot) if port >= guests::PORT_REPORT => *slot = Some(data as u32),
+            _ => st.channel.unknown_ports += 1,
+        }
+        Actions::resume()
+    }
+
+    /// irq-storm: raise interrupts at pseudo-random tick exits until N are raised.
+    #[inline]
+    fn maybe_raise(st: &mut RunState) -> Actions {
+        if st.irq.requested < st.irq.target && st.irq.next_random() % 3 == 0 {
+            st.irq.requested += 1;
+            return Actions::one(Action::RaiseInterrupt {
+                vector: guests::IRQ_VECTOR,
+            });
+        }
+        Actions::resume()
+    }
+
+    /// The guest asks for the next step of its scenario.
+    fn sync(code: u8, st: &mut RunState) -> Actions {
+        let plan = st.exceptions;
+        match code {
+            guests::SYNC_INJECT_GP => Actions::one(Action::InjectException {
+                vector: 13,
+                error_code: Some(plan.gp_error_code),
+                payload: None,
+            }),
+            guests::SYNC_INJECT_PF => Actions::one(Action::InjectException {
+                vector: 14,
+                error_code: Some(plan.pf_error_code),
+                payload: Some(plan.pf_cr2),
+            }),
+            guests::SYNC_INJECT_NMI => Actions::one(Action::InjectNmi),
+            guests::SYNC_TRIPLE_FAULT => Actions::one(Action::SynthesizeTripleFault {
+                cause: Cause::GuestRequestedTripleFault,
+            }),
+            _ => {
+                st.channel.unknown_ports += 1;
+                Actions::resume()
+            }
+        }
+    }
+}
+
+/// Halt, shutdown and exits without a handler.
+pub mod lifecycle {
+    use super::*;
+
+    /// `KVM_EXIT_HLT`: the guest is done.
+    pub fn hlt() -> Actions {
+        Actions::one(Action::Stop {
+            outcome: Outcome::Halted,
+            cause: Cause::GuestHalted,
+        })
+    }
+
+    /// `KVM_EXIT_SHUTDOWN`: reported with the cause of the synthesized triple
+    /// fault, if the VMM made one, else as the guest's own.
+    pub fn shutdown(st: &mut RunState) -> Actions {
+        let cause = st
+            .pending_shutdown
+            .take()
+            .unwrap_or(Cause::GuestTripleFault);
+        Actions::one(Action::Stop {
+            outcome: Outcome::Shutdown,
+            cause,
+        })
+    }
+
+    /// Any exit this VMM has no device or policy for.
+    pub fn unhandled(reason: u32) -> Actions {
+        Actions::one(Action::Stop {
+            outcome: Outcome::UnhandledExit,
+            cause: Cause::Unhandled { reason },
+        })
+    }
+}
+
+/// Notify VM exits (`KVM_EXIT_NOTIFY`): decided by notify-exit's policy.
+pub mod notify {
+    use super::*;
+    use notify_exit::{NotifyAction, NotifyExit, StormEvent};
+
+    /// A notify exit, the `nth` exit of the run.
+    pub fn handle(exit: NotifyExit, nth: u64, st: &mut RunState) -> Actions {
+        let d = st.notify.handler.handle(exit, st.now_ns);
+        if let Some(StormEvent::Started { .. }) = d.storm {
+            st.notify.storms_started += 1;
+        }
+        match d.action {
+            NotifyAction::Resume => {
+                st.notify.last_action = Some("resume");
+                Actions::resume()
+            }
+            NotifyAction::SynthesizeTripleFault => {
+                st.notify.last_action = Some("synthesize triple fault (vcpu-events)");
+                Actions::one(Action::SynthesizeTripleFault {
+                    cause: Cause::NotifyInvalidContext { nth },
+                })
+            }
+            NotifyAction::StopInternalError { reason, flags } => {
+                st.notify.last_action = Some("stop as internal error");
+                Actions::one(Action::Stop {
+                    outcome: Outcome::InternalError,
+                    cause: Cause::NotifyStop {
+                        nth,
+                        flags: flags.bits(),
+                        reason,
+                    },
+                })
+            }
+            _ => {
+                st.notify.last_action = Some("stop (unknown notify action)");
+                lifecycle::unhandled(crate::exit::KVM_EXIT_NOTIFY)
+            }
+        }
+    }
+}
+
+/// Heki (RFC) configure and denial exits: decided by heki-policy's handler.
+pub mod heki {
+    use super::*;
+    use crate::config::HekiDenialAction;
+    use heki_policy::{DenialPolicy, HekiAction, HekiExit, HekiExitHandler};
+
+    /// heki-policy's denial policy for `--heki-denial`.
+    pub fn denial_policy(a: HekiDenialAction) -> DenialPolicy {
+        match a {
+            HekiDenialAction::Gp => DenialPolicy::Gp,
+            HekiDenialAction::Shutdown => DenialPolicy::Shutdown,
+            HekiDenialAction::Audit => DenialPolicy::AuditOnly,
+        }
+    }
+
+    /// A Heki exit, the `nth` exit of the run.
+    pub fn handle(exit: &HekiExit, nth: u64, st: &mut RunState) -> Actions {
+        let Some(abi) = st.policy.heki_abi.policy_abi() else {
+            // Decoding only yields Heki exits with an ABI selected.
+            return lifecycle::unhandled(u32::MAX);
+        };
+        let denial = denial_policy(st.policy.heki_denial);
+        let h = st
+            .heki
+            .handler
+            .get_or_insert_with(|| HekiExitHandler::new(abi, denial));
+        let d = h.handle(exit, std::time::Duration::from_nanos(st.now_ns));
+        if d.anomaly.is_some() {
+            st.heki.anomalies += 1;
+        }
+        match (d.action, exit) {
+            (
+                HekiAction::Shutdown,
+                HekiExit::Denial {
+                    reason, cr_value, ..
+                },
+            ) => {
+                st.heki.last_action = Some("synthesize triple fault (vcpu-events)");
+                Actions::one(Action::SynthesizeTripleFault {
+                    cause: Cause::HekiDenialShutdown {
+                        nth,
+                        cr: reason.raw(),
+                        cr_value: *cr_value,
+                    },
+                })
+            }
+            (HekiAction::Shutdown, _) => {
+                st.heki.last_action = Some("synthesize triple fault (vcpu-events)");
+                Actions::one(Action::SynthesizeTripleFault {
+                    cause: Cause::HekiDenialShutdown {
+                        nth,
+                        cr: 0,
+                        cr_value: 0,
+                    },
+                })
+            }
+            (_, HekiExit::Configure { .. }) => {
+                st.heki.last_action = Some("mirror pins");
+                Actions::resume()
+            }
+            _ => {
+                st.heki.last_action = Some(match st.policy.heki_denial {
+                    HekiDenialAction::Audit => "audit (logged); KVM injects #GP(0)",
+                    _ => "resume; KVM injects #GP(0)",
+                });
+                Actions::resume()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NotifyMode;
+
+    fn notify(flags: u32) -> notify_exit::NotifyExit {
+        notify_exit::NotifyExit {
+            flags: notify_exit::NotifyFlags::from_bits_retain(flags),
+        }
+    }
+
+    #[test]
+    fn invalid_notify_context_shuts_down_in_run_mode_and_stops_in_internal_error_mode() {
+        let mut st = RunState::for_replay(Policy::default());
+        assert!(handle(&Exit::Notify(notify(0)), &mut st).is_empty());
+        let a: Vec<_> = handle(&Exit::Notify(notify(1)), &mut st).iter().collect();
+        assert_eq!(
+            a,
+            vec![Action::SynthesizeTripleFault {
+                cause: Cause::NotifyInvalidContext { nth: 2 }
+            }]
+        );
+        let mut st = RunState::for_replay(Policy {
+            notify_mode: NotifyMode::InternalError,
+            ..Policy::default()
+        });
+        let a: Vec<_> = handle(&Exit::Notify(notify(1)), &mut st).iter().collect();
+        assert!(matches!(
+            a[..],
+            [Action::Stop {
+                outcome: Outcome::InternalError,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn report_channel_records_fields() {
+        let mut st = RunState::for_replay(Policy::default());
+        handle(
+            &Exit::IoOut {
+                port: guests::PORT_REPORT + 2,
+                size: 4,
+                count: 1,
+                data: 77,
+            },
+            &mut st,
+        );
+        handle(
+            &Exit::IoOut {
+                port: 0x3f8,
+                size: 1,
+                count: 1,
+                data: 0,
+            },
+            &mut st,
+        );
+        assert_eq!(st.channel.fields[2], Some(77));
+        assert_eq!(st.channel.unknown_ports, 1);
+        assert_eq!(st.exits.get(ExitKind::IoOut), 2);
+    }
+
+    #[test]
+    fn irq_storm_raises_exactly_target_interrupts() {
+        let mut cfg = RunConfig::new(Guest::IrqStorm);
+        cfg.count = 100;
+        let mut st = RunState::new(&cfg);
+        let mut raised = 0;
+        for _ in 0..10_000 {
+            let a = handle(
+                &Exit::IoOut {
+                    port: guests::PORT_TICK,
+                    size: 1,
+                    count: 1,
+                    data: 0,
+                },
+                &mut st,
+            );
+            raised += a
+                .iter()
+                .filter(|a| matches!(a, Action::RaiseInterrupt { .. }))
+                .count();
+        }
+        assert_eq!(raised, 100);
+        assert_eq!(st.irq.requested, 100);
+    }
+}

@@ -1,0 +1,409 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Run reports: plain data (serde), printed as JSON or as text.
+
+#![deny(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::action::Outcome;
+use crate::apply::Stop;
+use crate::config::{HekiDenialAction, HekiExits, NotifyMode};
+use crate::exit::{ExitKind, HekiAbi};
+use crate::guests::Guest;
+use crate::handlers::RunState;
+use crate::plan::CapStep;
+
+/// Where the exits came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// A real KVM_RUN on /dev/kvm.
+    Kvm,
+    /// A trace fed through the same handlers with a vCPU stand-in.
+    Replay,
+}
+
+/// `interrupts` section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct InterruptsReport {
+    /// Interrupts the VMM raised.
+    pub requested: u64,
+    /// Interrupts injected with KVM_INTERRUPT.
+    pub injected: u64,
+    /// Deliveries the guest counted.
+    pub delivered: Option<u64>,
+    /// Deliveries the guest counted inside a masked stretch (must be 0).
+    pub delivered_while_masked: Option<u64>,
+    /// Interrupt windows requested.
+    pub windows_requested: u64,
+    /// Still queued at the end.
+    pub pending_at_end: u64,
+}
+
+/// The exception values of the exceptions scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ExceptionValues {
+    /// #GP vector.
+    pub gp_vector: u64,
+    /// #GP error code.
+    pub gp_error_code: u64,
+    /// #PF vector.
+    pub pf_vector: u64,
+    /// #PF error code.
+    pub pf_error_code: u64,
+    /// CR2 seen by the #PF handler.
+    pub pf_cr2: u64,
+    /// NMIs.
+    pub nmis: u64,
+}
+
+/// `exceptions` section: expected vs received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ExceptionsReport {
+    /// What the VMM injected.
+    pub expected: ExceptionValues,
+    /// What the guest's handlers reported (`None` if the guest did not report).
+    pub received: Option<ExceptionValues>,
+    /// Exception injections applied.
+    pub injected_exceptions: u64,
+    /// NMI injections applied.
+    pub injected_nmis: u64,
+}
+
+/// `notify` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NotifyReport {
+    /// `--notify-vmexit`.
+    pub mode: NotifyMode,
+    /// `--notify-window`.
+    pub window: u32,
+    /// Host support (`None` for replay).
+    pub host_supported: Option<bool>,
+    /// Notify exits.
+    pub exits: u64,
+    /// With invalid context.
+    pub invalid_contexts: u64,
+    /// Valid-context exits resumed.
+    pub resumed: u64,
+    /// Notify storms notify-exit's detector reported.
+    pub storms: u64,
+    /// Last action taken.
+    pub action: Option<&'static str>,
+}
+
+/// `heki` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HekiReport {
+    /// ABI revision in force.
+    pub abi: HekiAbi,
+    /// `--heki-exits`.
+    pub exits_wanted: HekiExits,
+    /// `--heki-denial`.
+    pub denial_action: HekiDenialAction,
+    /// Mirrored CR0 pins (hex).
+    pub pinned_cr0: String,
+    /// Mirrored CR4 pins (hex).
+    pub pinned_cr4: String,
+    /// Configure exits.
+    pub configure_exits: u64,
+    /// Denial exits.
+    pub denials: u64,
+    /// Anomalies heki-policy flagged (e.g. a denial clearing no mirrored pin).
+    pub anomalies: u64,
+    /// Last action taken.
+    pub action: Option<&'static str>,
+}
+
+/// `heki_probe` section: the host's real answers to the Heki hypercalls.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HekiProbeReport {
+    /// rax after the version query.
+    pub version_query_rax: Option<i64>,
+    /// rax after the CR4 lock.
+    pub lock_cr4_rax: Option<i64>,
+    /// In words.
+    pub summary: String,
+}
+
+/// A run's report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Guest name (or trace name for replay).
+    pub guest: String,
+    /// `kvm` or `replay`.
+    pub source: Source,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why, in words.
+    pub reason: String,
+    /// Exits per kind (only kinds seen).
+    pub exits: BTreeMap<&'static str, u64>,
+    /// All exits.
+    pub exits_total: u64,
+    /// Start to the first KVM_RUN, microseconds (kvm only).
+    pub startup_us: Option<u64>,
+    /// First KVM_RUN (or first replayed exit) to the end.
+    pub run_seconds: f64,
+    /// exits_total / run_seconds.
+    pub exits_per_second: f64,
+    /// Interrupts (irq-storm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupts: Option<InterruptsReport>,
+    /// Exceptions (exceptions guest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exceptions: Option<ExceptionsReport>,
+    /// Notify.
+    pub notify: NotifyReport,
+    /// Heki.
+    pub heki: HekiReport,
+    /// Heki probe (heki-probe guest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heki_probe: Option<HekiProbeReport>,
+    /// KVM_ENABLE_CAP steps (kvm only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub caps: Vec<CapStep>,
+    /// Warnings.
+    pub warnings: Vec<String>,
+}
+
+fn field64(st: &RunState, lo: usize, hi: Option<usize>) -> Option<u64> {
+    let lo = u64::from((*st.channel.fields.get(lo)?)?);
+    let hi = match hi {
+        Some(h) => u64::from((*st.channel.fields.get(h)?)?),
+        None => 0,
+    };
+    Some(lo | hi << 32)
+}
+
+impl Report {
+    /// Builds a report from the final state of a run.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        name: &str,
+        source: Source,
+        st: &RunState,
+        stop: &Stop,
+        startup_us: Option<u64>,
+        run_seconds: f64,
+        host_notify: Option<bool>,
+        caps: Vec<CapStep>,
+        warnings: Vec<String>,
+    ) -> Report {
+        let exits = ExitKind::ALL
+            .iter()
+            .filter(|k| st.exits.get(**k) > 0)
+            .map(|k| (k.name(), st.exits.get(*k)))
+            .collect();
+        let exits_total = st.exits.total();
+        let interrupts = (st.guest == Some(Guest::IrqStorm)).then(|| InterruptsReport {
+            requested: st.irq.requested,
+            injected: st.irq.injected,
+            delivered: field64(st, 0, None),
+            delivered_while_masked: field64(st, 1, None),
+            windows_requested: st.irq.windows_requested,
+            pending_at_end: st.irq.pending,
+        });
+        let exceptions = (st.guest == Some(Guest::Exceptions)).then(|| {
+            let p = st.exceptions;
+            let received = (|| {
+                Some(ExceptionValues {
+                    gp_vector: field64(st, 0, None)?,
+                    gp_error_code: field64(st, 1, None)?,
+                    pf_vector: field64(st, 2, None)?,
+                    pf_error_code: field64(st, 3, None)?,
+                    pf_cr2: field64(st, 4, Some(5))?,
+                    nmis: field64(st, 6, None)?,
+                })
+            })();
+            ExceptionsReport {
+                expected: ExceptionValues {
+                    gp_vector: 13,
+                    gp_error_code: u64::from(p.gp_error_code),
+                    pf_vector: 14,
+                    pf_error_code: u64::from(p.pf_error_code),
+                    pf_cr2: p.pf_cr2,
+                    nmis: 1,
+                },
+                received,
+                injected_exceptions: st.injected_exceptions,
+                injected_nmis: st.injected_nmis,
+            }
+        });
+        let heki_probe = (st.guest == Some(Guest::HekiProbe)).then(|| {
+            let v = field64(st, 0, Some(1));
+            let l = field64(st, 2, Some(3));
+            use crate::heki_probe::{describe_answer, LOCK_CR4, VERSION_QUERY};
+            let d =
+                |r, x: Option<u64>| x.map_or("no answer".to_string(), |x| describe_answer(r, x));
+            HekiProbeReport {
+                version_query_rax: v.map(|x| x as i64),
+                lock_cr4_rax: l.map(|x| x as i64),
+                summary: format!(
+                    "version query -> {}; lock CR4.SMEP -> {}",
+                    d(VERSION_QUERY, v),
+                    d(LOCK_CR4, l)
+                ),
+            }
+        });
+        Report {
+            guest: name.to_string(),
+            source,
+            outcome: stop.outcome,
+            reason: stop.reason.clone(),
+            exits,
+            exits_total,
+            startup_us,
+            run_seconds,
+            exits_per_second: if run_seconds > 0.0 {
+                exits_total as f64 / run_seconds
+            } else {
+                0.0
+            },
+            interrupts,
+            exceptions,
+            notify: {
+                let n = st.notify.handler.stats();
+                NotifyReport {
+                    mode: st.policy.notify_mode,
+                    window: st.policy.notify_window,
+                    host_supported: host_notify,
+                    exits: n.exits,
+                    invalid_contexts: n.context_invalid,
+                    resumed: n.resumed,
+                    storms: n.storms.max(st.notify.storms_started),
+                    action: st.notify.last_action,
+                }
+            },
+            heki: {
+                let (pins, stats) = match &st.heki.handler {
+                    Some(h) => (h.pins(), h.stats()),
+                    None => Default::default(),
+                };
+                HekiReport {
+                    abi: st.policy.heki_abi,
+                    exits_wanted: st.policy.heki_exits,
+                    denial_action: st.policy.heki_denial,
+                    pinned_cr0: format!("0x{:x}", pins.cr0),
+                    pinned_cr4: format!("0x{:x}", pins.cr4),
+                    configure_exits: stats.configure_exits,
+                    denials: stats.denials_cr0 + stats.denials_cr4 + stats.denials_unknown,
+                    anomalies: stats.anomalies.max(st.heki.anomalies),
+                    action: st.heki.last_action,
+                }
+            },
+            heki_probe,
+            caps,
+            warnings,
+        }
+    }
+
+    /// JSON (one object).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// Human-readable text.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let src = match self.source {
+            Source::Kvm => "kvm",
+            Source::Replay => "replayed",
+        };
+        let _ = writeln!(
+            s,
+            "{} ({src}): {} - {}",
+            self.guest,
+            self.outcome.name(),
+            self.reason
+        );
+        let exits: Vec<String> = self.exits.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = write!(
+            s,
+            "  exits: {} total ({})",
+            self.exits_total,
+            exits.join(", ")
+        );
+        if self.run_seconds > 0.0 {
+            let _ = write!(
+                s,
+                ", {:.3} s, {:.0} exits/s",
+                self.run_seconds, self.exits_per_second
+            );
+        }
+        if let Some(us) = self.startup_us {
+            let _ = write!(s, ", start-up {us} us");
+        }
+        s.push('\n');
+        if let Some(i) = &self.interrupts {
+            let _ = writeln!(
+                s,
+                "  interrupts: requested={} injected={} delivered={} delivered_while_masked={} windows={}",
+                i.requested,
+                i.injected,
+                opt(i.delivered),
+                opt(i.delivered_while_masked),
+                i.windows_requested
+            );
+        }
+        if let Some(e) = &self.exceptions {
+            let x = e.expected;
+            let _ = writeln!(
+                s,
+                "  exceptions expected: #GP({}) err=0x{:x}, #PF({}) err=0x{:x} cr2=0x{:x}, NMI x{}",
+                x.gp_vector, x.gp_error_code, x.pf_vector, x.pf_error_code, x.pf_cr2, x.nmis
+            );
+            match e.received {
+                Some(r) => {
+                    let _ = writeln!(
+                        s,
+                        "  exceptions received: #GP({}) err=0x{:x}, #PF({}) err=0x{:x} cr2=0x{:x}, NMI x{}",
+                        r.gp_vector, r.gp_error_code, r.pf_vector, r.pf_error_code, r.pf_cr2, r.nmis
+                    );
+                }
+                None => s.push_str("  exceptions received: (guest did not report)\n"),
+            }
+        }
+        if let Some(h) = &self.heki_probe {
+            let _ = writeln!(s, "  heki probe: {}", h.summary);
+        }
+        if self.notify.exits > 0 {
+            let n = &self.notify;
+            let _ = writeln!(
+                s,
+                "  notify: mode={:?} window={} exits={} invalid_contexts={} resumed={} storms={} action={}",
+                n.mode,
+                n.window,
+                n.exits,
+                n.invalid_contexts,
+                n.resumed,
+                n.storms,
+                n.action.unwrap_or("-")
+            );
+        }
+        let h = &self.heki;
+        if h.configure_exits + h.denials > 0 || h.abi != HekiAbi::None {
+            let _ = writeln!(
+                s,
+                "  heki: abi={} pins cr0={} cr4={} configure_exits={} denials={} action={}",
+                h.abi.name(),
+                h.pinned_cr0,
+                h.pinned_cr4,
+                h.configure_exits,
+                h.denials,
+                h.action.unwrap_or("-")
+            );
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "  warning: {w}");
+        }
+        s
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}

@@ -1,0 +1,531 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Exit traces (JSON Lines) for `replay`.
+//!
+//! Format: an optional first line `{"abi": "heki-rfc-v2"}` (or `heki-rfc-v3`,
+//! `none`), then one exit per line:
+//! - raw: `{"exit_reason": 37, "data": "01000000"}` where `data` is the hex of
+//!   the kvm_run exit union (offset 32 of `struct kvm_run`), missing bytes zero;
+//! - typed conveniences: `{"exit": "notify", "flags": 1}`,
+//!   `{"exit": "heki_configure", "reason": "cr4", "cr_pinned": "0x100000"}`,
+//!   `{"exit": "heki_denial", "reason": "cr4", "cr_value": "0x0"}`,
+//!   `{"exit": "io_out", "port": 128, "data": [1]}`, `{"exit": "io_in", "port": 96}`,
+//!   `{"exit": "hlt"}`, `{"exit": "shutdown"}`, `{"exit": "irq_window_open"}`,
+//!   `{"exit": "internal_error", "suberror": 1}`.
+//!
+//! Every line becomes the same [`RawExit`] bytes KVM would have produced, so a
+//! replayed exit is decoded by the very same [`Exit::decode`](crate::exit::Exit::decode).
+//! Reading is streaming and bounded: one line at a time, at most
+//! [`MAX_LINE_BYTES`] per line, so a trace of any length replays in constant memory.
+//! Blank lines are skipped. Errors name the 1-based line number.
+
+#![deny(unsafe_code)]
+
+use std::io::BufRead;
+
+use serde::Deserialize;
+use zerocopy::IntoBytes;
+
+use crate::exit::{
+    HekiAbi, KvmRunInternal, KvmRunIo, RawExit, EXIT_UNION_SIZE, KVM_EXIT_HLT,
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT,
+    KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_NOTIFY, KVM_EXIT_SHUTDOWN,
+};
+
+/// Longest accepted trace line in bytes (a full 256-byte union in hex is ~540).
+pub const MAX_LINE_BYTES: usize = 4096;
+
+/// A trace error, naming the line.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {kind}")]
+pub struct TraceError {
+    /// 1-based line number.
+    pub line: u64,
+    /// What is wrong.
+    pub kind: TraceErrorKind,
+}
+
+/// What is wrong with a trace line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TraceErrorKind {
+    /// The file could not be read.
+    #[error("read error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Longer than [`MAX_LINE_BYTES`].
+    #[error("line longer than {MAX_LINE_BYTES} bytes")]
+    TooLong,
+    /// Not UTF-8.
+    #[error("not UTF-8")]
+    NotUtf8,
+    /// Not a JSON object of a known shape.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// `{"abi": ...}` after the first exit line.
+    #[error("the abi line must come before any exit")]
+    LateAbi,
+    /// Unknown ABI name.
+    #[error("unknown abi {0:?} (expected none, heki-rfc-v2 or heki-rfc-v3)")]
+    UnknownAbi(String),
+    /// Both `exit_reason` and `exit`, or neither.
+    #[error("a line needs exactly one of \"exit_reason\" (raw) or \"exit\" (typed)")]
+    Shape,
+    /// Hex data that is not hex, or longer than the union.
+    #[error("data: {0}")]
+    BadData(String),
+    /// Unknown typed exit name.
+    #[error("unknown exit {0:?}")]
+    UnknownExit(String),
+    /// A typed line is missing a field or has a bad value.
+    #[error("{0}")]
+    Field(String),
+    /// A Heki line but no Heki ABI selected.
+    #[error("{0} needs a Heki ABI: put {{\"abi\": \"heki-rfc-v2\"}} first or pass --heki-abi")]
+    NoHekiAbi(&'static str),
+}
+
+/// A number given as a JSON number or a string (`"0x10"`, `"16"`).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+enum Num {
+    N(u64),
+    S(String),
+}
+
+impl Num {
+    fn value(&self, what: &str) -> Result<u64, TraceErrorKind> {
+        match self {
+            Num::N(n) => Ok(*n),
+            Num::S(s) => {
+                let s = s.trim();
+                let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+                    Some(h) => u64::from_str_radix(h, 16),
+                    None => s.parse(),
+                };
+                r.map_err(|_| TraceErrorKind::Field(format!("{what}: {s:?} is not a number")))
+            }
+        }
+    }
+}
+
+/// `data`: hex string (raw lines) or a byte array (typed io_out).
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Data {
+    Hex(String),
+    Bytes(Vec<u8>),
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    abi: Option<String>,
+    exit_reason: Option<u32>,
+    exit: Option<String>,
+    data: Option<Data>,
+    flags: Option<Num>,
+    port: Option<u16>,
+    size: Option<u8>,
+    reason: Option<String>,
+    cr_value: Option<Num>,
+    cr_pinned: Option<Num>,
+    suberror: Option<u32>,
+}
+
+/// One item of a trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+// An exit is 272 bytes inline on purpose: boxing would allocate once per line.
+#[allow(clippy::large_enum_variant)]
+pub enum TraceItem {
+    /// The ABI line.
+    Abi(HekiAbi),
+    /// An exit, as the bytes KVM would have produced.
+    Exit(RawExit),
+}
+
+/// Parses an ABI name as written in traces (`heki-rfc-v2`) or on the command line (`rfc-v2`).
+pub fn parse_abi(s: &str) -> Option<HekiAbi> {
+    match s {
+        "none" => Some(HekiAbi::None),
+        "heki-rfc-v2" | "rfc-v2" => Some(HekiAbi::RfcV2),
+        "heki-rfc-v3" | "rfc-v3" => Some(HekiAbi::RfcV3),
+        _ => None,
+    }
+}
+
+/// Parses one non-blank line. `abi` is the ABI in force (for typed Heki lines).
+pub fn parse_line(text: &str, abi: HekiAbi, seen_exit: bool) -> Result<TraceItem, TraceErrorKind> {
+    let line: Line = serde_json::from_str(text).map_err(|e| TraceErrorKind::Json(e.to_string()))?;
+    if let Some(name) = &line.abi {
+        if seen_exit {
+            return Err(TraceErrorKind::LateAbi);
+        }
+        if line.exit.is_some() || line.exit_reason.is_some() {
+            return Err(TraceErrorKind::Shape);
+        }
+        return parse_abi(name)
+            .map(TraceItem::Abi)
+            .ok_or_else(|| TraceErrorKind::UnknownAbi(name.clone()));
+    }
+    match (line.exit_reason, &line.exit) {
+        (Some(reason), None) => {
+            let mut raw = RawExit::new(reason);
+            match &line.data {
+                None => {}
+                Some(Data::Hex(h)) => raw.union = parse_hex(h)?,
+                Some(Data::Bytes(_)) => {
+                    return Err(TraceErrorKind::BadData(
+                        "raw lines take a hex string".into(),
+                    ))
+                }
+            }
+            Ok(TraceItem::Exit(raw))
+        }
+        (None, Some(name)) => typed(name, &line, abi).map(TraceItem::Exit),
+        _ => Err(TraceErrorKind::Shape),
+    }
+}
+
+fn parse_hex(h: &str) -> Result<[u8; EXIT_UNION_SIZE], TraceErrorKind> {
+    let h = h.trim();
+    if h.len() % 2 != 0 {
+        return Err(TraceErrorKind::BadData("odd number of hex digits".into()));
+    }
+    if h.len() / 2 > EXIT_UNION_SIZE {
+        return Err(TraceErrorKind::BadData(format!(
+            "{} bytes, the exit union has {EXIT_UNION_SIZE}",
+            h.len() / 2
+        )));
+    }
+    let mut out = [0u8; EXIT_UNION_SIZE];
+    for (i, pair) in h.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).map_err(|_| TraceErrorKind::NotUtf8)?;
+        let b = u8::from_str_radix(s, 16)
+            .map_err(|_| TraceErrorKind::BadData(format!("{s:?} is not hex")))?;
+        if let Some(slot) = out.get_mut(i) {
+            *slot = b;
+        }
+    }
+    Ok(out)
+}
+
+fn cr_reason(line: &Line) -> Result<heki_policy::HekiExitReason, TraceErrorKind> {
+    use heki_policy::HekiExitReason;
+    match line.reason.as_deref() {
+        Some("cr0") => Ok(HekiExitReason::Cr0),
+        Some("cr4") => Ok(HekiExitReason::Cr4),
+        Some(other) => Num::S(other.to_string())
+            .value("reason")
+            .map(HekiExitReason::from_raw),
+        None => Err(TraceErrorKind::Field(
+            "missing \"reason\" (cr0 or cr4)".into(),
+        )),
+    }
+}
+
+fn typed(name: &str, line: &Line, abi: HekiAbi) -> Result<RawExit, TraceErrorKind> {
+    let field = |n: &Option<Num>, what: &str| -> Result<u64, TraceErrorKind> {
+        n.as_ref()
+            .ok_or_else(|| TraceErrorKind::Field(format!("missing \"{what}\"")))?
+            .value(what)
+    };
+    Ok(match name {
+        "hlt" => RawExit::new(KVM_EXIT_HLT),
+        "shutdown" => RawExit::new(KVM_EXIT_SHUTDOWN),
+        "irq_window_open" => RawExit::new(KVM_EXIT_IRQ_WINDOW_OPEN),
+        "internal_error" => RawExit::new(KVM_EXIT_INTERNAL_ERROR).with_union(
+            KvmRunInternal {
+                suberror: line.suberror.unwrap_or(1),
+                ndata: 0,
+            }
+            .as_bytes(),
+        ),
+        "notify" => {
+            let flags = match &line.flags {
+                None => 0,
+                Some(f) => u32::try_from(f.value("flags")?)
+                    .map_err(|_| TraceErrorKind::Field("flags: over u32".into()))?,
+            };
+            let exit = notify_exit::NotifyExit {
+                flags: notify_exit::NotifyFlags::from_bits_retain(flags),
+            };
+            RawExit::new(KVM_EXIT_NOTIFY).with_union(&exit.to_union_bytes())
+        }
+        "io_out" | "io_in" => {
+            let port = line
+                .port
+                .ok_or_else(|| TraceErrorKind::Field("missing \"port\"".into()))?;
+            let (size, data) = match (&line.data, name) {
+                (Some(Data::Bytes(b)), "io_out") => {
+                    if !matches!(b.len(), 1 | 2 | 4) {
+                        return Err(TraceErrorKind::BadData(format!(
+                            "io_out data has {} bytes (must be 1, 2 or 4)",
+                            b.len()
+                        )));
+                    }
+                    let mut v = [0u8; 8];
+                    v[..b.len()].copy_from_slice(b);
+                    (b.len() as u8, u64::from_le_bytes(v))
+                }
+                (None, _) => (line.size.unwrap_or(1), 0),
+                _ => return Err(TraceErrorKind::BadData("expected a byte array".into())),
+            };
+            let io = KvmRunIo {
+                direction: if name == "io_out" {
+                    KVM_EXIT_IO_OUT
+                } else {
+                    KVM_EXIT_IO_IN
+                },
+                size,
+                port,
+                count: 1,
+                data_offset: 0,
+            };
+            let mut raw = RawExit::new(KVM_EXIT_IO).with_union(io.as_bytes());
+            raw.io_data = data;
+            raw
+        }
+        "heki_configure" | "heki_denial" => {
+            let static_name = if name == "heki_configure" {
+                "heki_configure"
+            } else {
+                "heki_denial"
+            };
+            let policy_abi = abi
+                .policy_abi()
+                .ok_or(TraceErrorKind::NoHekiAbi(static_name))?;
+            let cr = cr_reason(line)?;
+            let exit = if name == "heki_configure" {
+                heki_policy::HekiExit::configure(cr, field(&line.cr_pinned, "cr_pinned")?)
+            } else {
+                heki_policy::HekiExit::denial(cr, field(&line.cr_value, "cr_value")?)
+            };
+            let mut raw = RawExit::new(0);
+            raw.reason = heki_policy::exit::encode_exit(policy_abi, &exit, &mut raw.union)
+                .map_err(|e| TraceErrorKind::Field(e.to_string()))?;
+            raw
+        }
+        other => return Err(TraceErrorKind::UnknownExit(other.to_string())),
+    })
+}
+
+/// Streaming trace reader: yields items one line at a time, in bounded memory.
+pub struct TraceReader<R> {
+    input: R,
+    buf: Vec<u8>,
+    line: u64,
+    abi: HekiAbi,
+    abi_forced: bool,
+    seen_exit: bool,
+    done: bool,
+}
+
+impl<R: BufRead> TraceReader<R> {
+    /// A reader over `input`. `abi` is the `--heki-abi` choice, if given: it
+    /// wins over the trace's own abi line.
+    pub fn new(input: R, abi: Option<HekiAbi>) -> Self {
+        TraceReader {
+            input,
+            buf: Vec::with_capacity(256),
+            line: 0,
+            abi: abi.unwrap_or(HekiAbi::None),
+            abi_forced: abi.is_some(),
+            seen_exit: false,
+            done: false,
+        }
+    }
+
+    /// The ABI in force (after the abi line, if any, was read).
+    pub fn abi(&self) -> HekiAbi {
+        self.abi
+    }
+
+    /// Line number of the last line read.
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// Reads one line into `buf` (without the newline), at most MAX_LINE_BYTES.
+    fn read_line(&mut self) -> Result<bool, TraceErrorKind> {
+        self.buf.clear();
+        loop {
+            let avail = self.input.fill_buf()?;
+            if avail.is_empty() {
+                return Ok(!self.buf.is_empty());
+            }
+            let (chunk, found) = match avail.iter().position(|&b| b == b'\n') {
+                Some(i) => (&avail[..i], Some(i + 1)),
+                None => (avail, None),
+            };
+            if self.buf.len() + chunk.len() > MAX_LINE_BYTES {
+                return Err(TraceErrorKind::TooLong);
+            }
+            self.buf.extend_from_slice(chunk);
+            let used = found.unwrap_or(chunk.len());
+            self.input.consume(used);
+            if found.is_some() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Next exit (abi lines are applied, not returned). `None` at the end.
+    pub fn next_exit(&mut self) -> Option<Result<RawExit, TraceError>> {
+        loop {
+            match self.next()? {
+                Ok(TraceItem::Exit(raw)) => return Some(Ok(raw)),
+                Ok(TraceItem::Abi(_)) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for TraceReader<R> {
+    type Item = Result<TraceItem, TraceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            self.line += 1;
+            let line = self.line;
+            let err = |kind| Some(Err(TraceError { line, kind }));
+            match self.read_line() {
+                Ok(false) => {
+                    self.done = true;
+                    return None;
+                }
+                Ok(true) => {}
+                Err(kind) => {
+                    self.done = true;
+                    return err(kind);
+                }
+            }
+            let text = match std::str::from_utf8(&self.buf) {
+                Ok(t) => t.trim(),
+                Err(_) => return err(TraceErrorKind::NotUtf8),
+            };
+            if text.is_empty() {
+                continue;
+            }
+            return match parse_line(text, self.abi, self.seen_exit) {
+                Ok(TraceItem::Abi(a)) => {
+                    if !self.abi_forced {
+                        self.abi = a;
+                    }
+                    Some(Ok(TraceItem::Abi(a)))
+                }
+                Ok(item) => {
+                    self.seen_exit = true;
+                    Some(Ok(item))
+                }
+                Err(kind) => err(kind),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::Exit;
+
+    fn exits(text: &str, abi: Option<HekiAbi>) -> Result<Vec<Exit>, String> {
+        let mut r = TraceReader::new(text.as_bytes(), abi);
+        let mut v = Vec::new();
+        while let Some(x) = r.next_exit() {
+            let raw = x.map_err(|e| e.to_string())?;
+            v.push(Exit::decode(&raw, r.abi()).map_err(|e| e.to_string())?);
+        }
+        Ok(v)
+    }
+
+    #[test]
+    fn raw_and_typed_lines_decode_to_the_same_exit() {
+        let raw = exits(r#"{"exit_reason": 37, "data": "01000000"}"#, None).unwrap();
+        let typed = exits(r#"{"exit": "notify", "flags": 1}"#, None).unwrap();
+        assert_eq!(raw, typed);
+        assert!(matches!(raw[..], [Exit::Notify(n)] if n.context_invalid()));
+    }
+
+    #[test]
+    fn abi_line_selects_heki_decoding() {
+        let t = "{\"abi\": \"heki-rfc-v2\"}\n\n{\"exit_reason\": 39, \"data\": \"02000000000000000000100000000000\"}\n";
+        assert_eq!(
+            exits(t, None).unwrap(),
+            vec![Exit::Heki(heki_policy::HekiExit::configure(
+                heki_policy::HekiExitReason::Cr4,
+                0x100000
+            ))]
+        );
+        // --heki-abi none overrides the trace: 39 is KVM_EXIT_MEMORY_FAULT.
+        assert!(matches!(
+            exits(t, Some(HekiAbi::None)).unwrap()[0],
+            Exit::MemoryFault { .. }
+        ));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let t = "{\"exit\": \"hlt\"}\n{\"exit\": \"bogus\"}\n";
+        assert_eq!(
+            exits(t, None).unwrap_err(),
+            "line 2: unknown exit \"bogus\""
+        );
+        let t = "{\"exit\": \"hlt\"}\n\n{not json\n";
+        assert!(exits(t, None)
+            .unwrap_err()
+            .starts_with("line 3: invalid JSON"));
+        let t = "{\"exit\": \"hlt\"}\n{\"abi\": \"heki-rfc-v2\"}\n";
+        assert_eq!(
+            exits(t, None).unwrap_err(),
+            "line 2: the abi line must come before any exit"
+        );
+        let t = "{\"exit\": \"heki_denial\", \"reason\": \"cr4\", \"cr_value\": \"0x0\"}";
+        assert!(exits(t, None)
+            .unwrap_err()
+            .starts_with("line 1: heki_denial needs a Heki ABI"));
+        let t = format!("{{\"exit_reason\": 2, \"data\": \"{}\"}}", "00".repeat(257));
+        assert!(exits(&t, None)
+            .unwrap_err()
+            .contains("the exit union has 256"));
+        let t = format!("{{\"exit\": \"hlt\", \"x\": \"{}\"}}", "a".repeat(5000));
+        assert_eq!(
+            exits(&t, None).unwrap_err(),
+            format!("line 1: line longer than {MAX_LINE_BYTES} bytes")
+        );
+    }
+
+    #[test]
+    fn typed_io_out_carries_its_data() {
+        let v = exits(r#"{"exit": "io_out", "port": 128, "data": [1]}"#, None).unwrap();
+        assert_eq!(
+            v,
+            vec![Exit::IoOut {
+                port: 128,
+                size: 1,
+                count: 1,
+                data: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        arbtest::arbtest(|u| {
+            let bytes: Vec<u8> = u.arbitrary()?;
+            let mut r = TraceReader::new(&bytes[..], None);
+            let mut n = 0;
+            while let Some(x) = r.next() {
+                n += 1;
+                assert!(n <= bytes.len() + 1);
+                if let Ok(TraceItem::Exit(raw)) = x {
+                    let _ = Exit::decode(&raw, r.abi());
+                }
+            }
+            Ok(())
+        });
+    }
+}
