@@ -107,6 +107,7 @@ impl HekiUapi {
 }
 
 /// The two Heki capabilities (`KVM_CAP_HEKI_CONFIGURE`, `KVM_CAP_HEKI_DENIAL`).
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HekiCap {
     /// `KVM_CAP_HEKI_CONFIGURE`: exit to userspace after a successful pin.
@@ -116,6 +117,7 @@ pub enum HekiCap {
 }
 
 /// The two Heki exits (`KVM_EXIT_HEKI_CONFIGURE`, `KVM_EXIT_HEKI_DENIAL`).
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HekiExitKind {
     /// `KVM_EXIT_HEKI_CONFIGURE`, payload `kvm_run.heki_configure`.

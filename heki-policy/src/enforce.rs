@@ -26,6 +26,7 @@ use crate::hypercall::{CallerMode, HypercallRegs};
 use crate::policy::{CrCheck, HostCrs, HypercallOutcome, PinPolicy};
 
 /// What happens to a guest MOV to CR.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CrWriteVerdict {
     /// The write proceeds.

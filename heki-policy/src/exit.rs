@@ -249,6 +249,7 @@ pub struct NotHeki {
 }
 
 /// The result of [`decode_exit`].
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExitDecode {
     /// A Heki exit of the selected revision.

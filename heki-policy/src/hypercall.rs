@@ -81,6 +81,7 @@ impl CallerMode {
 }
 
 /// A decoded `KVM_HC_LOCK_CR_UPDATE` call.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum LockCrRequest {

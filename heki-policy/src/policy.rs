@@ -122,6 +122,7 @@ pub struct HostCrs {
 }
 
 /// The result of checking a CR write against the pins.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CrCheck {
     /// No pinned bit would be cleared.
@@ -180,6 +181,7 @@ impl LockError {
 }
 
 /// The control registers Heki pins.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum PinnableCr {
@@ -238,6 +240,7 @@ pub struct HypercallOutcome {
 }
 
 /// Why a hypercall was refused.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Refusal {
     /// Refused by the dispatcher or the flags check.

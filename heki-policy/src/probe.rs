@@ -155,6 +155,7 @@ pub enum NotSupported {
 }
 
 /// The probe's verdict.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HekiSupport {
     /// Every piece of evidence holds.

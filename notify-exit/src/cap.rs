@@ -168,6 +168,7 @@ impl fmt::Display for NotifyCapArg {
 }
 
 /// Why a `KVM_CAP_X86_NOTIFY_VMEXIT` argument is not one KVM accepts.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CapArgError {
     /// Bits 31:0 contain flags other than `ENABLED` and `USER`.
@@ -187,6 +188,7 @@ pub enum CapArgError {
 }
 
 /// What `KVM_CHECK_EXTENSION` said about the two capabilities on this host.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NotifyCaps {

@@ -39,6 +39,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// What the VMM does with Notify VM exits (QEMU's `NotifyVmexitOption`).
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
@@ -276,6 +277,7 @@ fn parse_window(value: &str) -> Result<u32, ConfigError> {
 }
 
 /// Why an option string was refused.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// A key that is neither `notify-vmexit`/`notify-window` nor the older

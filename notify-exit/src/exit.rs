@@ -173,6 +173,7 @@ pub fn decode_kvm_run_bytes(kvm_run: &[u8]) -> Result<NotifyExit, DecodeError> {
 }
 
 /// Why bytes did not decode as a notify exit.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The exit reason is not `KVM_EXIT_NOTIFY` (37).

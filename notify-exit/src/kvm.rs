@@ -65,6 +65,7 @@ pub enum Requirement {
 }
 
 /// What enabling a cap did.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CapOutcome {
@@ -85,6 +86,7 @@ impl CapOutcome {
 }
 
 /// Why setting up the caps failed.
+#[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum KvmSetupError {
     /// `KVM_CREATE_VM` failed.
@@ -111,6 +113,7 @@ pub enum KvmSetupError {
 }
 
 /// The result of the pre-vCPU setup, for the VMM's policy.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NotifySetup {

@@ -172,6 +172,7 @@ impl Default for StormConfig {
 }
 
 /// A storm transition.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum StormEvent {

@@ -266,6 +266,7 @@ impl Event {
 }
 
 /// Whether an event's delivery has started.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum EventStatus {

@@ -94,8 +94,8 @@ pub enum WaitReason {
     NotReady,
     /// `if_flag` was 0.
     InterruptsDisabled,
-    /// A vector was already injected since the last exit (KVM's slot is
-    /// occupied until the next KVM_RUN).
+    /// A vector was already injected, or an interrupted event re-injected,
+    /// since the last exit (KVM's slot is occupied until the next KVM_RUN).
     SlotBusy,
     /// The VM-entry check failed for the injection.
     Validation(Violation),
@@ -222,6 +222,7 @@ pub struct InjectorStats {
 }
 
 /// The kind of the last exit, as far as the injector cares.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitKind {
     /// KVM_EXIT_IRQ_WINDOW_OPEN.
@@ -340,12 +341,12 @@ impl Injector {
     /// Decides what to do before the next KVM_RUN. Pure: call
     /// [`Injector::commit`] once the decision has been applied.
     ///
-    /// Call it once per KVM_RUN, with the same `state.reinjection` until the
-    /// next [`Injector::after_exit`]: a committed `Inject` makes later calls
-    /// return [`WaitReason::SlotBusy`], but a committed `Reinject` does not
-    /// mark KVM's slot busy, so asking again with `reinjection: None` before
-    /// the KVM_RUN could yield an `Inject` whose KVM_INTERRUPT overwrites a
-    /// re-injected external interrupt.
+    /// Call it once per KVM_RUN. A committed `Inject` or `Reinject` marks
+    /// KVM's slot busy until the next [`Injector::after_exit`]: later calls
+    /// return [`WaitReason::SlotBusy`] while vectors are queued, so a second
+    /// call before the KVM_RUN can never yield an `Inject` whose
+    /// KVM_INTERRUPT overwrites the injected or re-injected event. (Passing
+    /// the same `state.reinjection` again returns the same `Reinject`.)
     pub fn before_run(&self, state: &RunState) -> Decision {
         if let Some(reinjection) = state.reinjection {
             return Decision::Reinject {
@@ -397,7 +398,12 @@ impl Injector {
                 self.injected_since_exit = true;
                 self.stats.injected += 1;
             }
-            Decision::Reinject { .. } => self.stats.reinjected += 1,
+            Decision::Reinject { .. } => {
+                // The re-injected event occupies KVM's slot (or the VMCS
+                // entry fields) until the next KVM_RUN, like a new injection.
+                self.injected_since_exit = true;
+                self.stats.reinjected += 1;
+            }
             Decision::RequestWindow(_) => self.stats.window_requests += 1,
             Decision::Idle => {}
         }
@@ -627,6 +633,45 @@ mod tests {
         assert_eq!(inj.stats().reinjected, 1);
         let empty = Injector::new();
         assert!(!empty.before_run(&state).request_interrupt_window());
+    }
+
+    #[test]
+    fn committed_reinjection_marks_the_slot_busy() {
+        let mut inj = Injector::new();
+        inj.raise(0x50).unwrap();
+        let r = IdtVectoring {
+            info: InterruptionInfo::from_bits_retain(0x8000_0030),
+            ..Default::default()
+        }
+        .reinjection()
+        .unwrap()
+        .unwrap();
+        let with_reinjection = RunState {
+            reinjection: Some(r),
+            ..READY
+        };
+        assert!(matches!(
+            run(&mut inj, &with_reinjection),
+            Decision::Reinject { .. }
+        ));
+        // Second call before KVM_RUN: a KVM_INTERRUPT now would overwrite the
+        // re-injected vector 0x30, so the queued 0x50 must wait.
+        assert_eq!(
+            run(&mut inj, &READY),
+            Decision::RequestWindow(WaitReason::SlotBusy)
+        );
+        assert_eq!(inj.pending().collect::<Vec<_>>(), vec![0x50]);
+        // After the KVM_RUN the slot is free again.
+        inj.after_exit(ExitKind::Other);
+        assert_eq!(
+            run(&mut inj, &READY),
+            Decision::Inject {
+                vector: 0x50,
+                request_interrupt_window: false
+            }
+        );
+        let s = inj.stats();
+        assert_eq!((s.reinjected, s.injected), (1, 1));
     }
 
     #[test]

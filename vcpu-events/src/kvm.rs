@@ -108,6 +108,7 @@ impl CapOutcome {
 }
 
 /// The event capabilities of a VM after [`enable_event_caps`].
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VmEventCaps {
     /// KVM_CAP_EXCEPTION_PAYLOAD.
