@@ -20,6 +20,8 @@ const GUESTS: &[&str] = &[
     "exceptions",
     "triple-fault",
     "heki-probe",
+    "irq-flood",
+    "self-triple-fault",
 ];
 
 fn run(tool: &str, args: &[&str]) {

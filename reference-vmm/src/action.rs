@@ -123,7 +123,11 @@ impl std::fmt::Display for Cause {
                 "exit #{nth} was a Heki denial (reason 0x{cr:x}, value 0x{cr_value:x}) and \
                  --heki-denial is shutdown: the VMM shut the VM down through a synthesized triple fault"
             ),
-            Cause::GuestTripleFault => write!(f, "the guest triple-faulted on its own (KVM_EXIT_SHUTDOWN)"),
+            Cause::GuestTripleFault => write!(
+                f,
+                "the guest triple-faulted on its own (KVM_EXIT_SHUTDOWN): an exception it raised \
+                 could not be delivered, nor the #DF it escalated to, and the VMM injected nothing"
+            ),
             Cause::FailEntry {
                 hardware_entry_failure_reason,
             } => write!(

@@ -62,8 +62,8 @@ pub fn apply<T: Target>(actions: &Actions, st: &mut RunState, target: &mut T) ->
     for a in actions.iter() {
         let r = match a {
             Action::Stop { outcome, cause } => return Some(Stop::new(outcome, cause)),
-            Action::RaiseInterrupt { .. } => {
-                st.irq.pending += 1;
+            Action::RaiseInterrupt { vector } => {
+                st.irq.raise(vector);
                 Ok(())
             }
             Action::InjectException {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The command line: `demo`, `run`, `replay`, `plan`, `caps`, `guests`.
+//! The command line: `demo`, `run`, `replay`, `plan`, `caps`, `guests`,
+//! `gen-trace`.
 //!
 //! Exit status: 0 success, 1 a run or scenario failed, 2 invalid usage
 //! (bad flag or value, unknown guest, unreadable or malformed trace) with a
@@ -17,6 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{HekiDenialAction, HekiExits, NotifyMode, Policy, RunConfig};
 use crate::exit::HekiAbi;
 use crate::guests::Guest;
+use crate::hostile::MemProbe;
 use crate::report::Report;
 
 /// Output format.
@@ -65,6 +67,42 @@ pub enum Cmd {
         #[arg(long)]
         source: bool,
     },
+    /// Write a generated hostile trace to stdout (pipe it into `replay -`).
+    GenTrace(GenTraceArgs),
+}
+
+/// Which trace `gen-trace` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TraceKind {
+    /// N valid-context notify exits, then hlt (default N = 1000000).
+    NotifyStorm,
+    /// Heki RFC v2: pin CR0.WP and CR4.SMEP|SMAP, then N denials, then hlt (default N = 100000).
+    HekiDenialStorm,
+    /// N lines of deterministic garbage from --seed (default N = 10000).
+    Garbage,
+}
+
+/// `gen-trace` flags.
+#[derive(Args, Debug, Clone)]
+pub struct GenTraceArgs {
+    /// The trace.
+    #[arg(value_enum)]
+    pub kind: TraceKind,
+    /// Exits (storms) or lines (garbage).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Seed of the garbage generator (decimal or 0x-hex; default: the demo's, 0x5eed0008).
+    #[arg(long, default_value = "0x5eed0008", value_parser = parse_u64)]
+    pub seed: u64,
+}
+
+/// A u64 in decimal or `0x` hex.
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// Policy flags shared by run, replay and plan.
@@ -140,7 +178,7 @@ impl RunArgs {
 /// `replay` flags.
 #[derive(Args, Debug, Clone)]
 pub struct ReplayArgs {
-    /// The trace (JSON Lines).
+    /// The trace (JSON Lines); `-` reads standard input.
     pub trace: PathBuf,
     /// Policy flags.
     #[command(flatten)]
@@ -212,9 +250,11 @@ where
         Cmd::Demo { format } => crate::demo::main(format),
         Cmd::Run(args) => {
             let cfg = args.config();
+            let probe = MemProbe::start();
             match crate::vmm::run(&cfg, t0) {
                 Ok(run) => {
-                    let r = crate::demo::kvm_report(&cfg, run);
+                    let mut r = crate::demo::kvm_report(&cfg, run);
+                    r.memory = probe.finish();
                     print_report(&r, args.format);
                     0
                 }
@@ -229,17 +269,28 @@ where
             }
         }
         Cmd::Replay(args) => {
-            let file = match std::fs::File::open(&args.trace) {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("error: cannot read trace {}: {e}", args.trace.display());
-                    return 2;
-                }
-            };
-            let name = args.trace.display().to_string();
+            let probe = MemProbe::start();
             let policy = args.policy.policy();
-            match crate::replay::replay(&name, BufReader::new(file), policy, args.policy.heki_abi) {
-                Ok(r) => {
+            let abi = args.policy.heki_abi;
+            let (name, result) = if args.trace.as_os_str() == "-" {
+                let name = "stdin".to_string();
+                let r = crate::replay::replay(&name, std::io::stdin().lock(), policy, abi);
+                (name, r)
+            } else {
+                let file = match std::fs::File::open(&args.trace) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        eprintln!("error: cannot read trace {}: {e}", args.trace.display());
+                        return 2;
+                    }
+                };
+                let name = args.trace.display().to_string();
+                let r = crate::replay::replay(&name, BufReader::new(file), policy, abi);
+                (name, r)
+            };
+            match result {
+                Ok(mut r) => {
+                    r.report.memory = probe.finish();
                     print_report(&r.report, args.format);
                     0
                 }
@@ -284,9 +335,24 @@ where
             0
         }
         Cmd::Caps { format } => crate::host::caps_main(format),
+        Cmd::GenTrace(args) => {
+            use crate::hostile::{garbage_trace, heki_denial_storm, notify_storm};
+            let mut t = match args.kind {
+                TraceKind::NotifyStorm => notify_storm(args.count.unwrap_or(1_000_000)),
+                TraceKind::HekiDenialStorm => heki_denial_storm(args.count.unwrap_or(100_000)),
+                TraceKind::Garbage => garbage_trace(args.seed, args.count.unwrap_or(10_000)),
+            };
+            match std::io::copy(&mut t, &mut std::io::stdout().lock()) {
+                Ok(_) => 0,
+                Err(e) => {
+                    eprintln!("error: writing the trace: {e}");
+                    1
+                }
+            }
+        }
         Cmd::Guests { source } => {
             for g in Guest::ALL {
-                println!("{:<13} {}", g.name(), g.description());
+                println!("{:<17} {}", g.name(), g.description());
                 if source {
                     println!("{}", g.source());
                 }

@@ -48,6 +48,24 @@ pub fn kvm_report(cfg: &RunConfig, run: KvmRun) -> Report {
 pub enum ScenarioKind {
     /// A guest on /dev/kvm.
     Run(RunConfig),
+    /// A trace generated on the fly (never stored) through the stand-in, with
+    /// the scenario's peak RSS measured.
+    Generated {
+        /// What the trace is (for the report).
+        trace: &'static str,
+        /// Makes the trace.
+        make: fn() -> crate::hostile::Generated,
+        /// Policy.
+        policy: Policy,
+    },
+    /// Every line of a seeded garbage trace replayed on its own
+    /// ([`crate::hostile::triage`]).
+    Garbage {
+        /// Generator seed.
+        seed: u64,
+        /// Lines.
+        lines: u64,
+    },
     /// An embedded trace through the stand-in.
     Replay {
         /// Trace file name (for the report).
@@ -101,6 +119,48 @@ fn exits(r: &Report, kind: &str) -> u64 {
 pub const DEMO_PIO_COUNT: u64 = 100_000;
 /// The count the demo's irq-storm uses.
 pub const DEMO_IRQ_COUNT: u64 = 10_000;
+/// Interrupts the demo's irq-flood raises.
+pub const DEMO_FLOOD_COUNT: u64 = 20_000;
+/// Exits of the demo's generated notify storm.
+pub const DEMO_NOTIFY_STORM: u64 = 1_000_000;
+/// Denials of the demo's generated Heki denial storms.
+pub const DEMO_DENIALS: u64 = 100_000;
+/// Seed of the demo's garbage trace.
+pub const DEMO_GARBAGE_SEED: u64 = 0x5eed_0008;
+/// Lines of the demo's garbage trace (each replayed under 3 Heki ABIs).
+pub const DEMO_GARBAGE_LINES: u64 = 5_000;
+/// Most a storm scenario may add to the peak RSS, KiB: the storms are
+/// streamed, so the VMM's footprint must not grow with the exit count.
+pub const STORM_RSS_GROWTH_LIMIT_KIB: u64 = 2048;
+
+fn bounded_memory(r: &Report) -> Result<(), String> {
+    match r.memory {
+        Some(m) if m.peak_growth_kib > STORM_RSS_GROWTH_LIMIT_KIB => Err(format!(
+            "peak RSS grew by {} KiB (limit {STORM_RSS_GROWTH_LIMIT_KIB} KiB)",
+            m.peak_growth_kib
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Heki denial storm checks common to the gp and audit policies.
+fn heki_storm(r: &Report, audit: bool) -> Result<(), String> {
+    let h = &r.heki;
+    let handled = h.configure_exits + h.denials;
+    // Linux-style rate limit: at most 10 lines per 5 s window.
+    let windows = 1 + (r.run_seconds / 5.0) as u64 + 1;
+    want(
+        h.denials == DEMO_DENIALS
+            && h.denials_cr0 == DEMO_DENIALS / 2
+            && h.denials_cr4 == DEMO_DENIALS / 2
+            && h.audited == if audit { DEMO_DENIALS } else { 0 }
+            && h.shutdowns == 0
+            && h.logs_emitted + h.logs_suppressed == handled
+            && h.logs_emitted <= 10 * windows,
+        || format!("{h:?}"),
+    )?;
+    bounded_memory(r)
+}
 
 /// Every demo scenario.
 pub fn scenarios() -> Vec<Scenario> {
@@ -306,7 +366,171 @@ pub fn scenarios() -> Vec<Scenario> {
                 })
             },
         },
+        // Hostile guests (issue 8).
+        Scenario {
+            name: "self-triple-fault",
+            kind: ScenarioKind::Run(run(Guest::SelfTripleFault, 0)),
+            expect: Outcome::Shutdown,
+            also_accept: None,
+            expect_text: "empty IDT + ud2: #UD -> #GP -> #DF -> triple fault; reported shutdown",
+            checks: |r| {
+                want(
+                    r.reason.contains("on its own")
+                        && exits(r, "shutdown") == 1
+                        && exits(r, "io_out") == 1,
+                    || format!("{}; {:?}", r.reason, r.exits),
+                )
+            },
+        },
+        Scenario {
+            name: "irq-flood",
+            kind: ScenarioKind::Run(run(Guest::IrqFlood, DEMO_FLOOD_COUNT)),
+            expect: Outcome::Halted,
+            also_accept: None,
+            expect_text:
+                "requested = delivered + coalesced + refused, none while masked, queue <= 32",
+            checks: |r| {
+                let i = r.interrupts.ok_or("no interrupts section")?;
+                want(
+                    i.requested == DEMO_FLOOD_COUNT
+                        && i.accounted()
+                        && i.pending_at_end == 0
+                        && i.delivered_while_masked == Some(0)
+                        && i.coalesced > 0
+                        && i.refused > 0
+                        && i.max_queued <= i.queue_capacity
+                        && i.delivered_vector_sum == Some(i.injected_vector_sum),
+                    || format!("{i:?}"),
+                )
+            },
+        },
+        Scenario {
+            name: "notify storm x1M (generated)",
+            kind: ScenarioKind::Generated {
+                trace: "generated notify storm (1000000 exits)",
+                make: || crate::hostile::notify_storm(DEMO_NOTIFY_STORM),
+                policy: p,
+            },
+            expect: Outcome::Halted,
+            also_accept: None,
+            expect_text: "1000000 notify exits resumed, storm detector fires, peak RSS +<2 MiB",
+            checks: |r| {
+                let n = &r.notify;
+                want(
+                    n.exits == DEMO_NOTIFY_STORM && n.resumed == DEMO_NOTIFY_STORM && n.storms >= 1,
+                    || format!("{n:?}"),
+                )?;
+                bounded_memory(r)
+            },
+        },
+        Scenario {
+            name: "heki denial storm (gp)",
+            kind: ScenarioKind::Generated {
+                trace: "generated Heki denial storm (100000 denials)",
+                make: || crate::hostile::heki_denial_storm(DEMO_DENIALS),
+                policy: p,
+            },
+            expect: Outcome::Halted,
+            also_accept: None,
+            expect_text: "100000 denials, each resumed (KVM injects #GP); logs rate-limited",
+            checks: |r| heki_storm(r, false),
+        },
+        Scenario {
+            name: "heki denial storm (audit)",
+            kind: ScenarioKind::Generated {
+                trace: "generated Heki denial storm (100000 denials)",
+                make: || crate::hostile::heki_denial_storm(DEMO_DENIALS),
+                policy: Policy {
+                    heki_denial: HekiDenialAction::Audit,
+                    ..p
+                },
+            },
+            expect: Outcome::Halted,
+            also_accept: None,
+            expect_text: "100000 denials audited (counted, logged, resumed); logs rate-limited",
+            checks: |r| heki_storm(r, true),
+        },
+        Scenario {
+            name: "heki denial storm (shutdown)",
+            kind: ScenarioKind::Generated {
+                trace: "generated Heki denial storm (100000 denials)",
+                make: || crate::hostile::heki_denial_storm(DEMO_DENIALS),
+                policy: Policy {
+                    heki_denial: HekiDenialAction::Shutdown,
+                    ..p
+                },
+            },
+            expect: Outcome::Shutdown,
+            also_accept: None,
+            expect_text: "the first of 100000 denials shuts the VM down",
+            checks: |r| {
+                want(
+                    r.heki.denials == 1
+                        && r.heki.shutdowns == 1
+                        && r.reason.contains("exit #3 was a Heki denial"),
+                    || format!("{}; {:?}", r.reason, r.heki),
+                )
+            },
+        },
+        Scenario {
+            name: "garbage kvm_run bytes (seeded)",
+            kind: ScenarioKind::Garbage {
+                seed: DEMO_GARBAGE_SEED,
+                lines: DEMO_GARBAGE_LINES,
+            },
+            expect: Outcome::TraceEnd,
+            also_accept: None,
+            expect_text: "each of 5000 garbage lines x 3 ABIs: a typed error or a defined action",
+            checks: |r| {
+                let g = r.garbage.as_ref().ok_or("no garbage section")?;
+                want(
+                    g.panics == 0
+                        && g.unclear == 0
+                        && g.replays == 3 * g.lines
+                        && g.defined_actions() + g.typed_errors() == g.replays
+                        && g.outcomes.get("unhandled-exit").is_some_and(|&n| n > 0)
+                        && g.errors.get("decode").is_some_and(|&n| n > 0)
+                        && g.errors.get("json").is_some_and(|&n| n > 0),
+                    || format!("{g:?}"),
+                )
+            },
+        },
     ]
+}
+
+/// The report of the garbage scenario: the triage summary, outcome
+/// `trace-end` (the whole garbage trace was consumed).
+pub fn garbage_report(seed: u64, lines: u64) -> Report {
+    let t0 = Instant::now();
+    let g = crate::hostile::triage(seed, lines);
+    let st = crate::handlers::RunState::for_replay(Policy::default());
+    let stop = crate::apply::Stop {
+        outcome: Outcome::TraceEnd,
+        reason: format!(
+            "{} garbage lines (seed 0x{seed:x}) each replayed alone under {} Heki ABIs: {} defined \
+             actions, {} typed line-numbered errors, {} panics, {} unclear answers",
+            g.lines,
+            crate::hostile::TRIAGE_ABIS.len(),
+            g.defined_actions(),
+            g.typed_errors(),
+            g.panics,
+            g.unclear
+        ),
+    };
+    let mut r = Report::build(
+        &format!("garbage trace (seed 0x{seed:x}, {lines} lines)"),
+        Source::Replay,
+        &st,
+        &stop,
+        None,
+        t0.elapsed().as_secs_f64(),
+        None,
+        Vec::new(),
+        Vec::new(),
+    );
+    r.exits_total = g.exits;
+    r.garbage = Some(g);
+    r
 }
 
 /// One scenario's result.
@@ -340,6 +564,26 @@ pub fn run_scenario(s: &Scenario) -> ScenarioResult {
                 .map(|r| kvm_report(cfg, r))
                 .map_err(|e| e.to_string()),
         ),
+        ScenarioKind::Generated {
+            trace,
+            make,
+            policy,
+        } => {
+            let probe = crate::hostile::MemProbe::start();
+            let r = crate::replay::replay(trace, make(), *policy, None);
+            let mem = probe.finish();
+            (
+                Source::Replay,
+                r.map(|mut r| {
+                    r.report.memory = mem;
+                    r.report
+                })
+                .map_err(|e| e.to_string()),
+            )
+        }
+        ScenarioKind::Garbage { seed, lines } => {
+            (Source::Replay, Ok(garbage_report(*seed, *lines)))
+        }
         ScenarioKind::Replay {
             trace,
             text,
@@ -387,9 +631,50 @@ pub fn run_scenario(s: &Scenario) -> ScenarioResult {
     }
 }
 
+fn mem_suffix(r: &Report) -> String {
+    r.memory.map_or(String::new(), |m| {
+        format!(
+            "; peak RSS {:.1} MiB (+{:.1})",
+            m.peak_kib as f64 / 1024.0,
+            m.peak_growth_kib as f64 / 1024.0
+        )
+    })
+}
+
+fn top(m: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1));
+    let v: Vec<String> = v.iter().take(2).map(|(k, n)| format!("{k} {n}")).collect();
+    v.join(", ")
+}
+
 fn detail(r: &Report) -> String {
     if matches!(r.outcome, Outcome::Timeout | Outcome::UnhandledExit) {
         return r.reason.clone();
+    }
+    if let Some(g) = &r.garbage {
+        return format!(
+            "{} lines x3: {} actions ({}..), {} typed errors ({}..); {} panics, {} unclear",
+            g.lines,
+            g.defined_actions(),
+            top(&g.outcomes),
+            g.typed_errors(),
+            top(&g.errors),
+            g.panics,
+            g.unclear
+        );
+    }
+    if let Some(i) = r.interrupts.filter(|i| i.mode == "flood") {
+        return format!(
+            "injector (queue {}): requested {} = delivered {} + coalesced {} + refused {}; max queued {}; while_masked={}",
+            i.queue_capacity,
+            i.requested,
+            i.delivered.map_or("-".into(), |v| v.to_string()),
+            i.coalesced,
+            i.refused,
+            i.max_queued,
+            i.delivered_while_masked.map_or("-".into(), |v| v.to_string())
+        );
     }
     if let Some(i) = &r.interrupts {
         return format!(
@@ -413,6 +698,16 @@ fn detail(r: &Report) -> String {
     if let Some(h) = &r.heki_probe {
         return format!("heki-policy ABI, host answer: {}", h.summary);
     }
+    if r.heki.denials > 10 {
+        return format!(
+            "heki-policy: {} denials -> {}; logs: {} written, {} suppressed{}",
+            r.heki.denials,
+            r.heki.action.unwrap_or("-"),
+            r.heki.logs_emitted,
+            r.heki.logs_suppressed,
+            mem_suffix(r)
+        );
+    }
     if r.heki.configure_exits + r.heki.denials > 0 {
         return format!(
             "heki-policy {}: pins cr0={} cr4={}, {} configure, {} denial -> {}",
@@ -426,13 +721,21 @@ fn detail(r: &Report) -> String {
     }
     if r.notify.exits > 0 {
         return format!(
-            "notify-exit ({:?}): {} exits, {} invalid, {} resumed, {} storm(s) -> {}",
+            "notify-exit ({:?}): {} exits, {} invalid, {} resumed, {} storm(s) -> {}{}",
             r.notify.mode,
             r.notify.exits,
             r.notify.invalid_contexts,
             r.notify.resumed,
             r.notify.storms,
-            r.notify.action.unwrap_or("-")
+            r.notify.action.unwrap_or("-"),
+            mem_suffix(r)
+        );
+    }
+    if r.outcome == Outcome::Shutdown && r.guest == Guest::SelfTripleFault.name() {
+        let at = r.reason.split("; ").nth(1).unwrap_or("");
+        return format!(
+            "guest's own triple fault, no VMM injection; {at}; {}",
+            exits_list(r)
         );
     }
     if r.outcome == Outcome::Shutdown {

@@ -6,18 +6,22 @@
 //! before each `KVM_RUN`.
 //!
 //! The injector coalesces a vector raised while it is still queued (like a
-//! bit in the IRR). The irq-storm scenario wants every raise delivered, so the
-//! VMM keeps its own backlog count ([`IrqState::pending`]) and hands the
-//! injector the next interrupt only once the previous one left its queue.
+//! bit in the IRR) and refuses a raise with `QueueFull` once it holds
+//! `capacity` (32) distinct vectors. The irq-storm scenario wants every raise
+//! delivered, so the VMM keeps its own backlog count ([`IrqState::pending`])
+//! and hands the injector the next interrupt only once the previous one left
+//! its queue ([`IrqMode::Backlog`]). The irq-flood scenario hands every raise
+//! straight to the injector ([`IrqMode::Flood`]) and accounts for each
+//! outcome: at the end requested = delivered + coalesced + refused.
 
 use kvm_ioctls::VcpuFd;
-use vcpu_events::injector::{ExitKind as InjectorExit, Injector};
+use vcpu_events::injector::{ExitKind as InjectorExit, Injector, RaiseError, RaiseOutcome};
 use vcpu_events::validate::{validate, GuestContext, KvmContext};
 use vcpu_events::{Event, EventStatus, HardwareException, VcpuEvents};
 
 use crate::apply::ApplyError;
 use crate::guests::IRQ_VECTOR;
-use crate::handlers::IrqState;
+use crate::handlers::{IrqMode, IrqState};
 use crate::vmm::VmmError;
 
 /// The event the VMM wants, as a `vcpu-events` event with its status.
@@ -120,24 +124,47 @@ impl Default for IrqInjector {
 }
 
 impl IrqInjector {
-    /// Before KVM_RUN: feed the backlog, let the injector decide and apply.
+    /// Before KVM_RUN: hand the injector what was raised (backlog mode: the
+    /// next interrupt once the previous one left the queue; flood mode: every
+    /// fresh raise, counting queued / coalesced / refused), let it decide and
+    /// apply. No allocation.
     #[inline]
     pub fn before_run(&mut self, vcpu: &mut VcpuFd, irq: &mut IrqState) -> Result<(), VmmError> {
-        if irq.pending > 0 && !self.injector.is_queued(IRQ_VECTOR) {
-            self.injector
-                .raise(IRQ_VECTOR)
-                .map_err(|e| VmmError::Config(format!("injector: {e}")))?;
-            irq.pending -= 1;
+        match irq.mode {
+            IrqMode::Backlog => {
+                if irq.pending > 0 && !self.injector.is_queued(IRQ_VECTOR) {
+                    self.injector
+                        .raise(IRQ_VECTOR)
+                        .map_err(|e| VmmError::Config(format!("injector: {e}")))?;
+                    irq.pending -= 1;
+                }
+            }
+            IrqMode::Flood => {
+                let (fresh, n) = irq.take_fresh();
+                for &v in fresh.iter().take(n) {
+                    // Queued, Coalesced or QueueFull: each is counted by the
+                    // injector's stats (requested / coalesced / rejected).
+                    let _outcome: Result<RaiseOutcome, RaiseError> = self.injector.raise(v);
+                }
+            }
         }
+        irq.max_queued = irq.max_queued.max(self.injector.len() as u64);
         let decision = vcpu_events::kvm::before_run(&mut self.injector, vcpu)
             .map_err(|e| VmmError::Config(format!("injector: {e}")))?;
+        if let Some(v) = decision.vector_to_inject() {
+            irq.injected_vector_sum += u64::from(v);
+        }
         if irq.pending > 0 && !decision.request_interrupt_window() {
             // More behind the one in flight: ask KVM to come back when the guest can take it.
             vcpu_events::kvm::set_request_interrupt_window(vcpu, true);
         }
         let s = self.injector.stats();
         irq.injected = s.injected;
+        irq.coalesced = s.coalesced;
+        irq.refused = s.rejected;
         irq.windows_requested = s.window_requests;
+        irq.queued = self.injector.len() as u64;
+        irq.capacity = self.injector.capacity() as u64;
         Ok(())
     }
 

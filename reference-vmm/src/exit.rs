@@ -372,6 +372,12 @@ impl Exit {
             match decode_exit(Some(policy_abi), raw.reason, u) {
                 Ok(ExitDecode::Heki(h)) => return Ok(Exit::Heki(h)),
                 Ok(ExitDecode::NotHeki(_)) => {}
+                // A decode outcome added by a newer heki-policy: refuse the exit.
+                Ok(other) => {
+                    return Err(DecodeError::Heki(format!(
+                        "unhandled Heki decode outcome {other:?}"
+                    )))
+                }
                 Err(e) => return Err(DecodeError::Heki(e.to_string())),
             }
         }

@@ -30,6 +30,14 @@ pub const SYNC_INJECT_NMI: u8 = 3;
 pub const SYNC_TRIPLE_FAULT: u8 = 4;
 /// Vector the VMM raises for the irq-storm guest.
 pub const IRQ_VECTOR: u8 = 0x20;
+/// Port of the status channel: an `in` reads 1 once the VMM has raised every
+/// interrupt of the scenario and has nothing left to deliver (irq-flood), else 0.
+pub const PORT_STATUS: u16 = 0xe2;
+/// First vector the VMM raises for the irq-flood guest.
+pub const FLOOD_FIRST: u8 = 0x20;
+/// Distinct vectors the irq-flood guest has handlers for (`FLOOD_FIRST ..`):
+/// twice the injector's queue bound, so the queue can fill up.
+pub const FLOOD_VECTORS: u8 = 64;
 
 /// A built-in guest program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
@@ -47,17 +55,24 @@ pub enum Guest {
     HekiProbe,
     /// Enter and halt (start-up time).
     Halt,
+    /// Interrupt flood on many vectors, raised straight into the injector
+    /// faster than it can deliver, against long masked stretches.
+    IrqFlood,
+    /// The guest triple-faults on its own (empty IDT, then `ud2`).
+    SelfTripleFault,
 }
 
 impl Guest {
     /// Every built-in guest, in the order `guests` lists them.
-    pub const ALL: [Guest; 6] = [
+    pub const ALL: [Guest; 8] = [
         Guest::PioLoop,
         Guest::IrqStorm,
         Guest::Exceptions,
         Guest::TripleFault,
         Guest::HekiProbe,
         Guest::Halt,
+        Guest::IrqFlood,
+        Guest::SelfTripleFault,
     ];
 
     /// The guest's name on the command line and in reports.
@@ -69,6 +84,8 @@ impl Guest {
             Guest::TripleFault => "triple-fault",
             Guest::HekiProbe => "heki-probe",
             Guest::Halt => "halt",
+            Guest::IrqFlood => "irq-flood",
+            Guest::SelfTripleFault => "self-triple-fault",
         }
     }
 
@@ -90,6 +107,15 @@ impl Guest {
                 "guest issues the Heki version query and CR4 lock hypercalls; shows the host's answer"
             }
             Guest::Halt => "enter and halt: start-up time to the first guest instruction",
+            Guest::IrqFlood => {
+                "N interrupts on 64 vectors raised straight into the injector, faster than it \
+                 delivers, against long cli..sti stretches; every raise delivered, coalesced or \
+                 refused (QueueFull) (--count N)"
+            }
+            Guest::SelfTripleFault => {
+                "guest loads an empty IDT and executes ud2 (#UD -> #GP -> #DF -> triple fault); \
+                 run ends in shutdown"
+            }
         }
     }
 
@@ -103,6 +129,7 @@ impl Guest {
         match self {
             Guest::PioLoop => 100_000,
             Guest::IrqStorm => 10_000,
+            Guest::IrqFlood => 20_000,
             _ => 0,
         }
     }
@@ -116,6 +143,10 @@ impl Guest {
             Guest::TripleFault => include_bytes!(concat!(env!("OUT_DIR"), "/triple-fault.bin")),
             Guest::HekiProbe => include_bytes!(concat!(env!("OUT_DIR"), "/heki-probe.bin")),
             Guest::Halt => include_bytes!(concat!(env!("OUT_DIR"), "/halt.bin")),
+            Guest::IrqFlood => include_bytes!(concat!(env!("OUT_DIR"), "/irq-flood.bin")),
+            Guest::SelfTripleFault => {
+                include_bytes!(concat!(env!("OUT_DIR"), "/self-triple-fault.bin"))
+            }
         }
     }
 
@@ -128,6 +159,8 @@ impl Guest {
             Guest::TripleFault => include_str!("../guests/triple-fault.S"),
             Guest::HekiProbe => include_str!("../guests/heki-probe.S"),
             Guest::Halt => include_str!("../guests/halt.S"),
+            Guest::IrqFlood => include_str!("../guests/irq-flood.S"),
+            Guest::SelfTripleFault => include_str!("../guests/self-triple-fault.S"),
         }
     }
 }
@@ -178,6 +211,11 @@ mod tests {
         assert_eq!(equ("SYNC_INJECT_NMI"), u64::from(SYNC_INJECT_NMI));
         assert_eq!(equ("SYNC_TRIPLE_FAULT"), u64::from(SYNC_TRIPLE_FAULT));
         assert_eq!(equ("IRQ_VECTOR"), u64::from(IRQ_VECTOR));
+        assert_eq!(equ("PORT_STATUS"), u64::from(PORT_STATUS));
+        assert_eq!(equ("FLOOD_FIRST"), u64::from(FLOOD_FIRST));
+        assert_eq!(equ("FLOOD_VECTORS"), u64::from(FLOOD_VECTORS));
+        // The flood needs more distinct vectors than the injector's queue holds.
+        assert!(usize::from(FLOOD_VECTORS) > vcpu_events::injector::DEFAULT_CAPACITY);
     }
 
     #[test]

@@ -64,18 +64,57 @@ pub struct GuestChannel {
     pub unknown_ports: u64,
 }
 
-/// Interrupt bookkeeping of a run (irq-storm).
+/// How raised interrupts reach vcpu-events' injector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IrqMode {
+    /// irq-storm: the VMM keeps a backlog count and hands the injector the
+    /// next interrupt only once the previous one left its queue, so no raise
+    /// is ever coalesced and every raise is delivered.
+    #[default]
+    Backlog,
+    /// irq-flood: every raise goes straight to `Injector::raise`, which
+    /// queues it, coalesces it with the same vector still queued, or refuses
+    /// it with `RaiseError::QueueFull` once `capacity` distinct vectors are
+    /// queued. The VMM counts each outcome: nothing is lost silently.
+    Flood,
+}
+
+/// Raises made by the handlers since the last `KVM_RUN`, waiting for the
+/// injector (flood mode). Fixed size: at most one exit's worth of actions.
+pub const FRESH_RAISES: usize = crate::action::Actions::CAPACITY;
+
+/// Interrupt bookkeeping of a run (irq-storm, irq-flood).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IrqState {
+    /// How raises reach the injector.
+    pub mode: IrqMode,
     /// How many interrupts the scenario raises in total (N).
     pub target: u64,
     /// Raised so far (handed to the injector).
     pub requested: u64,
-    /// Raised but not injected yet (the injector's queue; a counter, so it is
-    /// bounded by construction: at most `target - injected`).
+    /// Backlog mode: raised but not handed to the injector yet (a counter,
+    /// so it is bounded by construction: at most `target - injected`).
     pub pending: u64,
+    /// Flood mode: vectors raised since the last `KVM_RUN`, not yet given to
+    /// the injector (`fresh[..fresh_len]`).
+    pub fresh: [u8; FRESH_RAISES],
+    /// Number of valid entries in `fresh`.
+    pub fresh_len: u8,
+    /// Raises the injector merged with the same vector still queued.
+    pub coalesced: u64,
+    /// Raises the injector refused with `QueueFull` (the VMM counts them; a
+    /// real device would retry or drop them by its own rule).
+    pub refused: u64,
     /// Injected into the vCPU (KVM_INTERRUPT) so far.
     pub injected: u64,
+    /// Sum of the vectors injected (the guest reports the sum it received).
+    pub injected_vector_sum: u64,
+    /// Vectors queued in the injector after the last `before_run`.
+    pub queued: u64,
+    /// Most vectors ever queued in the injector at once.
+    pub max_queued: u64,
+    /// The injector's queue bound (distinct vectors).
+    pub capacity: u64,
     /// Interrupt windows requested.
     pub windows_requested: u64,
     /// xorshift state choosing the "arbitrary moments".
@@ -91,6 +130,41 @@ impl IrqState {
         x ^= x << 17;
         self.rng = x;
         x
+    }
+
+    /// Applies a raise decided by a handler: counted in the backlog, or (flood
+    /// mode) kept for the injector. The handler only raises in flood mode when
+    /// `fresh` has room; should it ever be full, the raise is counted as
+    /// refused, never dropped silently.
+    #[inline]
+    pub fn raise(&mut self, vector: u8) {
+        match self.mode {
+            IrqMode::Backlog => self.pending += 1,
+            IrqMode::Flood => match self.fresh.get_mut(usize::from(self.fresh_len)) {
+                Some(slot) => {
+                    *slot = vector;
+                    self.fresh_len += 1;
+                }
+                None => self.refused += 1,
+            },
+        }
+    }
+
+    /// Takes the flood-mode raises made since the last `KVM_RUN`, oldest first.
+    #[inline]
+    pub fn take_fresh(&mut self) -> ([u8; FRESH_RAISES], usize) {
+        let n = usize::from(std::mem::take(&mut self.fresh_len));
+        (self.fresh, n)
+    }
+
+    /// True once every raise of the scenario was made and none is left to
+    /// deliver (nothing in the backlog, the fresh list or the injector's queue).
+    /// The irq-flood guest reads it through [`crate::guests::PORT_STATUS`].
+    pub fn drained(&self) -> bool {
+        self.requested >= self.target
+            && self.pending == 0
+            && self.fresh_len == 0
+            && self.queued == 0
     }
 }
 
@@ -194,8 +268,13 @@ impl RunState {
         let mut st = Self::for_replay(cfg.policy);
         st.guest = Some(cfg.guest);
         st.max_exits = cfg.max_exits;
-        if cfg.guest == Guest::IrqStorm {
-            st.irq.target = cfg.count;
+        match cfg.guest {
+            Guest::IrqStorm => st.irq.target = cfg.count,
+            Guest::IrqFlood => {
+                st.irq.target = cfg.count;
+                st.irq.mode = IrqMode::Flood;
+            }
+            _ => {}
         }
         st
     }
@@ -230,7 +309,7 @@ pub fn handle(exit: &Exit, st: &mut RunState) -> Actions {
     let nth = st.exits.total();
     let actions = match *exit {
         Exit::IoOut { port, data, .. } => pio::out(port, data, st),
-        Exit::IoIn { .. } => Actions::resume(), // reads see 0: no device behind any port
+        Exit::IoIn { .. } => Actions::resume(), // the value was given by pio::in_value
         Exit::Hlt => lifecycle::hlt(),
         Exit::Shutdown => lifecycle::shutdown(st),
         Exit::IrqWindowOpen | Exit::Intr => Actions::resume(), // the injector acts before the next run
@@ -287,15 +366,51 @@ pub mod pio {
     }
 
     /// irq-storm: raise interrupts at pseudo-random tick exits until N are raised.
+    /// irq-flood: raise a burst of 0..=4 interrupts on pseudo-random vectors at
+    /// every tick exit, masked or not, until N are raised.
     #[inline]
     fn maybe_raise(st: &mut RunState) -> Actions {
-        if st.irq.requested < st.irq.target && st.irq.next_random() % 3 == 0 {
+        if st.irq.requested >= st.irq.target {
+            return Actions::resume();
+        }
+        if st.irq.mode == IrqMode::Flood {
+            return flood(st);
+        }
+        if st.irq.next_random() % 3 == 0 {
             st.irq.requested += 1;
             return Actions::one(Action::RaiseInterrupt {
                 vector: guests::IRQ_VECTOR,
             });
         }
         Actions::resume()
+    }
+
+    /// irq-flood's burst (bounded by the room in the fresh-raise list).
+    fn flood(st: &mut RunState) -> Actions {
+        let r = st.irq.next_random();
+        let room = (FRESH_RAISES - usize::from(st.irq.fresh_len)) as u64;
+        let burst = (r % 5).min(room).min(st.irq.target - st.irq.requested);
+        let mut a = Actions::resume();
+        for i in 0..burst {
+            let v = (r >> (8 + 8 * i)) % u64::from(guests::FLOOD_VECTORS);
+            if a.push(Action::RaiseInterrupt {
+                vector: guests::FLOOD_FIRST + v as u8,
+            }) {
+                st.irq.requested += 1;
+            }
+        }
+        a
+    }
+
+    /// An `in` from `port`: what the guest reads. Only the status port has a
+    /// device behind it; every other port reads 0.
+    #[inline]
+    pub fn in_value(port: u16, st: &RunState) -> u32 {
+        if port == guests::PORT_STATUS {
+            u32::from(st.irq.drained())
+        } else {
+            0
+        }
     }
 
     /// The guest asks for the next step of its scenario.
@@ -555,5 +670,87 @@ mod tests {
         }
         assert_eq!(raised, 100);
         assert_eq!(st.irq.requested, 100);
+    }
+
+    #[test]
+    fn irq_flood_raises_bursts_of_flood_vectors_and_keeps_every_raise() {
+        let mut cfg = RunConfig::new(Guest::IrqFlood);
+        cfg.count = 1000;
+        let mut st = RunState::new(&cfg);
+        let tick = Exit::IoOut {
+            port: guests::PORT_TICK,
+            size: 1,
+            count: 1,
+            data: 0,
+        };
+        let mut kept = 0u64;
+        let mut max_burst = 0;
+        for _ in 0..10_000 {
+            let a = handle(&tick, &mut st);
+            max_burst = max_burst.max(a.len());
+            for act in a.iter() {
+                let Action::RaiseInterrupt { vector } = act else {
+                    panic!("{act:?}");
+                };
+                assert!(
+                    (guests::FLOOD_FIRST..guests::FLOOD_FIRST + guests::FLOOD_VECTORS)
+                        .contains(&vector)
+                );
+            }
+            assert_eq!(apply_raises(&a, &mut st), None);
+            // What the run loop does before the next KVM_RUN.
+            let (fresh, n) = st.irq.take_fresh();
+            assert_eq!(n, a.len());
+            assert_eq!(
+                &fresh[..n],
+                &a.iter()
+                    .map(|x| match x {
+                        Action::RaiseInterrupt { vector } => vector,
+                        _ => 0,
+                    })
+                    .collect::<Vec<_>>()[..]
+            );
+            kept += n as u64;
+            assert!(!st.irq.drained() || st.irq.requested == 1000);
+        }
+        assert_eq!(st.irq.requested, 1000);
+        assert_eq!(kept, 1000);
+        assert!(max_burst > 1 && max_burst <= FRESH_RAISES);
+        assert_eq!(st.irq.refused, 0);
+        assert!(st.irq.drained());
+        assert_eq!(pio::in_value(guests::PORT_STATUS, &st), 1);
+        assert_eq!(pio::in_value(0x60, &st), 0);
+    }
+
+    fn apply_raises(a: &Actions, st: &mut RunState) -> Option<crate::apply::Stop> {
+        struct NoTarget;
+        impl crate::apply::Target for NoTarget {
+            fn inject_exception(
+                &mut self,
+                _: u8,
+                _: Option<u32>,
+                _: Option<u64>,
+            ) -> Result<(), crate::apply::ApplyError> {
+                unreachable!()
+            }
+            fn inject_nmi(&mut self) -> Result<(), crate::apply::ApplyError> {
+                unreachable!()
+            }
+            fn synthesize_triple_fault(&mut self) -> Result<(), crate::apply::ApplyError> {
+                unreachable!()
+            }
+        }
+        crate::apply::apply(a, st, &mut NoTarget)
+    }
+
+    #[test]
+    fn a_full_fresh_list_counts_the_raise_as_refused() {
+        let mut st = RunState::for_replay(Policy::default());
+        st.irq.mode = IrqMode::Flood;
+        for v in 0..FRESH_RAISES as u8 + 2 {
+            st.irq.raise(0x20 + v);
+        }
+        assert_eq!(usize::from(st.irq.fresh_len), FRESH_RAISES);
+        assert_eq!(st.irq.refused, 2);
     }
 }

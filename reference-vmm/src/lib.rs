@@ -15,6 +15,7 @@ pub mod guests;
 pub mod handlers;
 pub mod heki_probe;
 pub mod host;
+pub mod hostile;
 pub mod plan;
 pub mod replay;
 pub mod report;

@@ -171,7 +171,7 @@ pub fn replay<R: BufRead>(
         st.policy.heki_abi = reader.abi();
         let exit = Exit::decode(&raw, reader.abi()).map_err(|e| TraceError {
             line,
-            kind: TraceErrorKind::Field(e.to_string()),
+            kind: TraceErrorKind::Decode(e),
         })?;
         if matches!(exit, Exit::Notify(_) | Exit::Heki(_)) {
             st.now_ns = t0.elapsed().as_nanos() as u64;

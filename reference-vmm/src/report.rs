@@ -15,6 +15,7 @@ use crate::config::{HekiDenialAction, HekiExits, NotifyMode};
 use crate::exit::{ExitKind, HekiAbi};
 use crate::guests::Guest;
 use crate::handlers::RunState;
+use crate::hostile::{GarbageSummary, MemoryReport};
 use crate::plan::CapStep;
 
 /// Where the exits came from.
@@ -30,8 +31,15 @@ pub enum Source {
 /// `interrupts` section.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct InterruptsReport {
+    /// `backlog` (irq-storm: every raise delivered, none coalesced) or
+    /// `flood` (irq-flood: raises go straight to the injector).
+    pub mode: &'static str,
     /// Interrupts the VMM raised.
     pub requested: u64,
+    /// Raises the injector merged with the same vector still queued (one delivery).
+    pub coalesced: u64,
+    /// Raises the injector refused with `QueueFull` (counted by the VMM).
+    pub refused: u64,
     /// Interrupts injected with KVM_INTERRUPT.
     pub injected: u64,
     /// Deliveries the guest counted.
@@ -42,6 +50,25 @@ pub struct InterruptsReport {
     pub windows_requested: u64,
     /// Still queued at the end.
     pub pending_at_end: u64,
+    /// The injector's bound on distinct queued vectors.
+    pub queue_capacity: u64,
+    /// Most vectors queued at once (never above `queue_capacity`).
+    pub max_queued: u64,
+    /// Sum of the vectors injected (flood mode).
+    pub injected_vector_sum: u64,
+    /// Sum of the vectors the guest's handlers received (flood mode).
+    pub delivered_vector_sum: Option<u64>,
+}
+
+impl InterruptsReport {
+    /// True if every raise is accounted for: requested = delivered + coalesced
+    /// + refused + still pending, and every injection was delivered.
+    pub fn accounted(&self) -> bool {
+        self.delivered.is_some_and(|d| {
+            d == self.injected
+                && self.requested == d + self.coalesced + self.refused + self.pending_at_end
+        })
+    }
 }
 
 /// The exception values of the exceptions scenario.
@@ -91,6 +118,10 @@ pub struct NotifyReport {
     pub resumed: u64,
     /// Notify storms notify-exit's detector reported.
     pub storms: u64,
+    /// A storm was still going on at the end of the run.
+    pub in_storm_at_end: bool,
+    /// Notify exits per second in the detector's window at the last notify exit.
+    pub rate_per_sec: u64,
     /// Last action taken.
     pub action: Option<&'static str>,
 }
@@ -112,6 +143,19 @@ pub struct HekiReport {
     pub configure_exits: u64,
     /// Denial exits.
     pub denials: u64,
+    /// Denial exits for CR0.
+    pub denials_cr0: u64,
+    /// Denial exits for CR4.
+    pub denials_cr4: u64,
+    /// Denials recorded under `--heki-denial audit`.
+    pub audited: u64,
+    /// Denials answered with a shutdown.
+    pub shutdowns: u64,
+    /// heki-policy log lines written (rate-limited: 10 per 5 s, like Linux's
+    /// `printk_ratelimit`).
+    pub logs_emitted: u64,
+    /// heki-policy log lines dropped by the rate limit (counted, never lost).
+    pub logs_suppressed: u64,
     /// Anomalies heki-policy flagged (e.g. a denial clearing no mirrored pin).
     pub anomalies: u64,
     /// Last action taken.
@@ -163,6 +207,13 @@ pub struct Report {
     /// Heki probe (heki-probe guest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heki_probe: Option<HekiProbeReport>,
+    /// Peak RSS (`run` and `replay` commands: the process's `VmHWM`; demo
+    /// storm scenarios: the scenario's own peak and growth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryReport>,
+    /// Garbage-trace triage (demo scenario `garbage kvm_run bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub garbage: Option<GarbageSummary>,
     /// KVM_ENABLE_CAP steps (kvm only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub caps: Vec<CapStep>,
@@ -199,13 +250,21 @@ impl Report {
             .map(|k| (k.name(), st.exits.get(*k)))
             .collect();
         let exits_total = st.exits.total();
-        let interrupts = (st.guest == Some(Guest::IrqStorm)).then(|| InterruptsReport {
+        let flood = st.guest == Some(Guest::IrqFlood);
+        let interrupts = (st.guest == Some(Guest::IrqStorm) || flood).then(|| InterruptsReport {
+            mode: if flood { "flood" } else { "backlog" },
             requested: st.irq.requested,
+            coalesced: st.irq.coalesced,
+            refused: st.irq.refused,
             injected: st.irq.injected,
             delivered: field64(st, 0, None),
             delivered_while_masked: field64(st, 1, None),
             windows_requested: st.irq.windows_requested,
-            pending_at_end: st.irq.pending,
+            pending_at_end: st.irq.pending + st.irq.queued + u64::from(st.irq.fresh_len),
+            queue_capacity: st.irq.capacity,
+            max_queued: st.irq.max_queued,
+            injected_vector_sum: st.irq.injected_vector_sum,
+            delivered_vector_sum: if flood { field64(st, 3, Some(4)) } else { None },
         });
         let exceptions = (st.guest == Some(Guest::Exceptions)).then(|| {
             let p = st.exceptions;
@@ -275,6 +334,8 @@ impl Report {
                     invalid_contexts: n.context_invalid,
                     resumed: n.resumed,
                     storms: n.storms.max(st.notify.storms_started),
+                    in_storm_at_end: n.in_storm,
+                    rate_per_sec: n.rate_per_sec,
                     action: st.notify.last_action,
                 }
             },
@@ -291,11 +352,19 @@ impl Report {
                     pinned_cr4: format!("0x{:x}", pins.cr4),
                     configure_exits: stats.configure_exits,
                     denials: stats.denials_cr0 + stats.denials_cr4 + stats.denials_unknown,
+                    denials_cr0: stats.denials_cr0,
+                    denials_cr4: stats.denials_cr4,
+                    audited: stats.audited,
+                    shutdowns: stats.shutdowns,
+                    logs_emitted: stats.logs_emitted,
+                    logs_suppressed: stats.logs_suppressed,
                     anomalies: stats.anomalies.max(st.heki.anomalies),
                     action: st.heki.last_action,
                 }
             },
             heki_probe,
+            memory: None,
+            garbage: None,
             caps,
             warnings,
         }
@@ -341,12 +410,19 @@ impl Report {
         if let Some(i) = &self.interrupts {
             let _ = writeln!(
                 s,
-                "  interrupts: requested={} injected={} delivered={} delivered_while_masked={} windows={}",
+                "  interrupts ({}): requested={} coalesced={} refused={} injected={} delivered={} \
+                 delivered_while_masked={} pending_at_end={} windows={} max_queued={}/{}",
+                i.mode,
                 i.requested,
+                i.coalesced,
+                i.refused,
                 i.injected,
                 opt(i.delivered),
                 opt(i.delivered_while_masked),
-                i.windows_requested
+                i.pending_at_end,
+                i.windows_requested,
+                i.max_queued,
+                i.queue_capacity
             );
         }
         if let Some(e) = &self.exceptions {
@@ -374,13 +450,16 @@ impl Report {
             let n = &self.notify;
             let _ = writeln!(
                 s,
-                "  notify: mode={:?} window={} exits={} invalid_contexts={} resumed={} storms={} action={}",
+                "  notify: mode={:?} window={} exits={} invalid_contexts={} resumed={} storms={} \
+                 (in a storm at the end: {}, {} exits/s) action={}",
                 n.mode,
                 n.window,
                 n.exits,
                 n.invalid_contexts,
                 n.resumed,
                 n.storms,
+                n.in_storm_at_end,
+                n.rate_per_sec,
                 n.action.unwrap_or("-")
             );
         }
@@ -388,13 +467,49 @@ impl Report {
         if h.configure_exits + h.denials > 0 || h.abi != HekiAbi::None {
             let _ = writeln!(
                 s,
-                "  heki: abi={} pins cr0={} cr4={} configure_exits={} denials={} action={}",
+                "  heki: abi={} pins cr0={} cr4={} configure_exits={} denials={} (cr0 {}, cr4 {}) \
+                 audited={} shutdowns={} logs emitted={} suppressed={} action={}",
                 h.abi.name(),
                 h.pinned_cr0,
                 h.pinned_cr4,
                 h.configure_exits,
                 h.denials,
+                h.denials_cr0,
+                h.denials_cr4,
+                h.audited,
+                h.shutdowns,
+                h.logs_emitted,
+                h.logs_suppressed,
                 h.action.unwrap_or("-")
+            );
+        }
+        if let Some(g) = &self.garbage {
+            let _ = writeln!(
+                s,
+                "  garbage: seed 0x{:x} lines={} replays={} defined actions={} {:?} typed errors={} {:?} panics={} unclear={}",
+                g.seed,
+                g.lines,
+                g.replays,
+                g.defined_actions(),
+                g.outcomes,
+                g.typed_errors(),
+                g.errors,
+                g.panics,
+                g.unclear
+            );
+        }
+        if let Some(m) = &self.memory {
+            let _ = writeln!(
+                s,
+                "  memory: peak RSS {} KiB ({} peak, {} KiB above the {} KiB at the start)",
+                m.peak_kib,
+                if m.scenario_peak {
+                    "this run's"
+                } else {
+                    "process"
+                },
+                m.peak_growth_kib,
+                m.rss_before_kib
             );
         }
         for w in &self.warnings {

@@ -82,6 +82,31 @@ pub enum TraceErrorKind {
     /// A Heki line but no Heki ABI selected.
     #[error("{0} needs a Heki ABI: put {{\"abi\": \"heki-rfc-v2\"}} first or pass --heki-abi")]
     NoHekiAbi(&'static str),
+    /// The line reads, but its exit bytes do not decode (e.g. `KVM_EXIT_IO`
+    /// with access size 3): what KVM would never produce.
+    #[error("{0}")]
+    Decode(#[from] crate::exit::DecodeError),
+}
+
+impl TraceErrorKind {
+    /// Short fixed name of the kind (`json`, `too-long`, `decode`, ...), for
+    /// counting errors by kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TraceErrorKind::Io(_) => "io",
+            TraceErrorKind::TooLong => "too-long",
+            TraceErrorKind::NotUtf8 => "not-utf8",
+            TraceErrorKind::Json(_) => "json",
+            TraceErrorKind::LateAbi => "late-abi",
+            TraceErrorKind::UnknownAbi(_) => "unknown-abi",
+            TraceErrorKind::Shape => "shape",
+            TraceErrorKind::BadData(_) => "bad-data",
+            TraceErrorKind::UnknownExit(_) => "unknown-exit",
+            TraceErrorKind::Field(_) => "field",
+            TraceErrorKind::NoHekiAbi(_) => "no-heki-abi",
+            TraceErrorKind::Decode(_) => "decode",
+        }
+    }
 }
 
 /// A number given as a JSON number or a string (`"0x10"`, `"16"`).

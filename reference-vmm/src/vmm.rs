@@ -274,6 +274,11 @@ impl Vm {
         if stop.outcome == crate::action::Outcome::Timeout {
             stop.reason.push_str(&stuck_at(&self.vcpu, &self.mem));
         }
+        if stop.outcome == crate::action::Outcome::Shutdown
+            && stop.reason == crate::action::Cause::GuestTripleFault.to_string()
+        {
+            stop.reason.push_str(&faulted_at(&self.vcpu, &self.mem));
+        }
         Ok(KvmRun {
             state: st,
             stop,
@@ -304,6 +309,23 @@ fn stuck_at(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> String {
     }
 }
 
+/// Names where a vCPU that triple-faulted on its own stopped (for shutdown reasons).
+fn faulted_at(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> String {
+    let Ok(regs) = vcpu.get_regs() else {
+        return String::new();
+    };
+    let mut b = [0u8; 2];
+    let what = match mem.read_slice(&mut b, GuestAddress(regs.rip)) {
+        Ok(()) => match b {
+            [0x0f, 0x0b] => " (`ud2`)".to_string(),
+            [0xcc, _] => " (`int3`)".to_string(),
+            _ => format!(" (bytes {b:02x?})"),
+        },
+        Err(_) => String::new(),
+    };
+    format!("; the vCPU stopped at rip 0x{:x}{what}", regs.rip)
+}
+
 /// Guest parameters (rdi, rsi, rdx) per guest; see each guests/*.S header.
 fn guest_args(cfg: &RunConfig) -> (u64, u64, u64) {
     match cfg.guest {
@@ -315,6 +337,9 @@ fn guest_args(cfg: &RunConfig) -> (u64, u64, u64) {
             0,
         ),
         Guest::HekiProbe => crate::heki_probe::guest_args(),
+        // Safety bound on stretches: at least ~50 raises per 64-exit stretch
+        // while raising, then a few stretches to drain the queue.
+        Guest::IrqFlood => (0, cfg.count / 16 + 1000, 0),
         _ => (0, 0, 0),
     }
 }
@@ -432,9 +457,10 @@ fn raw_exit(vcpu: &mut VcpuFd, reason: u32) -> RawExit {
     raw
 }
 
-/// Decodes what `VcpuFd::run` returned into an [`Exit`] (no allocation).
+/// Decodes what `VcpuFd::run` returned into an [`Exit`] (no allocation). An
+/// `in` reads what [`handlers::pio::in_value`] says for the port.
 #[inline]
-fn decode_vcpu_exit(ve: VcpuExit<'_>) -> Result<Exit, u32> {
+fn decode_vcpu_exit(ve: VcpuExit<'_>, st: &RunState) -> Result<Exit, u32> {
     Ok(match ve {
         VcpuExit::IoOut(port, data) => {
             let mut b = [0u8; 8];
@@ -448,7 +474,10 @@ fn decode_vcpu_exit(ve: VcpuExit<'_>) -> Result<Exit, u32> {
             }
         }
         VcpuExit::IoIn(port, data) => {
-            data.fill(0);
+            let v = handlers::pio::in_value(port, st).to_le_bytes();
+            for (i, b) in data.iter_mut().enumerate() {
+                *b = v.get(i).copied().unwrap_or(0);
+            }
             Exit::IoIn {
                 port,
                 size: data.len().min(8) as u8,
@@ -497,7 +526,7 @@ pub fn run_loop(
             inj.before_run(target.vcpu, &mut st.irq)?;
         }
         let exit = match target.vcpu.run() {
-            Ok(ve) => decode_vcpu_exit(ve),
+            Ok(ve) => decode_vcpu_exit(ve, st),
             Err(e) if e.errno() == EINTR => {
                 if let Some(w) = watchdog.filter(|w| w.fired()) {
                     break w.stop(target.vcpu);
@@ -540,7 +569,7 @@ pub fn run_loop(
         }
     };
     if let Some(inj) = injector.as_ref() {
-        st.irq.pending += inj.queued();
+        st.irq.queued = inj.queued();
     }
     Ok(stop)
 }
