@@ -1,24 +1,16 @@
 //! `KVM_HC_LOCK_CR_UPDATE`: numbering per revision, decode branches, return values.
 
+mod common;
+
+use common::regs;
+
 use heki_policy::abi::{classify_cap, upstream_cap_name, HEKI_ABI_VERSION};
 use heki_policy::hypercall::{
     decode_request, heki_available, RequestError, UnexpectedReturn, KVM_LOCK_CR_UPDATE_VERSION,
 };
-use heki_policy::{
-    CallerMode, HekiAbi, HekiCap, HypercallRegs, HypercallRet, KvmHcError, LockCrRequest,
-};
+use heki_policy::{CallerMode, HekiAbi, HekiCap, HypercallRet, KvmHcError, LockCrRequest};
 
 const K64: CallerMode = CallerMode::KERNEL_64;
-
-fn regs(nr: u64, a0: u64, a1: u64, a2: u64) -> HypercallRegs {
-    HypercallRegs {
-        nr,
-        a0,
-        a1,
-        a2,
-        a3: 0,
-    }
-}
 
 #[test]
 fn hypercall_number_per_revision() {

@@ -1,6 +1,10 @@
 //! Pin rules: every validation branch, the check matrix, monotonic pins, reboot,
 //! intercepts, serde.
 
+mod common;
+
+use common::regs;
+
 use heki_policy::cr::{bits, Cr0, Cr4, CR0_HOST_TYPICAL, CR4_PINNABLE_RFC_V2, CR4_PINNABLE_RFC_V3};
 use heki_policy::hypercall::KVM_LOCK_CR_UPDATE_VERSION;
 use heki_policy::intercept::{
@@ -208,17 +212,7 @@ fn call(
     a1: u64,
     a2: u64,
 ) -> Option<heki_policy::policy::HypercallOutcome> {
-    p.handle_hypercall(
-        HypercallRegs {
-            nr,
-            a0,
-            a1,
-            a2,
-            a3: 0,
-        },
-        CallerMode::KERNEL_64,
-        HOST,
-    )
+    p.handle_hypercall(regs(nr, a0, a1, a2), CallerMode::KERNEL_64, HOST)
 }
 
 #[test]

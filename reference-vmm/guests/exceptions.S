@@ -55,9 +55,4 @@ pf_vector: .quad 0
 pf_error:  .quad 0
 pf_cr2:    .quad 0
 nmis:      .quad 0
-idtr:
-    .word 256 * 16 - 1
-    .quad idt
-.balign 16
-idt:
-    .fill 256 * 16, 1, 0
+IDT_TABLE

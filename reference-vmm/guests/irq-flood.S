@@ -29,14 +29,7 @@ start:
     shl edx, 4
     lea rbx, [rip + idt]
     add rbx, rdx
-    mov word ptr [rbx], ax
-    mov word ptr [rbx + 2], 0x08
-    mov word ptr [rbx + 4], 0x8e00     # present, DPL 0, 64-bit interrupt gate
-    shr rax, 16
-    mov word ptr [rbx + 6], ax
-    shr rax, 16
-    mov dword ptr [rbx + 8], eax
-    mov dword ptr [rbx + 12], 0
+    WRITE_GATE
     inc ecx
     cmp ecx, FLOOD_VECTORS
     jb 1b
@@ -47,19 +40,10 @@ next_stretch:
     jae finish
     inc qword ptr [rip + stretches]
 
-    # Masked stretch: "masked == 1" always implies IF == 0.
-    cli
-    mov byte ptr [rip + masked], 1
-    mov ecx, STRETCH
-2:  out PORT_TICK, al
-    loop 2b
-    mov byte ptr [rip + masked], 0
-    sti
+    MASKED_STRETCH STRETCH
 
     # Open stretch: queued interrupts are delivered here, one per entry.
-    mov ecx, STRETCH
-3:  out PORT_TICK, al
-    loop 3b
+    TICKS STRETCH
     in eax, PORT_STATUS     # 1 = the VMM has nothing left to deliver
     test eax, eax
     jz next_stretch
@@ -102,9 +86,4 @@ delivered_while_masked: .quad 0
 stretches:              .quad 0
 vector_sum:             .quad 0
 masked:                 .quad 0
-idtr:
-    .word 256 * 16 - 1
-    .quad idt
-.balign 16
-idt:
-    .fill 256 * 16, 1, 0
+IDT_TABLE

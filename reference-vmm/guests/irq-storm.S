@@ -23,20 +23,10 @@ next_stretch:
     jae finish
     inc qword ptr [rip + stretches]
 
-    # Masked stretch: IF = 0; the flag is set after cli and cleared before sti,
-    # so "masked == 1" always implies IF == 0.
-    cli
-    mov byte ptr [rip + masked], 1
-    mov ecx, STRETCH
-1:  out PORT_TICK, al
-    loop 1b
-    mov byte ptr [rip + masked], 0
-    sti
+    MASKED_STRETCH STRETCH
 
     # Open stretch: interrupts may arrive between any two instructions.
-    mov ecx, STRETCH
-2:  out PORT_TICK, al
-    loop 2b
+    TICKS STRETCH
     jmp next_stretch
 
 finish:
@@ -59,9 +49,4 @@ delivered:              .quad 0
 delivered_while_masked: .quad 0
 stretches:              .quad 0
 masked:                 .quad 0
-idtr:
-    .word 256 * 16 - 1
-    .quad idt
-.balign 16
-idt:
-    .fill 256 * 16, 1, 0
+IDT_TABLE

@@ -64,15 +64,37 @@ const GROWTH_LIMIT_KIB: u64 = 1024;
 /// Absolute ceiling on a storm replay's peak RSS.
 const PEAK_LIMIT_KIB: u64 = 32 * 1024;
 
+/// Replays `storm(1000)` and `storm(big)` (`what`: "notify storm", unit:
+/// "exits") with `args`; both must exit 0 with a JSON report. Bounded memory:
+/// the huge storm's peak RSS stays under [`PEAK_LIMIT_KIB`] and at most
+/// [`GROWTH_LIMIT_KIB`] above the small one's. Returns the huge storm's report.
+fn replay_in_bounded_memory(
+    storm: fn(u64) -> Generated,
+    big: u64,
+    args: &[&str],
+    what: &str,
+    unit: &str,
+) -> serde_json::Value {
+    const SMALL: u64 = 1000;
+    let (code, small_report, err) = replay_stdin(storm(SMALL), args);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, big_report, err) = replay_stdin(storm(big), args);
+    assert_eq!(code, Some(0), "{err}");
+    let (small_report, big_report) = (small_report.expect("json"), big_report.expect("json"));
+    let (s, b) = (peak_kib(&small_report), peak_kib(&big_report));
+    println!("{what} peak RSS: {SMALL} {unit} {s} KiB, {big} {unit} {b} KiB");
+    assert!(b < PEAK_LIMIT_KIB, "peak RSS {b} KiB");
+    assert!(
+        b <= s + GROWTH_LIMIT_KIB,
+        "peak RSS grew from {s} KiB ({SMALL} {unit}) to {b} KiB ({big} {unit})"
+    );
+    big_report
+}
+
 #[test]
 fn a_million_notify_exits_replay_in_bounded_memory_and_fire_the_storm_detector() {
-    let (code, small, err) = replay_stdin(notify_storm(1000), &[]);
-    assert_eq!(code, Some(0), "{err}");
-    let small = small.expect("json");
-    let (code, big, err) = replay_stdin(notify_storm(1_000_000), &[]);
-    assert_eq!(code, Some(0), "{err}");
-    let big = big.expect("json");
-
+    // Bounded memory: a thousand times more exits, (almost) the same peak RSS.
+    let big = replay_in_bounded_memory(notify_storm, 1_000_000, &[], "notify storm", "exits");
     assert_eq!(big["outcome"], "halted");
     assert_eq!(big["notify"]["exits"], 1_000_000);
     assert_eq!(big["notify"]["resumed"], 1_000_000);
@@ -80,15 +102,6 @@ fn a_million_notify_exits_replay_in_bounded_memory_and_fire_the_storm_detector()
     assert_eq!(big["exits_total"], 1_000_001);
     // The storm detector fired, and the report says so.
     assert!(big["notify"]["storms"].as_u64().unwrap() >= 1, "{big}");
-
-    // Bounded memory: a thousand times more exits, (almost) the same peak RSS.
-    let (s, b) = (peak_kib(&small), peak_kib(&big));
-    println!("notify storm peak RSS: 1000 exits {s} KiB, 1000000 exits {b} KiB");
-    assert!(b < PEAK_LIMIT_KIB, "peak RSS {b} KiB");
-    assert!(
-        b <= s + GROWTH_LIMIT_KIB,
-        "peak RSS grew from {s} KiB (1000 exits) to {b} KiB (1000000 exits)"
-    );
 }
 
 #[test]
@@ -176,22 +189,16 @@ fn heki_denial_storm_follows_each_policy_with_rate_limited_logs() {
 
 #[test]
 fn heki_denial_storm_replays_in_bounded_memory() {
-    let args = ["--heki-denial", "audit"];
-    let (code, small, err) = replay_stdin(heki_denial_storm(1000), &args);
-    assert_eq!(code, Some(0), "{err}");
-    let (code, big, err) = replay_stdin(heki_denial_storm(300_000), &args);
-    assert_eq!(code, Some(0), "{err}");
-    let (small, big) = (small.expect("json"), big.expect("json"));
+    let big = replay_in_bounded_memory(
+        heki_denial_storm,
+        300_000,
+        &["--heki-denial", "audit"],
+        "heki denial storm",
+        "denials",
+    );
     assert_eq!(big["outcome"], "halted");
     assert_eq!(big["heki"]["denials"], 300_000);
     assert_eq!(big["heki"]["audited"], 300_000);
-    let (s, b) = (peak_kib(&small), peak_kib(&big));
-    println!("heki denial storm peak RSS: 1000 denials {s} KiB, 300000 denials {b} KiB");
-    assert!(b < PEAK_LIMIT_KIB, "peak RSS {b} KiB");
-    assert!(
-        b <= s + GROWTH_LIMIT_KIB,
-        "peak RSS grew from {s} to {b} KiB"
-    );
 }
 
 #[test]

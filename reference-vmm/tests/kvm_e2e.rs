@@ -4,32 +4,13 @@
 //! Skipped (with a message) when /dev/kvm cannot be opened, unless
 //! VMM_TEST_REQUIRE_KVM=1.
 
-use std::process::Command;
-use std::time::Instant;
+mod common;
 
+use common::{bin, kvm_or_skip, run, run_config};
 use reference_vmm::action::Outcome;
 use reference_vmm::config::RunConfig;
-use reference_vmm::demo::kvm_report;
 use reference_vmm::guests::Guest;
-use reference_vmm::report::{Report, Source};
-
-fn kvm_or_skip() -> bool {
-    if std::fs::File::open("/dev/kvm").is_ok() && reference_vmm::vmm::kvm_available() {
-        return true;
-    }
-    if std::env::var("VMM_TEST_REQUIRE_KVM").as_deref() == Ok("1") {
-        panic!("skipping: /dev/kvm not available");
-    }
-    println!("skipping: /dev/kvm not available");
-    false
-}
-
-fn run(guest: Guest, count: u64) -> Report {
-    let mut cfg = RunConfig::new(guest);
-    cfg.count = count;
-    let r = reference_vmm::vmm::run(&cfg, Instant::now()).expect("run");
-    kvm_report(&cfg, r)
-}
+use reference_vmm::report::Source;
 
 #[test]
 fn pio_loop_exits_once_per_out_then_halts() {
@@ -108,10 +89,7 @@ fn heki_probe_shows_the_hosts_answer_or_reports_the_stuck_vmcall() {
     }
     let mut cfg = RunConfig::new(Guest::HekiProbe);
     cfg.timeout = Some(std::time::Duration::from_millis(300));
-    let r = kvm_report(
-        &cfg,
-        reference_vmm::vmm::run(&cfg, Instant::now()).expect("run"),
-    );
+    let r = run_config(&cfg);
     let h = r.heki_probe.as_ref().expect("heki_probe section");
     match r.outcome {
         // Upstream KVM without Heki: both hypercalls answer -KVM_ENOSYS.
@@ -130,7 +108,7 @@ fn run_command_prints_json_report() {
     if !kvm_or_skip() {
         return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_reference-vmm"))
+    let out = bin()
         .args([
             "run", "--guest", "pio-loop", "--count", "1000", "--format", "json",
         ])
@@ -152,7 +130,7 @@ fn demo_passes_every_scenario() {
     if !kvm_or_skip() {
         return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_reference-vmm"))
+    let out = bin()
         .args(["demo", "--format", "json"])
         .output()
         .expect("run binary");
@@ -177,16 +155,13 @@ fn pio_loop_runs_on_several_vcpus_and_stateful_guests_refuse() {
     let mut cfg = RunConfig::new(Guest::PioLoop);
     cfg.count = 2000;
     cfg.vcpus = 3;
-    let r = kvm_report(
-        &cfg,
-        reference_vmm::vmm::run(&cfg, Instant::now()).expect("run"),
-    );
+    let r = run_config(&cfg);
     assert_eq!(r.outcome, Outcome::Halted);
     // --count is per vCPU: each vCPU runs the whole guest.
     assert_eq!(r.exits.get("io_out"), Some(&6000));
     assert_eq!(r.exits.get("hlt"), Some(&3));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_reference-vmm"))
+    let out = bin()
         .args(["run", "--guest", "irq-storm", "--vcpus", "2"])
         .output()
         .expect("run binary");

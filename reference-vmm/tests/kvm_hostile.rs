@@ -4,32 +4,12 @@
 //! masked stretches, and a guest that triple-faults on its own. Skipped (with
 //! a message) when /dev/kvm cannot be opened, unless VMM_TEST_REQUIRE_KVM=1.
 
-use std::process::Command;
-use std::time::Instant;
+mod common;
 
+use common::{bin, kvm_or_skip, run};
 use reference_vmm::action::Outcome;
-use reference_vmm::config::RunConfig;
-use reference_vmm::demo::kvm_report;
 use reference_vmm::guests::{Guest, FLOOD_FIRST, FLOOD_VECTORS};
-use reference_vmm::report::{Report, Source};
-
-fn kvm_or_skip() -> bool {
-    if std::fs::File::open("/dev/kvm").is_ok() && reference_vmm::vmm::kvm_available() {
-        return true;
-    }
-    if std::env::var("VMM_TEST_REQUIRE_KVM").as_deref() == Ok("1") {
-        panic!("skipping: /dev/kvm not available");
-    }
-    println!("skipping: /dev/kvm not available");
-    false
-}
-
-fn run(guest: Guest, count: u64) -> Report {
-    let mut cfg = RunConfig::new(guest);
-    cfg.count = count;
-    let r = reference_vmm::vmm::run(&cfg, Instant::now()).expect("run");
-    kvm_report(&cfg, r)
-}
+use reference_vmm::report::Source;
 
 #[test]
 fn irq_flood_accounts_for_every_raise_and_delivers_nothing_while_masked() {
@@ -111,7 +91,7 @@ fn a_guest_that_triple_faults_on_its_own_is_a_reported_shutdown() {
     assert_eq!(r.exits_total, 2);
 
     // Through the binary: a normal report and exit status 0, not a crash.
-    let out = Command::new(env!("CARGO_BIN_EXE_reference-vmm"))
+    let out = bin()
         .args(["run", "--guest", "self-triple-fault", "--format", "json"])
         .output()
         .expect("run binary");
@@ -123,10 +103,7 @@ fn a_guest_that_triple_faults_on_its_own_is_a_reported_shutdown() {
 
 #[test]
 fn hostile_guests_are_listed() {
-    let out = Command::new(env!("CARGO_BIN_EXE_reference-vmm"))
-        .arg("guests")
-        .output()
-        .expect("run binary");
+    let out = bin().arg("guests").output().expect("run binary");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.lines().any(|l| l.starts_with("irq-flood ")));
     assert!(text.lines().any(|l| l.starts_with("self-triple-fault ")));

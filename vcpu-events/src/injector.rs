@@ -602,8 +602,9 @@ mod tests {
         assert_eq!(inj.len(), 1);
     }
 
-    #[test]
-    fn reinjection_has_priority_and_needs_no_window() {
+    /// An injector with vector 0x50 queued, and the re-injection of external
+    /// interrupt 0x30 whose delivery an exit cut short (IDT-vectoring info).
+    fn queued_0x50_and_reinjection_0x30() -> (Injector, Reinjection) {
         let mut inj = Injector::new();
         inj.raise(0x50).unwrap();
         let r = IdtVectoring {
@@ -613,6 +614,12 @@ mod tests {
         .reinjection()
         .unwrap()
         .unwrap();
+        (inj, r)
+    }
+
+    #[test]
+    fn reinjection_has_priority_and_needs_no_window() {
+        let (mut inj, r) = queued_0x50_and_reinjection_0x30();
         // Even with IF = 0 and not ready (the state after the handler ran is
         // irrelevant to an event whose delivery already started).
         let state = RunState {
@@ -637,15 +644,7 @@ mod tests {
 
     #[test]
     fn committed_reinjection_marks_the_slot_busy() {
-        let mut inj = Injector::new();
-        inj.raise(0x50).unwrap();
-        let r = IdtVectoring {
-            info: InterruptionInfo::from_bits_retain(0x8000_0030),
-            ..Default::default()
-        }
-        .reinjection()
-        .unwrap()
-        .unwrap();
+        let (mut inj, r) = queued_0x50_and_reinjection_0x30();
         let with_reinjection = RunState {
             reinjection: Some(r),
             ..READY

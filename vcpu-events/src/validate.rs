@@ -519,6 +519,17 @@ mod tests {
         validate(e, &kvm(), &GuestContext::default())
     }
 
+    /// Events with a pending #PF at CR2 0x1000 (error code 0; a payload).
+    fn pending_page_fault() -> VcpuEvents {
+        let mut e = VcpuEvents::default();
+        e.set_exception(
+            EventStatus::Pending,
+            HardwareException::page_fault(0, 0x1000),
+        )
+        .unwrap();
+        e
+    }
+
     fn sdm(slot: EventSlot, violation: Violation) -> EntryFailure {
         EntryFailure::Sdm { slot, violation }
     }
@@ -539,12 +550,7 @@ mod tests {
 
     #[test]
     fn reject_payload_without_cap() {
-        let mut e = VcpuEvents::default();
-        e.set_exception(
-            EventStatus::Pending,
-            HardwareException::page_fault(0, 0x1000),
-        )
-        .unwrap();
+        let e = pending_page_fault();
         assert!(v(&e).is_clean());
         let r = validate(&e, &KvmContext::default(), &GuestContext::default());
         assert_eq!(r.kvm_rejects, vec![KvmReject::PayloadCapNotEnabled]);
@@ -602,12 +608,7 @@ mod tests {
 
     #[test]
     fn change_pending_overrides_injected_and_payload_drop() {
-        let mut e = VcpuEvents::default();
-        e.set_exception(
-            EventStatus::Pending,
-            HardwareException::page_fault(0, 0x1000),
-        )
-        .unwrap();
+        let mut e = pending_page_fault();
         e.exception.injected = KvmBool::TRUE;
         assert_eq!(v(&e).kvm_changes, vec![KvmChange::PendingOverridesInjected]);
         let mut e = VcpuEvents::default();

@@ -35,16 +35,7 @@ pub struct Note {
 
 impl std::fmt::Display for Note {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} ({:#x})",
-            msr::name(self.msr).unwrap_or("?"),
-            self.msr
-        )?;
-        if self.bits != 0 {
-            write!(f, " bits {:#x}", self.bits)?;
-        }
-        write!(f, ": {}", self.message)
+        msr::write_note(f, self.msr, self.bits, &self.message)
     }
 }
 
@@ -471,33 +462,11 @@ pub fn is_subset_of(a: &VmxCaps, b: &VmxCaps) -> Vec<Note> {
 mod tests {
     use super::*;
 
-    fn raw_skx() -> RawMsrs {
-        [
-            (0x480, 0x00DA_0400_0000_0004),
-            (0x481, 0x0000_00FF_0000_0016),
-            (0x482, 0xFFF9_FFFE_0401_E172),
-            (0x483, 0x01FF_FFFF_0003_6DFF),
-            (0x484, 0x0003_FFFF_0000_11FF),
-            (0x485, 0x7004_C1E7),
-            (0x486, 0x8000_0021),
-            (0x487, 0xFFFF_FFFF),
-            (0x488, 0x2000),
-            (0x489, 0x0037_27FF),
-            (0x48A, 0x2E),
-            (0x48B, 0x025D_3FFF_0000_0000),
-            (0x48C, 0x0000_0F01_0673_4141),
-            (0x48D, 0x0000_00FF_0000_0016),
-            (0x48E, 0xFFF9_FFFE_0400_6172),
-            (0x48F, 0x01FF_FFFF_0003_6DFB),
-            (0x490, 0x0003_FFFF_0000_11FB),
-        ]
-        .into_iter()
-        .collect()
-    }
+    use crate::caps::tests::skx;
 
     #[test]
     fn intersect_with_self_is_identity() {
-        let c = VmxCaps::from_raw(raw_skx()).unwrap();
+        let c = VmxCaps::from_raw(skx()).unwrap();
         let b = intersect(&[c.clone(), c.clone()]).unwrap();
         assert_eq!(b.caps, c);
         assert!(b.notes.is_empty());
@@ -511,13 +480,13 @@ mod tests {
 
     #[test]
     fn forced_vs_forbidden_is_noted() {
-        let a = VmxCaps::from_raw(raw_skx()).unwrap();
-        let mut r = raw_skx();
+        let a = VmxCaps::from_raw(skx()).unwrap();
+        let mut r = skx();
         // Host B forces pin bit 7 (posted interrupts) to 1 in both views.
         r.insert(0x481, 0x0000_00FF_0000_0096);
         r.insert(0x48D, 0x0000_00FF_0000_0096);
         let b = VmxCaps::from_raw(r).unwrap();
-        let mut r = raw_skx();
+        let mut r = skx();
         // Host C forbids it.
         r.insert(0x481, 0x0000_007F_0000_0016);
         r.insert(0x48D, 0x0000_007F_0000_0016);
@@ -528,8 +497,8 @@ mod tests {
 
     #[test]
     fn subset_detects_extra_controls_and_lost_forced_bits() {
-        let big = VmxCaps::from_raw(raw_skx()).unwrap();
-        let mut r = raw_skx();
+        let big = VmxCaps::from_raw(skx()).unwrap();
+        let mut r = skx();
         r.insert(0x48E, 0xFFF9_FFFE_0400_6172 | 0x80); // forces HLT exiting
         r.insert(0x482, 0xFFF9_FFFE_0401_E172 | 0x80);
         let small = VmxCaps::from_raw(r).unwrap();

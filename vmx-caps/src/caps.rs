@@ -281,9 +281,11 @@ impl VmxCaps {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// Skylake-X VMX MSRs (with TRUE controls and secondary controls): the
+    /// crate's shared unit-test fixture.
     pub(crate) fn skx() -> RawMsrs {
         [
             (0x480, 0x00DA_0400_0000_0004),
@@ -303,6 +305,27 @@ mod tests {
             (0x48E, 0xFFF9_FFFE_0400_6172),
             (0x48F, 0x01FF_FFFF_0003_6DFB),
             (0x490, 0x0003_FFFF_0000_11FB),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    /// Penryn VMX MSRs (no TRUE MSRs; secondary controls without EPT/VPID):
+    /// shared unit-test fixture.
+    pub(crate) fn penryn() -> RawMsrs {
+        [
+            (0x480, 0x005A_0800_0000_000D),
+            (0x481, 0x0000_003F_0000_0016),
+            (0x482, 0xF7F9_FFFE_0401_E172),
+            (0x483, 0x0003_FFFF_0003_6DFF),
+            (0x484, 0x0000_3FFF_0000_11FF),
+            (0x485, 0x0004_03C0),
+            (0x486, 0x8000_0021),
+            (0x487, 0xFFFF_FFFF),
+            (0x488, 0x2000),
+            (0x489, 0x0004_67FF),
+            (0x48A, 0x2C),
+            (0x48B, 0x0000_0041_0000_0000),
         ]
         .into_iter()
         .collect()

@@ -104,16 +104,8 @@ impl fmt::Display for Finding {
             Severity::Warning => "warning",
             Severity::Violation => "VIOLATION",
         };
-        write!(
-            f,
-            "{sev}: {} ({:#x})",
-            msr::name(self.msr).unwrap_or("?"),
-            self.msr
-        )?;
-        if self.bits != 0 {
-            write!(f, " bits {:#x}", self.bits)?;
-        }
-        write!(f, ": {}", self.message)
+        write!(f, "{sev}: ")?;
+        msr::write_note(f, self.msr, self.bits, &self.message)
     }
 }
 

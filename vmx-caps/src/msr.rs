@@ -75,19 +75,17 @@ pub const ALL: [u32; 20] = [
 
 /// MSRs every VMX-capable CPU implements (SDM Appendix A: "always" with CPUID VMX);
 /// a capability set without one of them is rejected.
-pub const REQUIRED: [u32; 11] = [
-    IA32_VMX_BASIC,
-    IA32_VMX_PINBASED_CTLS,
-    IA32_VMX_PROCBASED_CTLS,
-    IA32_VMX_EXIT_CTLS,
-    IA32_VMX_ENTRY_CTLS,
-    IA32_VMX_MISC,
-    IA32_VMX_CR0_FIXED0,
-    IA32_VMX_CR0_FIXED1,
-    IA32_VMX_CR4_FIXED0,
-    IA32_VMX_CR4_FIXED1,
-    IA32_VMX_VMCS_ENUM,
-];
+pub const REQUIRED: [u32; 11] = {
+    // They are the contiguous run IA32_VMX_BASIC..=IA32_VMX_VMCS_ENUM, i.e. the first
+    // entries of ALL: taken from there so the list is written once.
+    let mut r = [0; 11];
+    let mut i = 0;
+    while i < r.len() {
+        r[i] = ALL[i];
+        i += 1;
+    }
+    r
+};
 
 /// Whether `index` is one of the VMX capability MSRs 0x480..=0x493.
 pub const fn is_vmx_msr(index: u32) -> bool {
@@ -124,6 +122,21 @@ pub const fn name(index: u32) -> Option<&'static str> {
         IA32_VMX_EXIT_CTLS2 => "IA32_VMX_EXIT_CTLS2",
         _ => return None,
     })
+}
+
+/// Writes `NAME (0xIDX)[ bits 0xBITS]: message`, the one-line form shared by
+/// [`crate::baseline::Note`] and [`crate::check::Finding`].
+pub(crate) fn write_note(
+    f: &mut std::fmt::Formatter<'_>,
+    index: u32,
+    bits: u64,
+    message: &str,
+) -> std::fmt::Result {
+    write!(f, "{} ({index:#x})", name(index).unwrap_or("?"))?;
+    if bits != 0 {
+        write!(f, " bits {bits:#x}")?;
+    }
+    write!(f, ": {message}")
 }
 
 #[cfg(test)]

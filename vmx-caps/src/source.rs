@@ -193,22 +193,7 @@ mod tests {
     #[test]
     fn collect_follows_existence_conditions() {
         // Penryn: no TRUE MSRs, secondary controls without EPT/VPID.
-        let penryn: RawMsrs = [
-            (0x480, 0x005A_0800_0000_000D),
-            (0x481, 0x0000_003F_0000_0016),
-            (0x482, 0xF7F9_FFFE_0401_E172),
-            (0x483, 0x0003_FFFF_0003_6DFF),
-            (0x484, 0x0000_3FFF_0000_11FF),
-            (0x485, 0x0004_03C0),
-            (0x486, 0x8000_0021),
-            (0x487, 0xFFFF_FFFF),
-            (0x488, 0x2000),
-            (0x489, 0x0004_67FF),
-            (0x48A, 0x2C),
-            (0x48B, 0x0000_0041_0000_0000),
-        ]
-        .into_iter()
-        .collect();
+        let penryn = crate::caps::tests::penryn();
         let mut asked = Vec::new();
         let got = collect(|i| {
             asked.push(i);

@@ -35,17 +35,6 @@ const fn range(lo: u32, hi: u32, label: &'static str) -> Field {
     Field { lo, hi, label }
 }
 
-const BASIC: &[Field] = &[
-    range(0, 30, "Revision"),
-    range(32, 44, "VMCS size"),
-    bit(48, "VMCS restricted to 32 bit addresses"),
-    bit(49, "Dual-monitor support"),
-    range(50, 53, "VMCS memory type"),
-    bit(54, "INS/OUTS instruction information"),
-    bit(55, "IA32_VMX_TRUE_*_CTLS support"),
-    bit(56, "Skip checks on event error code"),
-];
-
 const BASIC_2024: &[Field] = &[
     range(0, 30, "Revision"),
     range(32, 44, "VMCS size"),
@@ -57,6 +46,9 @@ const BASIC_2024: &[Field] = &[
     bit(56, "Skip checks on event error code"),
     bit(58, "VMX nested exception support"),
 ];
+
+/// The pre-2024 list: the 2024 one without its last line (bit 58).
+const BASIC: &[Field] = BASIC_2024.split_at(BASIC_2024.len() - 1).0;
 
 const MISC: &[Field] = &[
     range(0, 4, "VMX-preemption timer scale (log2)"),
@@ -231,22 +223,7 @@ mod tests {
     fn true_msrs_consulted_whatever_basic_bit_55_says() {
         // QEMU's script reads the TRUE MSR whenever it can; a dump with TRUE MSRs but
         // BASIC bit 55 clear still shows "default" here (and "forced" in `text`).
-        let mut raw: RawMsrs = [
-            (0x480, 0x005A_0800_0000_000D_u64),
-            (0x481, 0x0000_003F_0000_0016),
-            (0x482, 0xF7F9_FFFE_0401_E172),
-            (0x483, 0x0003_FFFF_0003_6DFF),
-            (0x484, 0x0000_3FFF_0000_11FF),
-            (0x485, 0x0004_03C0),
-            (0x486, 0x8000_0021),
-            (0x487, 0xFFFF_FFFF),
-            (0x488, 0x2000),
-            (0x489, 0x0004_67FF),
-            (0x48A, 0x2C),
-            (0x48B, 0x0000_0041_0000_0000),
-        ]
-        .into_iter()
-        .collect();
+        let mut raw = crate::caps::tests::penryn();
         let forced = "  CR3-load exiting                         forced\n";
         let default = "  CR3-load exiting                         default\n";
         assert!(render(&VmxCaps::from_raw(raw.clone()).unwrap()).contains(forced));
