@@ -7,7 +7,14 @@
 //! host forces it, features are ANDed, limits take the minimum, FIXED0 is ORed and
 //! FIXED1 ANDed. [`is_subset_of`] applies the rules KVM uses when userspace restores
 //! VMX capability MSRs into a vCPU (`vmx_set_vmx_msr`, reference §3.6); the intersection
-//! of a set of hosts is a subset of each of them.
+//! of a set of hosts is a subset of each of them — except for IA32_VMX_BASIC bit 48
+//! (32-bit physical-address limit), which is ORed (one limited host limits the fleet)
+//! and which KVM never restores: [`intersect`] then adds a [`Note`] on BASIC saying so.
+//!
+//! Raw bits are kept: the TRUE control MSRs (0x48D-0x490) of the result are the
+//! intersection of the inputs' TRUE MSRs whenever every input has them, even when BASIC
+//! bit 55 is clear (they are then ignored, as on the inputs), so `intersect(&[a, a])`
+//! and `intersect(&[a])` hold the same raw MSRs.
 
 use serde::Serialize;
 
@@ -151,11 +158,20 @@ fn intersect2(a: &VmxCaps, b: &VmxCaps, notes: &mut Vec<Note>) -> Result<VmxCaps
     ] {
         let legacy = |c: &VmxCaps| AllowedSettings::from_raw(c.get(word.msr()).unwrap_or(0));
         r.insert(word.msr(), legacy(a).intersect(legacy(b)).raw());
-        if let (true, Some(t)) = (true_ctls, word.true_msr()) {
+        let Some(t) = word.true_msr() else {
+            continue;
+        };
+        if true_ctls {
             // Effective views (a TRUE MSR missing despite BASIC bit 55 falls back to
             // legacy), so the result is never more capable than what either input uses.
             let eff = |c: &VmxCaps| c.true_settings(word).unwrap_or(legacy(c));
             r.insert(t, eff(a).intersect(eff(b)).raw());
+        } else if let (Some(x), Some(y)) = (a.get(t), b.get(t)) {
+            // BASIC bit 55 clear somewhere: the TRUE MSRs are ignored, but values read
+            // from hardware keep their raw bits, so when every input has one it stays
+            // (intersected), as `intersect(&[a])` keeps it.
+            let raw = AllowedSettings::from_raw;
+            r.insert(t, raw(x).intersect(raw(y)).raw());
         }
     }
     for id in [msr::IA32_VMX_PROCBASED_CTLS2] {
@@ -252,7 +268,8 @@ fn intersect2(a: &VmxCaps, b: &VmxCaps, notes: &mut Vec<Note>) -> Result<VmxCaps
 }
 
 /// The common baseline of `sets` (see the module docs). Errors only on an empty slice
-/// ([`CapsError::MissingMsr`] for BASIC).
+/// ([`CapsError::MissingMsr`] for BASIC). When any input has IA32_VMX_BASIC bit 48, the
+/// baseline has it too and a [`Note`] on BASIC names those inputs (by index).
 pub fn intersect(sets: &[VmxCaps]) -> Result<Baseline, CapsError> {
     let Some((first, rest)) = sets.split_first() else {
         return Err(CapsError::MissingMsr {
@@ -264,6 +281,27 @@ pub fn intersect(sets: &[VmxCaps]) -> Result<Baseline, CapsError> {
     let mut acc = first.clone();
     for s in rest {
         acc = intersect2(&acc, s, &mut notes)?;
+    }
+    // BASIC[48] is ORed: one host with the 32-bit limit gives the whole fleet the limit,
+    // and KVM never accepts it on restore, so say so rather than return a baseline
+    // that silently cannot be given to a guest.
+    if acc.basic().phys_addr_32bit() {
+        let hosts: Vec<String> = sets
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.basic().phys_addr_32bit())
+            .map(|(i, _)| i.to_string())
+            .collect();
+        notes.push(Note {
+            msr: msr::IA32_VMX_BASIC,
+            bits: basic::VMX_BASIC_32BIT_PHYS_ADDR_ONLY,
+            message: format!(
+                "input(s) {} limit VMX physical addresses to 32 bits (BASIC[48]), so the baseline does too; \
+                 KVM refuses to restore BASIC[48] into a guest (vmx_restore_vmx_basic), so this baseline \
+                 cannot be restored on the hosts without the limit (nor on any other KVM host)",
+                hosts.join(", ")
+            ),
+        });
     }
     Ok(Baseline { caps: acc, notes })
 }
@@ -471,6 +509,61 @@ mod tests {
         assert_eq!(b.caps, c);
         assert!(b.notes.is_empty());
         assert!(is_subset_of(&c, &c).is_empty());
+    }
+
+    #[test]
+    fn a_32bit_host_limits_the_baseline_with_a_note() {
+        let a = VmxCaps::from_raw(skx()).unwrap();
+        let mut r = skx();
+        let basic = r.get(msr::IA32_VMX_BASIC).unwrap();
+        r.insert(
+            msr::IA32_VMX_BASIC,
+            basic | basic::VMX_BASIC_32BIT_PHYS_ADDR_ONLY,
+        );
+        let b = VmxCaps::from_raw(r).unwrap();
+        let base = intersect(&[a.clone(), b.clone()]).unwrap();
+        assert!(base.caps.basic().phys_addr_32bit());
+        let note = base
+            .notes
+            .iter()
+            .find(|n| {
+                n.msr == msr::IA32_VMX_BASIC && n.bits == basic::VMX_BASIC_32BIT_PHYS_ADDR_ONLY
+            })
+            .expect("a note on BASIC[48]");
+        assert!(note.message.contains("input(s) 1 "), "{}", note.message);
+        assert!(
+            note.message.contains("KVM refuses to restore"),
+            "{}",
+            note.message
+        );
+        // And indeed the baseline is not restorable on host a.
+        assert!(is_subset_of(&base.caps, &a)
+            .iter()
+            .any(|n| n.bits == basic::VMX_BASIC_32BIT_PHYS_ADDR_ONLY));
+        // A single limited host gets the note too; a fleet without the limit does not.
+        assert_eq!(intersect(&[b]).unwrap().notes.len(), 1);
+        assert!(intersect(&[a.clone(), a]).unwrap().notes.is_empty());
+    }
+
+    #[test]
+    fn true_msrs_are_kept_when_basic_bit_55_is_clear() {
+        let mut r = skx();
+        let basic = r.get(msr::IA32_VMX_BASIC).unwrap();
+        r.insert(msr::IA32_VMX_BASIC, basic & !basic::VMX_BASIC_TRUE_CTLS);
+        let a = VmxCaps::from_raw(r).unwrap();
+        assert!(a.get(msr::IA32_VMX_TRUE_PROCBASED_CTLS).is_some());
+        let one = intersect(std::slice::from_ref(&a)).unwrap();
+        let two = intersect(&[a.clone(), a.clone()]).unwrap();
+        assert_eq!(two.caps.raw(), a.raw());
+        assert_eq!(two.caps.raw(), one.caps.raw());
+        // Dropped only when an input lacks them.
+        let mut r = a.raw().clone();
+        for id in 0x48D..=0x490 {
+            r.remove(id);
+        }
+        let c = VmxCaps::from_raw(r).unwrap();
+        let base = intersect(&[a, c]).unwrap();
+        assert!((0x48D..=0x490).all(|id| base.caps.get(id).is_none()));
     }
 
     #[test]

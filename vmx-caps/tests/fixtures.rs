@@ -248,3 +248,24 @@ fn json_schema_in_readme_names_every_emitted_key() {
         );
     }
 }
+
+#[test]
+fn baseline_of_a_host_with_itself_keeps_every_raw_msr() {
+    // `intersect(&[a, a]) == intersect(&[a])` (raw MSRs, hence dumps), also with
+    // BASIC bit 55 cleared: the TRUE MSRs are then ignored but kept (fuzz finding).
+    use vmx_caps::baseline::intersect;
+    for name in fixtures() {
+        let a = caps(&name);
+        let mut r = a.raw().clone();
+        let basic = r.get(0x480).unwrap();
+        r.insert(0x480, basic & !(1 << 55));
+        let no_true = vmx_caps::VmxCaps::from_raw(r).unwrap();
+        for c in [a, no_true] {
+            let one = intersect(std::slice::from_ref(&c)).unwrap();
+            let two = intersect(&[c.clone(), c.clone()]).unwrap();
+            assert_eq!(one.caps.raw(), c.raw(), "{name}");
+            assert_eq!(two.caps.raw(), one.caps.raw(), "{name}");
+            assert_eq!(two.caps, one.caps, "{name}");
+        }
+    }
+}

@@ -28,7 +28,18 @@
 //! 13. BASIC checks: VMCS region larger than 4 KiB, 32-bit physical-address limit
 //!     (x86_64 only), VMCS memory type other than write-back.
 //!
-//! Deliberate differences from KVM, none of which changes the result:
+//! Deliberate differences from KVM:
+//!
+//! * Sanitize mode ([`OnInconsistent::Sanitize`]): when clearing both sides of an
+//!   inconsistent pair would clear a control the CPU forces to 1 (the must-be-1 half of
+//!   the legacy IA32_VMX_ENTRY_CTLS 0x484 or IA32_VMX_EXIT_CTLS 0x483; the FRED
+//!   secondary VM-exit controls have none), KVM clears it anyway and loads with a
+//!   configuration VM entry rejects (SDM 26.2.1). Here the computation fails with
+//!   [`SetupError::SanitizeClearsForcedControls`], naming the pairs and the forced bits:
+//!   a configuration VM entry rejects is never returned as a success. Only absurd MSRs
+//!   reach this (vmx-caps' check already flags the pair).
+//!
+//! The other differences do not change the result:
 //!
 //! * KVM warns about the erratum whenever the CPU model matches; here the
 //!   [`Diagnostic::PerfGlobalCtrlErratum`] appears only when a bit was actually cleared.
@@ -49,7 +60,7 @@ use crate::controls::{
     ControlBits, ControlField, EntryControls, ExitControls, PinBasedControls, PrimaryControls,
     SecondaryControls, SecondaryExitControls, TertiaryControls,
 };
-use crate::pairs::{sanitize_pairs, InconsistentPair, OnInconsistent};
+use crate::pairs::{sanitize_pairs, ExitSide, InconsistentPair, OnInconsistent, PairId};
 use crate::policy::{has_broken_preemption_timer, perf_global_ctrl_erratum, HostMode, VmcsPolicy};
 
 /// Largest VMCS region KVM accepts ("SDM: VMCS size is never greater than 4kB").
@@ -286,6 +297,28 @@ pub enum SetupError {
         /// The VPID capabilities (high dword of 0x48C).
         vpid_cap: u32,
     },
+    /// Sanitize mode ([`OnInconsistent::Sanitize`]): clearing both sides of the
+    /// inconsistent pairs would clear controls the CPU forces to 1 (the allowed-0 half
+    /// of IA32_VMX_ENTRY_CTLS 0x484 / IA32_VMX_EXIT_CTLS 0x483, the legacy MSRs KVM
+    /// reads; the FRED secondary VM-exit controls have no must-be-1 half). KVM clears
+    /// them anyway and loads; VM entry would then fail its checks on the VMX controls
+    /// (SDM 26.2.1.2/26.2.1.3), so this crate refuses the configuration instead.
+    #[error(
+        "sanitizing inconsistent VM-Entry/VM-Exit pair(s) {} would clear controls the CPU forces to 1 \
+         (VM-entry {entry_forced:#x} of IA32_VMX_ENTRY_CTLS 0x484, VM-exit {exit_forced:#x} of IA32_VMX_EXIT_CTLS 0x483); \
+         KVM (error_on_inconsistent_vmcs_config=0) would clear them anyway, but VM entry rejects \
+         such controls (SDM 26.2.1), so the configuration is refused here",
+        join_ids(.pairs)
+    )]
+    SanitizeClearsForcedControls {
+        /// The inconsistent pairs whose clearing hits a forced bit, in table order.
+        pairs: Vec<PairId>,
+        /// Forced VM-entry controls the sanitizer would clear (must-be-1 bits of 0x484).
+        entry_forced: u32,
+        /// Forced primary VM-exit controls the sanitizer would clear (must-be-1 bits of
+        /// 0x483).
+        exit_forced: u32,
+    },
     /// BASIC\[44:32\]: the VMCS region is larger than 4 KiB.
     #[error("VMCS region size {size} bytes exceeds 4096 (IA32_VMX_BASIC[44:32])")]
     VmcsSizeTooLarge {
@@ -307,6 +340,14 @@ fn describe_missing(field: &ControlField, missing: &u64) -> String {
     field.describe_bits(*missing)
 }
 
+fn join_ids(pairs: &[PairId]) -> String {
+    pairs
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn join(pairs: &[InconsistentPair]) -> String {
     pairs
         .iter()
@@ -323,6 +364,7 @@ impl SetupError {
             SetupError::InconsistentPairs(_) => "inconsistent_pairs",
             SetupError::EptCapWithoutEnableEpt { .. } => "ept_cap_without_enable_ept",
             SetupError::VpidCapWithoutEnableVpid { .. } => "vpid_cap_without_enable_vpid",
+            SetupError::SanitizeClearsForcedControls { .. } => "sanitize_clears_forced_controls",
             SetupError::VmcsSizeTooLarge { .. } => "vmcs_size_too_large",
             SetupError::PhysAddr32Bit => "phys_addr_32bit",
             SetupError::VmcsMemoryTypeNotWb { .. } => "vmcs_memory_type_not_wb",
@@ -390,6 +432,45 @@ fn unavailable(field: ControlField, required: u64) -> Result<(), SetupError> {
         });
     }
     Ok(())
+}
+
+// Sanitize mode: refuse when clearing an inconsistent pair would clear a control the
+// CPU forces to 1 (legacy MSRs, as KVM reads them). `entry`/`exit` are the words before
+// sanitizing.
+fn forced_cleared_by_sanitize(
+    caps: &VmxCaps,
+    policy: &VmcsPolicy,
+    entry: EntryControls,
+    exit: ExitControls,
+    inconsistent: &[InconsistentPair],
+) -> Result<(), SetupError> {
+    let entry_must = caps.entry_legacy().must_be_one();
+    let exit_must = caps.exit_legacy().must_be_one();
+    let (mut pairs, mut entry_forced, mut exit_forced) = (Vec::new(), 0u32, 0u32);
+    for bad in inconsistent {
+        let Some(row) = policy.pairs.iter().find(|p| p.id == bad.pair) else {
+            continue;
+        };
+        let e = entry.bits() & row.entry.bits() & entry_must;
+        // The secondary VM-exit controls (FRED) are allowed-1 only: nothing is forced.
+        let x = match row.exit {
+            ExitSide::Primary(m) => exit.bits() & m.bits() & exit_must,
+            ExitSide::Secondary(_) => 0,
+        };
+        if e | x != 0 {
+            pairs.push(row.id);
+            entry_forced |= e;
+            exit_forced |= x;
+        }
+    }
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    Err(SetupError::SanitizeClearsForcedControls {
+        pairs,
+        entry_forced,
+        exit_forced,
+    })
 }
 
 /// Compute the VMCS configuration for `caps` under `policy`, step by step like KVM's
@@ -566,6 +647,7 @@ pub fn setup_vmcs_config(caps: &VmxCaps, policy: &VmcsPolicy) -> Result<VmcsSetu
         policy.on_inconsistent,
     ) {
         Ok(s) => {
+            forced_cleared_by_sanitize(caps, policy, entry, exit, &s.inconsistent)?;
             entry = s.entry;
             exit = s.exit;
             secondary_exit = s.secondary_exit;

@@ -530,6 +530,101 @@ fn custom_policy_sets() {
     assert_eq!(ok.config.ept_cap, 0);
 }
 
+// ---- sanitize mode must not clear forced controls ----
+
+// The fuzz reproducer `fuzz/seeds/vmx_caps_raw/sanitize-clears-forced-pair-bit.bin`,
+// rebuilt on the Skylake-X fixture: every entry control forced to 1, the exit side of
+// the PAT/EFER/BNDCFGS/RTIT_CTL/CET pairs not allowed, BASIC bit 55 clear.
+fn forced_entry_caps() -> vmx_caps::VmxCaps {
+    caps_with(
+        SKX,
+        &[
+            (0x480, Some(basic_of(SKX) & !(1 << 55))),
+            (0x484, Some(0xffff_ffff_ffff_ffff)),
+            (0x483, Some(0x0003_ffff_0003_6dff)),
+        ],
+    )
+}
+
+#[test]
+fn sanitize_refuses_to_clear_forced_pair_controls() {
+    let caps = forced_entry_caps();
+    let err = setup_vmcs_config(&caps, &sanitize()).unwrap_err();
+    assert_eq!(
+        err,
+        SetupError::SanitizeClearsForcedControls {
+            pairs: vec![
+                PairId::Pat,
+                PairId::Efer,
+                PairId::Bndcfgs,
+                PairId::RtitCtl,
+                PairId::Cet
+            ],
+            entry_forced: 0x15c000,
+            exit_forced: 0,
+        }
+    );
+    assert_eq!(err.kind(), "sanitize_clears_forced_controls");
+    let msg = err.to_string();
+    for needle in [
+        "IA32_PAT",
+        "IA32_RTIT_CTL",
+        "0x15c000",
+        "KVM",
+        "anyway",
+        "refused",
+    ] {
+        assert!(msg.contains(needle), "{needle}: {msg}");
+    }
+    // Strict mode still reports the plain inconsistency.
+    assert!(matches!(
+        setup_vmcs_config(&caps, &strict()),
+        Err(SetupError::InconsistentPairs(p)) if p.len() == 5
+    ));
+
+    // `vmxcap config --on-inconsistent sanitize`: configuration fails, status 1.
+    let json = vmx_caps::Dump::from_caps(&caps, "synthetic", "test").to_json();
+    let outcome = config_from_dump_json(&json, &sanitize());
+    assert_eq!(
+        outcome.as_ref().unwrap_err().exit_status(),
+        EXIT_CONFIG_FAILED
+    );
+    let out = render_outcome(&outcome, Format::Json);
+    assert_eq!(out.exit_status, 1);
+    let v: serde_json::Value = serde_json::from_str(&out.output).unwrap();
+    assert_eq!(v["error"]["kind"], "sanitize_clears_forced_controls");
+}
+
+#[test]
+fn sanitize_refuses_a_forced_exit_side() {
+    // The exit side forces LOAD_IA32_PAT (bit 19) but entry cannot load PAT.
+    let exit = raw(SKX).get(0x483).unwrap() | (1 << 19);
+    let entry = raw(SKX).get(0x484).unwrap() & !(1u64 << (32 + 14));
+    let caps = caps_with(SKX, &[(0x483, Some(exit)), (0x484, Some(entry))]);
+    assert_eq!(
+        setup_vmcs_config(&caps, &sanitize()).unwrap_err(),
+        SetupError::SanitizeClearsForcedControls {
+            pairs: vec![PairId::Pat],
+            entry_forced: 0,
+            exit_forced: 1 << 19,
+        }
+    );
+}
+
+#[test]
+fn sanitize_still_clears_optional_pair_controls() {
+    // Entry may load PAT (optional), exit cannot: both sides cleared, success.
+    let exit = raw(SKX).get(0x483).unwrap() & !(1u64 << (32 + 19));
+    let caps = caps_with(SKX, &[(0x483, Some(exit))]);
+    let ok = setup_vmcs_config(&caps, &sanitize()).unwrap();
+    assert!(!ok.config.entry.contains(EntryControls::LOAD_IA32_PAT));
+    assert!(!ok.config.exit.contains(ExitControls::LOAD_IA32_PAT));
+    assert!(ok
+        .diagnostics
+        .iter()
+        .any(|d| matches!(d, Diagnostic::InconsistentPair(p) if p.pair == PairId::Pat)));
+}
+
 // ---- tool-level outcome ----
 
 #[test]
@@ -583,6 +678,11 @@ fn error_kinds_are_distinct() {
         SetupError::InconsistentPairs(vec![]),
         SetupError::EptCapWithoutEnableEpt { ept_cap: 1 },
         SetupError::VpidCapWithoutEnableVpid { vpid_cap: 1 },
+        SetupError::SanitizeClearsForcedControls {
+            pairs: vec![PairId::Pat],
+            entry_forced: 1 << 14,
+            exit_forced: 0,
+        },
         SetupError::VmcsSizeTooLarge { size: 8192 },
         SetupError::PhysAddr32Bit,
         SetupError::VmcsMemoryTypeNotWb { memory_type: 0 },
