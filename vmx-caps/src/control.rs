@@ -5,14 +5,11 @@
 
 use crate::msr;
 
-/// Pin-based default1 bits 1, 2, 4 (Linux `PIN_BASED_ALWAYSON_WITHOUT_TRUE_MSR`).
-pub const PIN_BASED_ALWAYSON_WITHOUT_TRUE_MSR: u32 = 0x0000_0016;
-/// Primary processor-based default1 bits (Linux `CPU_BASED_ALWAYSON_WITHOUT_TRUE_MSR`).
-pub const CPU_BASED_ALWAYSON_WITHOUT_TRUE_MSR: u32 = 0x0401_E172;
-/// VM-exit default1 bits (Linux `VM_EXIT_ALWAYSON_WITHOUT_TRUE_MSR`).
-pub const VM_EXIT_ALWAYSON_WITHOUT_TRUE_MSR: u32 = 0x0003_6DFF;
-/// VM-entry default1 bits (Linux `VM_ENTRY_ALWAYSON_WITHOUT_TRUE_MSR`).
-pub const VM_ENTRY_ALWAYSON_WITHOUT_TRUE_MSR: u32 = 0x0000_11FF;
+// The default1 masks of SDM A.2 live in x86-kvm-base (moved there).
+pub use x86_kvm_base::control_bits::{
+    CPU_BASED_ALWAYSON_WITHOUT_TRUE_MSR, PIN_BASED_ALWAYSON_WITHOUT_TRUE_MSR,
+    VM_ENTRY_ALWAYSON_WITHOUT_TRUE_MSR, VM_EXIT_ALWAYSON_WITHOUT_TRUE_MSR,
+};
 
 /// One of the VMX control words a capability MSR describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -26,6 +26,7 @@ pub use report::{
     EXIT_CONFIG_FAILED, EXIT_SUCCESS, EXIT_UNUSABLE_INPUT,
 };
 pub use sdm_checks::{
-    check_vmx_controls, ControlValues, EntryContext, SdmRule, Violation, VmcsFields,
+    check_vmx_controls, check_vmx_controls_for_guest, ControlValues, EntryContext, SdmRule,
+    Violation, VmcsFields,
 };
 pub use setup::{setup_vmcs_config, Diagnostic, SetupError, Severity, VmcsConfig, VmcsSetup};

@@ -226,6 +226,10 @@ impl VmcsPolicy {
             | S::BUS_LOCK_DETECTION
             | S::NOTIFY_VM_EXITING
             | S::ENCLS_EXITING;
+        // Linux 6.18 `KVM_OPTIONAL_VMX_VM_EXIT_CONTROLS` (arch/x86/kvm/vmx/vmx.h, read by
+        // `setup_vmcs_config` in vmx.c). SAVE_IA32_PERF_GLOBAL_CTRL (bit 30) is not in it:
+        // the mediated-PMU series that adds it (posted as v6 in December 2025, after 6.18,
+        // <20251206001720.468579-1-seanjc@google.com>) is not part of 6.18.
         let exit_optional = X::LOAD_IA32_PERF_GLOBAL_CTRL
             | X::SAVE_IA32_PAT
             | X::LOAD_IA32_PAT

@@ -473,42 +473,39 @@ fn forced_cleared_by_sanitize(
     })
 }
 
-/// Compute the VMCS configuration for `caps` under `policy`, step by step like KVM's
-/// `setup_vmcs_config` (see the module docs).
-pub fn setup_vmcs_config(caps: &VmxCaps, policy: &VmcsPolicy) -> Result<VmcsSetup, SetupError> {
-    let mut diags = Vec::new();
-    let strict = policy.on_inconsistent == OnInconsistent::Error;
-
-    // Step 1: primary processor-based controls.
-    let mut primary = PrimaryControls::from_bits_retain(adjust32(
-        ControlField::Primary,
-        caps.primary_legacy(),
-        policy.primary.required.bits(),
-        policy.primary.optional.bits(),
-    )?);
-
-    // Step 2: secondary controls, only when activated.
-    let mut secondary = SecondaryControls::empty();
-    if primary.contains(PrimaryControls::ACTIVATE_SECONDARY_CONTROLS) {
-        match caps.secondary() {
-            Some(s) => {
-                secondary = SecondaryControls::from_bits_retain(adjust32(
-                    ControlField::Secondary,
-                    s,
-                    policy.secondary.required.bits(),
-                    policy.secondary.optional.bits(),
-                )?);
-            }
-            None => {
-                diags.push(Diagnostic::SecondaryCapsMissing);
-                unavailable(ControlField::Secondary, policy.secondary.required.raw_u64())?;
-            }
-        }
-    } else {
+// Step 2: secondary controls, only when activated.
+fn secondary_controls(
+    caps: &VmxCaps,
+    policy: &VmcsPolicy,
+    primary: PrimaryControls,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<SecondaryControls, SetupError> {
+    if !primary.contains(PrimaryControls::ACTIVATE_SECONDARY_CONTROLS) {
         unavailable(ControlField::Secondary, policy.secondary.required.raw_u64())?;
+        return Ok(SecondaryControls::empty());
     }
+    match caps.secondary() {
+        Some(s) => Ok(SecondaryControls::from_bits_retain(adjust32(
+            ControlField::Secondary,
+            s,
+            policy.secondary.required.bits(),
+            policy.secondary.optional.bits(),
+        )?)),
+        None => {
+            diags.push(Diagnostic::SecondaryCapsMissing);
+            unavailable(ControlField::Secondary, policy.secondary.required.raw_u64())?;
+            Ok(SecondaryControls::empty())
+        }
+    }
+}
 
-    // Step 3: APIC-virtualization controls depend on the TPR shadow.
+// Step 3: APIC-virtualization controls depend on the TPR shadow.
+fn apicv_fixups(
+    policy: &VmcsPolicy,
+    primary: &mut PrimaryControls,
+    secondary: &mut SecondaryControls,
+    diags: &mut Vec<Diagnostic>,
+) {
     if policy.host == HostMode::I386
         && !secondary.contains(SecondaryControls::VIRTUALIZE_APIC_ACCESSES)
         && primary.contains(PrimaryControls::TPR_SHADOW)
@@ -520,14 +517,22 @@ pub fn setup_vmcs_config(caps: &VmxCaps, policy: &VmcsPolicy) -> Result<VmcsSetu
         let apicv = SecondaryControls::APIC_REGISTER_VIRT
             | SecondaryControls::VIRTUALIZE_X2APIC_MODE
             | SecondaryControls::VIRTUAL_INTR_DELIVERY;
-        let cleared = secondary & apicv;
+        let cleared = *secondary & apicv;
         if !cleared.is_empty() {
             secondary.remove(apicv);
             diags.push(Diagnostic::ApicVirtWithoutTprShadow { cleared });
         }
     }
+}
 
-    // Step 4: EPT/VPID capabilities must come with their controls.
+// Step 4: EPT/VPID capabilities must come with their controls. Returns the EPT and VPID
+// capabilities KVM keeps.
+fn ept_vpid_caps(
+    caps: &VmxCaps,
+    strict: bool,
+    secondary: &mut SecondaryControls,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<(u32, u32), SetupError> {
     let (mut ept_cap, mut vpid_cap) = caps
         .ept_vpid()
         .map_or((0, 0), |c| (c.ept_raw(), c.vpid_raw()));
@@ -550,42 +555,42 @@ pub fn setup_vmcs_config(caps: &VmxCaps, policy: &VmcsPolicy) -> Result<VmcsSetu
         diags.push(Diagnostic::VpidCapWithoutEnableVpid { vpid_cap });
         vpid_cap = 0;
     }
+    Ok((ept_cap, vpid_cap))
+}
 
-    // Step 5: ENCLS exiting only with SGX (only when the caller knows).
-    if policy.cpuid.sgx == Some(false) && secondary.contains(SecondaryControls::ENCLS_EXITING) {
-        secondary.remove(SecondaryControls::ENCLS_EXITING);
-        diags.push(Diagnostic::EnclsExitingWithoutSgx);
-    }
-
-    // Step 6: tertiary controls, only when activated.
-    let mut tertiary = TertiaryControls::empty();
-    if primary.contains(PrimaryControls::ACTIVATE_TERTIARY_CONTROLS) {
-        let allowed1 = match caps.tertiary() {
-            Some(t) => t.may_be_one(),
-            None => {
-                diags.push(Diagnostic::TertiaryCapsMissing);
-                0
-            }
-        };
-        tertiary = TertiaryControls::from_bits_retain(adjust64(
-            ControlField::Tertiary,
-            allowed1,
-            policy.tertiary.required.bits(),
-            policy.tertiary.optional.bits(),
-        )?);
-    } else {
+// Step 6: tertiary controls, only when activated.
+fn tertiary_controls(
+    caps: &VmxCaps,
+    policy: &VmcsPolicy,
+    primary: PrimaryControls,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<TertiaryControls, SetupError> {
+    if !primary.contains(PrimaryControls::ACTIVATE_TERTIARY_CONTROLS) {
         unavailable(ControlField::Tertiary, policy.tertiary.required.bits())?;
+        return Ok(TertiaryControls::empty());
     }
+    let allowed1 = match caps.tertiary() {
+        Some(t) => t.may_be_one(),
+        None => {
+            diags.push(Diagnostic::TertiaryCapsMissing);
+            0
+        }
+    };
+    Ok(TertiaryControls::from_bits_retain(adjust64(
+        ControlField::Tertiary,
+        allowed1,
+        policy.tertiary.required.bits(),
+        policy.tertiary.optional.bits(),
+    )?))
+}
 
-    // Step 7: VM-exit controls.
-    let mut exit = ExitControls::from_bits_retain(adjust32(
-        ControlField::Exit,
-        caps.exit_legacy(),
-        policy.exit.required.bits(),
-        policy.exit.optional.bits(),
-    )?);
-
-    // Step 8: pin-based controls and their fix-ups.
+// Step 8: pin-based controls and their fix-ups.
+fn pin_based_controls(
+    caps: &VmxCaps,
+    policy: &VmcsPolicy,
+    secondary: SecondaryControls,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<PinBasedControls, SetupError> {
     let mut pin = PinBasedControls::from_bits_retain(adjust32(
         ControlField::PinBased,
         caps.pin_based_legacy(),
@@ -606,57 +611,64 @@ pub fn setup_vmcs_config(caps: &VmxCaps, policy: &VmcsPolicy) -> Result<VmcsSetu
         pin.remove(PinBasedControls::POSTED_INTR);
         diags.push(Diagnostic::PostedIntrWithoutVid);
     }
+    Ok(pin)
+}
 
-    // Step 9: VM-entry controls.
-    let mut entry = EntryControls::from_bits_retain(adjust32(
-        ControlField::Entry,
-        caps.entry_legacy(),
-        policy.entry.required.bits(),
-        policy.entry.optional.bits(),
-    )?);
-
-    // Step 10: secondary VM-exit controls (FRED), only when activated.
-    let mut secondary_exit = SecondaryExitControls::empty();
-    if exit.contains(ExitControls::ACTIVATE_SECONDARY_CONTROLS) {
-        let allowed1 = match caps.secondary_exit() {
-            Some(x) => x.may_be_one(),
-            None => {
-                diags.push(Diagnostic::SecondaryExitCapsMissing);
-                0
-            }
-        };
-        secondary_exit = SecondaryExitControls::from_bits_retain(adjust64(
-            ControlField::SecondaryExit,
-            allowed1,
-            policy.secondary_exit.required.bits(),
-            policy.secondary_exit.optional.bits(),
-        )?);
-    } else {
+// Step 10: secondary VM-exit controls (FRED), only when activated.
+fn secondary_exit_controls(
+    caps: &VmxCaps,
+    policy: &VmcsPolicy,
+    exit: ExitControls,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<SecondaryExitControls, SetupError> {
+    if !exit.contains(ExitControls::ACTIVATE_SECONDARY_CONTROLS) {
         unavailable(
             ControlField::SecondaryExit,
             policy.secondary_exit.required.bits(),
         )?;
+        return Ok(SecondaryExitControls::empty());
     }
+    let allowed1 = match caps.secondary_exit() {
+        Some(x) => x.may_be_one(),
+        None => {
+            diags.push(Diagnostic::SecondaryExitCapsMissing);
+            0
+        }
+    };
+    Ok(SecondaryExitControls::from_bits_retain(adjust64(
+        ControlField::SecondaryExit,
+        allowed1,
+        policy.secondary_exit.required.bits(),
+        policy.secondary_exit.optional.bits(),
+    )?))
+}
 
-    // Step 11: entry/exit pairs.
+// Steps 11 and 12: entry/exit pairs, then the Nehalem/Westmere PERF_GLOBAL_CTRL
+// erratum (after the pair check, as in KVM).
+fn pairs_and_errata(
+    caps: &VmxCaps,
+    policy: &VmcsPolicy,
+    entry: &mut EntryControls,
+    exit: &mut ExitControls,
+    secondary_exit: &mut SecondaryExitControls,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<(), SetupError> {
     match sanitize_pairs(
         policy.pairs,
-        entry,
-        exit,
-        secondary_exit,
+        *entry,
+        *exit,
+        *secondary_exit,
         policy.on_inconsistent,
     ) {
         Ok(s) => {
-            forced_cleared_by_sanitize(caps, policy, entry, exit, &s.inconsistent)?;
-            entry = s.entry;
-            exit = s.exit;
-            secondary_exit = s.secondary_exit;
+            forced_cleared_by_sanitize(caps, policy, *entry, *exit, &s.inconsistent)?;
+            *entry = s.entry;
+            *exit = s.exit;
+            *secondary_exit = s.secondary_exit;
             diags.extend(s.inconsistent.into_iter().map(Diagnostic::InconsistentPair));
         }
         Err(e) => return Err(SetupError::InconsistentPairs(e.pairs)),
     }
-
-    // Step 12: Nehalem/Westmere PERF_GLOBAL_CTRL erratum, after the pair check as in KVM.
     if let Some(erratum) = policy.cpuid.signature.and_then(perf_global_ctrl_erratum) {
         if entry.contains(EntryControls::LOAD_IA32_PERF_GLOBAL_CTRL)
             || exit.contains(ExitControls::LOAD_IA32_PERF_GLOBAL_CTRL)
@@ -666,8 +678,11 @@ pub fn setup_vmcs_config(caps: &VmxCaps, policy: &VmcsPolicy) -> Result<VmcsSetu
             diags.push(Diagnostic::PerfGlobalCtrlErratum { erratum });
         }
     }
+    Ok(())
+}
 
-    // Step 13: BASIC checks.
+// Step 13: BASIC checks.
+fn basic_checks(caps: &VmxCaps, policy: &VmcsPolicy) -> Result<(), SetupError> {
     let basic = caps.basic();
     if basic.vmcs_size() > MAX_VMCS_SIZE {
         return Err(SetupError::VmcsSizeTooLarge {
@@ -682,6 +697,59 @@ pub fn setup_vmcs_config(caps: &VmxCaps, policy: &VmcsPolicy) -> Result<VmcsSetu
             memory_type: basic.memory_type(),
         });
     }
+    Ok(())
+}
+
+/// Compute the VMCS configuration for `caps` under `policy`, step by step like KVM's
+/// `setup_vmcs_config` (see the module docs).
+pub fn setup_vmcs_config(caps: &VmxCaps, policy: &VmcsPolicy) -> Result<VmcsSetup, SetupError> {
+    let mut diags = Vec::new();
+    let strict = policy.on_inconsistent == OnInconsistent::Error;
+
+    // Step 1: primary processor-based controls.
+    let mut primary = PrimaryControls::from_bits_retain(adjust32(
+        ControlField::Primary,
+        caps.primary_legacy(),
+        policy.primary.required.bits(),
+        policy.primary.optional.bits(),
+    )?);
+    let mut secondary = secondary_controls(caps, policy, primary, &mut diags)?;
+    apicv_fixups(policy, &mut primary, &mut secondary, &mut diags);
+    let (ept_cap, vpid_cap) = ept_vpid_caps(caps, strict, &mut secondary, &mut diags)?;
+
+    // Step 5: ENCLS exiting only with SGX (only when the caller knows).
+    if policy.cpuid.sgx == Some(false) && secondary.contains(SecondaryControls::ENCLS_EXITING) {
+        secondary.remove(SecondaryControls::ENCLS_EXITING);
+        diags.push(Diagnostic::EnclsExitingWithoutSgx);
+    }
+    let tertiary = tertiary_controls(caps, policy, primary, &mut diags)?;
+
+    // Step 7: VM-exit controls.
+    let mut exit = ExitControls::from_bits_retain(adjust32(
+        ControlField::Exit,
+        caps.exit_legacy(),
+        policy.exit.required.bits(),
+        policy.exit.optional.bits(),
+    )?);
+    let pin = pin_based_controls(caps, policy, secondary, &mut diags)?;
+
+    // Step 9: VM-entry controls.
+    let mut entry = EntryControls::from_bits_retain(adjust32(
+        ControlField::Entry,
+        caps.entry_legacy(),
+        policy.entry.required.bits(),
+        policy.entry.optional.bits(),
+    )?);
+    let mut secondary_exit = secondary_exit_controls(caps, policy, exit, &mut diags)?;
+    pairs_and_errata(
+        caps,
+        policy,
+        &mut entry,
+        &mut exit,
+        &mut secondary_exit,
+        &mut diags,
+    )?;
+    basic_checks(caps, policy)?;
 
     Ok(VmcsSetup {
         config: VmcsConfig {
@@ -692,7 +760,7 @@ pub fn setup_vmcs_config(caps: &VmxCaps, policy: &VmcsPolicy) -> Result<VmcsSetu
             exit,
             secondary_exit,
             entry,
-            basic: basic.raw(),
+            basic: caps.basic().raw(),
             misc: caps.misc().raw(),
             ept_cap,
             vpid_cap,

@@ -301,7 +301,7 @@ const TERTIARY: BitTable = &[
     (3, None, "GUEST_PAGING_VERIFY"),
     (4, Some("TERTIARY_EXEC_IPI_VIRT"), "IPI_VIRT"),
     (6, None, "ENABLE_MSRLIST"),
-    (7, None, "SPEC_CTRL_VIRT"),
+    (7, None, "SPEC_CTRL_SHADOW"),
     (8, None, "APIC_TIMER_VIRT"),
 ];
 
@@ -368,7 +368,7 @@ const SECONDARY_EXIT: BitTable = &[
         "LOAD_IA32_FRED",
     ),
     (2, None, "LOAD_IA32_SPEC_CTRL"),
-    (3, None, "PREMATURE_BUSY_SHADOW_STACK"),
+    (3, None, "PREMATURELY_BUSY_SHSTK"),
 ];
 
 const ENTRY: BitTable = &[

@@ -126,3 +126,26 @@ fn fred_and_prove_ve_are_opt_in_additions() {
     );
     assert_eq!(v.pairs, p.pairs);
 }
+
+/// Linux 6.18 `setup_vmcs_config` (arch/x86/kvm/vmx/vmx.c) asks for the VM-exit controls
+/// of `KVM_OPTIONAL_VMX_VM_EXIT_CONTROLS`; SAVE_IA32_PERF_GLOBAL_CTRL (bit 30) only joins
+/// that list with the mediated-PMU series posted after 6.18.
+#[test]
+fn linux_exit_optional_is_6_18_without_save_perf_global_ctrl() {
+    use vmx_controls::ExitControls as X;
+    let p = vmx_controls::VmcsPolicy::linux();
+    assert!(!p.exit.optional.contains(X::SAVE_IA32_PERF_GLOBAL_CTRL));
+    assert_eq!(
+        p.exit.optional,
+        X::LOAD_IA32_PERF_GLOBAL_CTRL
+            | X::SAVE_IA32_PAT
+            | X::LOAD_IA32_PAT
+            | X::SAVE_IA32_EFER
+            | X::SAVE_VMX_PREEMPTION_TIMER
+            | X::LOAD_IA32_EFER
+            | X::CLEAR_BNDCFGS
+            | X::PT_CONCEAL_PIP
+            | X::CLEAR_IA32_RTIT_CTL
+            | X::LOAD_CET_STATE
+    );
+}

@@ -14,6 +14,7 @@ use common::*;
 use vmx_caps::{RawMsrs, VmxCaps};
 use vmx_controls::sdm_checks::{EntryContext, RuleGroup};
 use vmx_controls::*;
+use x86_kvm_base::exception::GuestCet;
 
 #[derive(Clone)]
 struct S {
@@ -611,7 +612,7 @@ fn other_event_needs_monitor_trap_flag_support() {
 #[test]
 fn error_code_rule_and_basic_56() {
     // Skylake-X lacks BASIC[56]: #PF must carry its error code, #UD must not.
-    let run = |info: u32, cr0: u64, caps: &VmxCaps| {
+    let run_cet = |info: u32, cr0: u64, caps: &VmxCaps, guest_cet: GuestCet| {
         let setup = setup_vmcs_config(caps, &VmcsPolicy::linux()).unwrap();
         let mut c = ControlValues::from(&setup.config);
         c.secondary.remove(Sec::VIRTUALIZE_X2APIC_MODE);
@@ -624,17 +625,40 @@ fn error_code_rule_and_basic_56() {
             guest_cr0: cr0,
             ..VmcsFields::default()
         };
-        check_vmx_controls(&c, &f, caps, &EntryContext::default())
+        check_vmx_controls_for_guest(&c, &f, caps, &EntryContext::default(), guest_cet)
             .into_iter()
             .map(|v| v.rule)
             .collect::<Vec<_>>()
     };
+    let run = |info: u32, cr0: u64, caps: &VmxCaps| run_cet(info, cr0, caps, GuestCet::Absent);
     let caps = caps(SKX);
     let ecd = vec![SdmRule::EventErrorCodeDelivery];
     assert_eq!(run(0x8000_030e, 1, &caps), ecd, "#PF without code");
     assert_eq!(run(0x8000_0b0e, 1, &caps), vec![], "#PF with code");
     assert_eq!(run(0x8000_0b06, 1, &caps), ecd, "#UD with code");
-    assert_eq!(run(0x8000_0b15, 1, &caps), vec![], "#CP has an error code");
+    // #CP (21) follows the guest's CET state, as Linux `x86_exception_has_error_code`:
+    // with the Skylake-X fixture, #CP without an error code passes for a guest without
+    // CET and fails for one with CET (it used to always expect one).
+    assert_eq!(
+        run(0x8000_0315, 1, &caps),
+        vec![],
+        "#CP without CET: no code"
+    );
+    assert_eq!(
+        run(0x8000_0b15, 1, &caps),
+        ecd,
+        "#CP without CET, with code"
+    );
+    assert_eq!(
+        run_cet(0x8000_0b15, 1, &caps, GuestCet::Present),
+        vec![],
+        "#CP with CET has an error code"
+    );
+    assert_eq!(
+        run_cet(0x8000_0315, 1, &caps, GuestCet::Present),
+        ecd,
+        "#CP with CET needs its code"
+    );
     // Unrestricted real-mode guest: no error codes at all.
     assert_eq!(run(0x8000_0b0d, 0, &caps), ecd, "#GP with code, real mode");
     assert_eq!(

@@ -152,28 +152,6 @@ impl InterruptionInfo {
     }
 }
 
-/// What goes into the VMCS to inject one event on the next VM entry: the
-/// interruption-information field, the exception error code and the instruction length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct EntryInterruption {
-    /// VM-entry interruption-information field (0x4016).
-    pub info: InterruptionInfo,
-    /// VM-entry exception error code (0x4018); used only if bit 11 is set.
-    pub error_code: u32,
-    /// VM-entry instruction length (0x401A); used only for types 4, 5, 6.
-    pub instruction_len: u32,
-}
-
-impl EntryInterruption {
-    /// Nothing to inject (valid bit clear).
-    pub const NONE: Self = Self {
-        info: InterruptionInfo(0),
-        error_code: 0,
-        instruction_len: 0,
-    };
-}
-
 /// The capability bits the event-injection checks read, as plain values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -395,16 +373,18 @@ impl EventViolation {
     }
 }
 
-/// C1..C8: every SDM 27.2.1.3 check on the VM-entry interruption-information field,
-/// the error code and the instruction length; all violations, none when the valid bit
-/// is clear.
+/// C1..C8: every SDM 27.2.1.3 check on the VM-entry interruption-information field
+/// (`info`, VMCS 0x4016), the VM-entry exception error code (`error_code`, 0x4018) and
+/// the VM-entry instruction length (`instruction_len`, 0x401A); all violations, none
+/// when the valid bit is clear.
 pub fn check_entry_interruption(
-    entry: &EntryInterruption,
+    info: InterruptionInfo,
+    error_code: u32,
+    instruction_len: u32,
     caps: &EventInjectionCaps,
     context: &EventInjectionContext,
 ) -> Vec<EventViolation> {
     let mut out = Vec::new();
-    let info = entry.info;
     if !info.valid() {
         return out;
     }
@@ -421,18 +401,18 @@ pub fn check_entry_interruption(
         });
     }
     // C7 (nested.c: `CC(error_code & GENMASK(31, 16))`).
-    if info.deliver_error_code() && entry.error_code & 0xffff_0000 != 0 {
+    if info.deliver_error_code() && error_code & 0xffff_0000 != 0 {
         out.push(EventViolation::ErrorCodeHighBits {
-            error_code: entry.error_code,
+            error_code: error_code,
         });
     }
     // C8 (nested.c: X86_MAX_INSTRUCTION_LENGTH, nested_cpu_has_zero_length_injection).
     if info.interruption_type().uses_instruction_len() {
-        if entry.instruction_len > 15 {
+        if instruction_len > 15 {
             out.push(EventViolation::InstructionLengthTooLong {
-                len: entry.instruction_len,
+                len: instruction_len,
             });
-        } else if entry.instruction_len == 0 && !caps.zero_len_ins {
+        } else if instruction_len == 0 && !caps.zero_len_ins {
             out.push(EventViolation::ZeroInstructionLength);
         }
     }
@@ -506,12 +486,20 @@ fn check_error_code_delivery(
 mod tests {
     use super::*;
 
-    fn entry(raw: u32, error_code: u32, len: u32) -> EntryInterruption {
-        EntryInterruption {
-            info: InterruptionInfo::from_bits_retain(raw),
+    fn check(
+        raw: u32,
+        error_code: u32,
+        len: u32,
+        caps: &EventInjectionCaps,
+        ctx: &EventInjectionContext,
+    ) -> Vec<EventViolation> {
+        check_entry_interruption(
+            InterruptionInfo::from_bits_retain(raw),
             error_code,
-            instruction_len: len,
-        }
+            len,
+            caps,
+            ctx,
+        )
     }
 
     fn real_mode() -> EventInjectionContext {
@@ -533,12 +521,7 @@ mod tests {
             InterruptionInfo::from_bits_retain(0x8000_1000).reserved_bits(),
             0x1000
         );
-        assert!(check_entry_interruption(
-            &EntryInterruption::NONE,
-            &Default::default(),
-            &Default::default()
-        )
-        .is_empty());
+        assert!(check(0, 0, 0, &Default::default(), &Default::default()).is_empty());
     }
 
     /// #CP (21) follows the guest's CET state (Linux `x86_exception_has_error_code`).
@@ -550,16 +533,14 @@ mod tests {
             guest_cet: GuestCet::Present,
             ..no_cet
         };
-        let with_code = entry(0x8000_0b15, 0, 0);
-        let without_code = entry(0x8000_0315, 0, 0);
-        assert!(check_entry_interruption(&with_code, &caps, &cet).is_empty());
-        assert!(check_entry_interruption(&without_code, &caps, &no_cet).is_empty());
+        assert!(check(0x8000_0b15, 0, 0, &caps, &cet).is_empty());
+        assert!(check(0x8000_0315, 0, 0, &caps, &no_cet).is_empty());
         assert_eq!(
-            check_entry_interruption(&without_code, &caps, &cet),
+            check(0x8000_0315, 0, 0, &caps, &cet),
             [EventViolation::ErrorCodeMissing { vector: 21 }]
         );
         assert_eq!(
-            check_entry_interruption(&with_code, &caps, &no_cet)[0].rule(),
+            check(0x8000_0b15, 0, 0, &caps, &no_cet)[0].rule(),
             EventRule::ErrorCodeDelivery
         );
     }
@@ -574,13 +555,11 @@ mod tests {
         };
         // #GP without an error code, #UD with one: fine in protected mode.
         for raw in [0x8000_030d, 0x8000_0b06] {
-            assert!(
-                check_entry_interruption(&entry(raw, 0, 0), &caps, &Default::default()).is_empty()
-            );
+            assert!(check(raw, 0, 0, &caps, &Default::default()).is_empty());
         }
         // Real mode (unrestricted guest, CR0.PE=0): an error code is still refused.
         assert_eq!(
-            check_entry_interruption(&entry(0x8000_0b0d, 0, 0), &caps, &real_mode()),
+            check(0x8000_0b0d, 0, 0, &caps, &real_mode()),
             [EventViolation::UnexpectedErrorCode {
                 interruption_type: InterruptionType::HardwareException,
                 vector: 13
@@ -591,7 +570,7 @@ mod tests {
             guest_cr0_pe: false,
             ..Default::default()
         };
-        assert!(check_entry_interruption(&entry(0x8000_0b0d, 0, 0), &caps, &no_urg).is_empty());
+        assert!(check(0x8000_0b0d, 0, 0, &caps, &no_urg).is_empty());
     }
 
     #[test]
@@ -609,7 +588,7 @@ mod tests {
             (0x8000_0480, 0, 0, EventRule::InstructionLength),
         ];
         for (raw, code, len, rule) in cases {
-            let v = check_entry_interruption(&entry(raw, code, len), &caps, &ctx);
+            let v = check(raw, code, len, &caps, &ctx);
             assert!(v.iter().any(|v| v.rule() == rule), "{raw:#x}: {v:?}");
         }
         // BASIC[58] allows bit 13 for type 3 only.
@@ -617,8 +596,8 @@ mod tests {
             nested_exception: true,
             ..caps
         };
-        assert!(check_entry_interruption(&entry(0x8000_2b0d, 0, 0), &fred, &ctx).is_empty());
-        assert!(!check_entry_interruption(&entry(0x8000_2402, 0, 1), &fred, &ctx).is_empty());
+        assert!(check(0x8000_2b0d, 0, 0, &fred, &ctx).is_empty());
+        assert!(!check(0x8000_2402, 0, 1, &fred, &ctx).is_empty());
         let caps = EventInjectionCaps::from_msrs(1 << 56, 1 << 30, 1 << 59);
         assert!(caps.no_hw_error_code_cc && caps.zero_len_ins && caps.monitor_trap_flag);
     }
