@@ -17,69 +17,26 @@
 
 #![deny(unsafe_code)]
 
-/// Exception vectors, named as in Linux `arch/x86/include/asm/trapnr.h`.
+/// Exception vectors, named as in Linux `arch/x86/include/asm/trapnr.h` (moved to
+/// [`x86_kvm_base::exception`]; re-exported here).
 pub mod vector {
-    /// #DE, divide error.
-    pub const X86_TRAP_DE: u8 = 0;
-    /// #DB, debug exception (payload: new DR6 bits).
-    pub const X86_TRAP_DB: u8 = 1;
-    /// NMI vector.
-    pub const X86_TRAP_NMI: u8 = 2;
-    /// #BP, breakpoint (INT3; a *software* exception).
-    pub const X86_TRAP_BP: u8 = 3;
-    /// #OF, overflow (INTO; a *software* exception).
-    pub const X86_TRAP_OF: u8 = 4;
-    /// #BR, bound range exceeded.
-    pub const X86_TRAP_BR: u8 = 5;
-    /// #UD, invalid opcode.
-    pub const X86_TRAP_UD: u8 = 6;
-    /// #NM, device not available.
-    pub const X86_TRAP_NM: u8 = 7;
-    /// #DF, double fault (error code, always 0).
-    pub const X86_TRAP_DF: u8 = 8;
-    /// #TS, invalid TSS (error code).
-    pub const X86_TRAP_TS: u8 = 10;
-    /// #NP, segment not present (error code).
-    pub const X86_TRAP_NP: u8 = 11;
-    /// #SS, stack-segment fault (error code).
-    pub const X86_TRAP_SS: u8 = 12;
-    /// #GP, general protection (error code).
-    pub const X86_TRAP_GP: u8 = 13;
-    /// #PF, page fault (error code; payload: CR2).
-    pub const X86_TRAP_PF: u8 = 14;
-    /// #MF, x87 floating-point error.
-    pub const X86_TRAP_MF: u8 = 16;
-    /// #AC, alignment check (error code).
-    pub const X86_TRAP_AC: u8 = 17;
-    /// #MC, machine check.
-    pub const X86_TRAP_MC: u8 = 18;
-    /// #XM, SIMD floating-point exception.
-    pub const X86_TRAP_XF: u8 = 19;
-    /// #VE, virtualization exception.
-    pub const X86_TRAP_VE: u8 = 20;
-    /// #CP, control-protection exception (error code on CET processors).
-    pub const X86_TRAP_CP: u8 = 21;
-    /// Highest architectural exception vector (vectors 0..=31 are exceptions).
-    pub const LAST_EXCEPTION_VECTOR: u8 = 31;
+    pub use x86_kvm_base::exception::{
+        LAST_EXCEPTION_VECTOR, X86_TRAP_AC, X86_TRAP_BP, X86_TRAP_BR, X86_TRAP_CP, X86_TRAP_DB,
+        X86_TRAP_DE, X86_TRAP_DF, X86_TRAP_GP, X86_TRAP_MC, X86_TRAP_MF, X86_TRAP_NM, X86_TRAP_NMI,
+        X86_TRAP_NP, X86_TRAP_OF, X86_TRAP_PF, X86_TRAP_SS, X86_TRAP_TS, X86_TRAP_UD, X86_TRAP_VE,
+        X86_TRAP_XF,
+    };
 }
 
 use vector::*;
+pub use x86_kvm_base::exception::GuestCet;
 
 /// Whether the processor pushes an error code for hardware exception `vector`
-/// in protected mode (Linux `x86_exception_has_error_code`; SDM 6.15).
-///
-/// `cet` adds #CP (21), which pushes an error code only on CET processors.
+/// in protected mode: [`x86_kvm_base::exception::exception_has_error_code`]
+/// (Linux `x86_exception_has_error_code`) with `cet` = the guest has CET, which
+/// decides #CP (21).
 pub fn exception_has_error_code(vector: u8, cet: bool) -> bool {
-    matches!(
-        vector,
-        X86_TRAP_DF
-            | X86_TRAP_TS
-            | X86_TRAP_NP
-            | X86_TRAP_SS
-            | X86_TRAP_GP
-            | X86_TRAP_PF
-            | X86_TRAP_AC
-    ) || (cet && vector == X86_TRAP_CP)
+    x86_kvm_base::exception::exception_has_error_code(vector, GuestCet::from_bool(cet))
 }
 
 /// The exception payload KVM delivers together with a pending #PF or #DB

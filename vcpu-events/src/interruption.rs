@@ -5,7 +5,10 @@
 //! instruction length (0x401A) (SDM 24.8.3).
 //!
 //! The IDT-vectoring information field (0x4408) has the same layout
-//! (SDM 24.9.3), see [`crate::idt_vectoring`].
+//! (SDM 24.9.3), see [`crate::idt_vectoring`]. The field format
+//! ([`InterruptionInfo`], [`InterruptionType`]) lives in
+//! [`x86_kvm_base::interruption`]; this module adds the mapping to and from
+//! typed [`Event`]s.
 //!
 //! | Bits  | Meaning |
 //! |-------|---------|
@@ -19,131 +22,8 @@
 
 use crate::event::{vector::*, Event, ExceptionPayload, HardwareException};
 
-/// Interruption type, bits 10:8 (Linux `INTR_TYPE_*` / `EVENT_TYPE_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[non_exhaustive]
-pub enum InterruptionType {
-    /// 0: external interrupt (`INTR_TYPE_EXT_INTR`).
-    ExternalInterrupt,
-    /// 1: reserved.
-    Reserved,
-    /// 2: NMI (`INTR_TYPE_NMI_INTR`).
-    Nmi,
-    /// 3: hardware exception (`INTR_TYPE_HARD_EXCEPTION`).
-    HardwareException,
-    /// 4: software interrupt, INT n (`INTR_TYPE_SOFT_INTR`).
-    SoftwareInterrupt,
-    /// 5: privileged software exception, INT1 (`INTR_TYPE_PRIV_SW_EXCEPTION`).
-    PrivilegedSoftwareException,
-    /// 6: software exception, INT3 / INTO (`INTR_TYPE_SOFT_EXCEPTION`).
-    SoftwareException,
-    /// 7: other event (pending MTF VM exit; with FRED also SYSCALL/SYSENTER).
-    OtherEvent,
-}
-
-impl InterruptionType {
-    /// Decodes the 3-bit type (only bits 2:0 of `raw` are used).
-    pub const fn from_raw(raw: u32) -> Self {
-        match raw & 7 {
-            0 => Self::ExternalInterrupt,
-            1 => Self::Reserved,
-            2 => Self::Nmi,
-            3 => Self::HardwareException,
-            4 => Self::SoftwareInterrupt,
-            5 => Self::PrivilegedSoftwareException,
-            6 => Self::SoftwareException,
-            _ => Self::OtherEvent,
-        }
-    }
-
-    /// The 3-bit raw type.
-    pub const fn raw(self) -> u32 {
-        match self {
-            Self::ExternalInterrupt => 0,
-            Self::Reserved => 1,
-            Self::Nmi => 2,
-            Self::HardwareException => 3,
-            Self::SoftwareInterrupt => 4,
-            Self::PrivilegedSoftwareException => 5,
-            Self::SoftwareException => 6,
-            Self::OtherEvent => 7,
-        }
-    }
-
-    /// Types 4, 5 and 6 use the VM-entry instruction length.
-    pub const fn uses_instruction_len(self) -> bool {
-        matches!(
-            self,
-            Self::SoftwareInterrupt | Self::PrivilegedSoftwareException | Self::SoftwareException
-        )
-    }
-}
-
-/// The 32-bit interruption-information field, raw bits kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct InterruptionInfo(u32);
-
-impl InterruptionInfo {
-    /// Bits 7:0, the vector (`INTR_INFO_VECTOR_MASK`).
-    pub const VECTOR_MASK: u32 = 0xff;
-    /// Bits 10:8, the type (`INTR_INFO_INTR_TYPE_MASK`).
-    pub const TYPE_MASK: u32 = 0x700;
-    /// Bit 11, deliver error code (`INTR_INFO_DELIVER_CODE_MASK`).
-    pub const DELIVER_CODE_MASK: u32 = 1 << 11;
-    /// Bit 12: in IDT-vectoring info undefined; in exit interruption info
-    /// "NMI unblocking due to IRET" (`INTR_INFO_UNBLOCK_NMI`).
-    pub const UNBLOCK_NMI: u32 = 1 << 12;
-    /// Bits 30:12, reserved in the VM-entry field (`INTR_INFO_RESVD_BITS_MASK`).
-    pub const RESERVED_MASK: u32 = 0x7fff_f000;
-    /// Bit 31, valid (`INTR_INFO_VALID_MASK`).
-    pub const VALID_MASK: u32 = 1 << 31;
-
-    /// The field with every bit kept.
-    pub const fn from_bits_retain(raw: u32) -> Self {
-        Self(raw)
-    }
-
-    /// Builds a valid field from its parts.
-    pub const fn new(vector: u8, kind: InterruptionType, deliver_error_code: bool) -> Self {
-        let mut raw = Self::VALID_MASK | (kind.raw() << 8) | vector as u32;
-        if deliver_error_code {
-            raw |= Self::DELIVER_CODE_MASK;
-        }
-        Self(raw)
-    }
-
-    /// The raw 32-bit field.
-    pub const fn raw(self) -> u32 {
-        self.0
-    }
-
-    /// Bits 7:0.
-    pub const fn vector(self) -> u8 {
-        (self.0 & Self::VECTOR_MASK) as u8
-    }
-
-    /// Bits 10:8.
-    pub const fn interruption_type(self) -> InterruptionType {
-        InterruptionType::from_raw((self.0 & Self::TYPE_MASK) >> 8)
-    }
-
-    /// Bit 11.
-    pub const fn deliver_error_code(self) -> bool {
-        self.0 & Self::DELIVER_CODE_MASK != 0
-    }
-
-    /// Bit 31.
-    pub const fn valid(self) -> bool {
-        self.0 & Self::VALID_MASK != 0
-    }
-
-    /// Set bits among the reserved bits 30:12.
-    pub const fn reserved_bits(self) -> u32 {
-        self.0 & Self::RESERVED_MASK
-    }
-}
+// The field format moved to x86-kvm-base; re-exported at the old paths.
+pub use x86_kvm_base::interruption::{InterruptionInfo, InterruptionType};
 
 /// What goes into the VMCS to inject one event on the next VM entry: the
 /// interruption-information field, the exception error code and the
@@ -201,7 +81,7 @@ pub enum EncodeError {
 impl EntryInterruption {
     /// Nothing to inject (valid bit clear).
     pub const NONE: Self = Self {
-        info: InterruptionInfo(0),
+        info: InterruptionInfo::from_bits_retain(0),
         error_code: 0,
         instruction_len: 0,
     };
@@ -309,7 +189,8 @@ impl EntryInterruption {
                 vector,
                 instruction_len,
             },
-            InterruptionType::OtherEvent => return Err(DecodeError::OtherEvent { vector }),
+            // Type 7 (`InterruptionType::OtherEvent`); the 3-bit type has no other value.
+            _ => return Err(DecodeError::OtherEvent { vector }),
         })
     }
 }

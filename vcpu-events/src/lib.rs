@@ -24,6 +24,8 @@ pub use injector::{
     Decision, ExitKind, Injector, InjectorStats, RaiseError, RaiseOutcome, RunState, WaitReason,
 };
 pub use interruption::{EntryInterruption, InterruptionInfo, InterruptionType};
-pub use sdm_checks::{check_entry, EntryCaps, EntryControls, GuestEventState, Violation};
+pub use sdm_checks::{
+    check_entry, EntryCaps, EntryControls, EventRule, GuestEventState, GuestRule, Rule, Violation,
+};
 pub use validate::{validate, GuestContext, KvmContext, Report};
 pub use vcpu_events::{RawVcpuEvents, Shadow, VcpuEvents};

@@ -16,11 +16,14 @@
 //!
 //! # Readings where sources differ
 //!
-//! * C5 with IA32_VMX_BASIC bit 56: any *hardware exception* may be delivered
-//!   with or without an error code; the deliver-error-code bit is still
-//!   reported for other interruption types (conservative; KVM's nested check
-//!   skips C5 entirely then).
-//! * C5 and #CP (21): an error code only with CET ([`EntryCaps::cet`]).
+//! * C1..C8 are the one checker of [`x86_kvm_base::interruption`]; this module
+//!   maps its violations into [`Violation`] and adds the guest-state rules.
+//! * C5 with IA32_VMX_BASIC bit 56: a *hardware exception in protected mode*
+//!   may be delivered with or without an error code; outside protected mode
+//!   (unrestricted guest with CR0.PE = 0) and for other types the bit must
+//!   still be 0, as Linux nested.c `nested_check_vm_entry_controls`.
+//! * C5 and #CP (21): an error code only when the guest has CET
+//!   ([`EntryCaps::cet`]), as Linux `x86_exception_has_error_code`.
 //! * C7: bits 31:16 of the error code must be 0 (hardware, KVM, Bochs; some
 //!   texts say 31:15).
 //! * G5: NMI with blocking by STI is reported too ("some processors" reject
@@ -30,11 +33,11 @@
 
 #![deny(unsafe_code)]
 
-use crate::event::{
-    exception_has_error_code, vector::*, ActivityState, Interruptibility, X86_EFLAGS_IF,
-    X86_EFLAGS_TF,
-};
+use crate::event::{vector::*, ActivityState, Interruptibility, X86_EFLAGS_IF, X86_EFLAGS_TF};
 use crate::interruption::{EntryInterruption, InterruptionType};
+use x86_kvm_base::exception::GuestCet;
+pub use x86_kvm_base::interruption::EventRule;
+use x86_kvm_base::interruption::{EventInjectionCaps, EventInjectionContext, EventViolation};
 
 /// Processor capabilities the event checks depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,7 +53,8 @@ pub struct EntryCaps {
     /// The "monitor trap flag" VM-execution control is supported (allows
     /// interruption type 7, pending MTF VM exit).
     pub monitor_trap_flag: bool,
-    /// CET is supported: #CP (21) delivers an error code.
+    /// The guest has CET (its CPUID): #CP (21) delivers an error code
+    /// (Linux `x86_exception_has_error_code`).
     pub cet: bool,
 }
 
@@ -68,6 +72,18 @@ impl EntryCaps {
             no_hw_error_code_consistency_check: vmx_basic & Self::VMX_BASIC_NO_HW_ERRCODE_CC != 0,
             monitor_trap_flag: false,
             cet: false,
+        }
+    }
+
+    /// The capability bits of the shared checker
+    /// ([`x86_kvm_base::interruption::check_entry_interruption`]); IA32_VMX_BASIC
+    /// bit 58 (FRED nested exception) is not modelled here and stays clear.
+    pub fn event_injection_caps(&self) -> EventInjectionCaps {
+        EventInjectionCaps {
+            no_hw_error_code_cc: self.no_hw_error_code_consistency_check,
+            nested_exception: false,
+            zero_len_ins: self.zero_length_instruction_injection,
+            monitor_trap_flag: self.monitor_trap_flag,
         }
     }
 }
@@ -180,6 +196,10 @@ pub enum Violation {
     /// C8: instruction length 0 without IA32_VMX_MISC bit 30.
     #[error("C8: instruction length 0 needs IA32_VMX_MISC bit 30")]
     ZeroInstructionLength,
+    /// A control-field rule of the shared checker this enum has no variant for
+    /// yet (a newer `x86-kvm-base`).
+    #[error("{0}")]
+    OtherEntryRule(EventViolation),
     /// G1: external interrupt injected with RFLAGS.IF = 0.
     #[error("G1: external interrupt injected with RFLAGS.IF = 0")]
     ExternalInterruptWithIfClear,
@@ -250,41 +270,155 @@ pub enum Violation {
     SingleStepPendingWithoutTf,
 }
 
+/// A guest-state rule on events (SDM 26.3.1.4 / 26.3.1.5; 28.3.1.x in current
+/// editions), ids G1..G9 of the reference notes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum GuestRule {
+    /// G1: RFLAGS.IF = 1 when injecting an external interrupt.
+    IfForExternalInterrupt,
+    /// G2: interruptibility-state reserved bits 0, not STI and MOV SS both,
+    /// no enclave interruption with MOV SS.
+    InterruptibilityConsistent,
+    /// G3: no STI blocking with RFLAGS.IF = 0.
+    StiBlockingNeedsIf,
+    /// G4: no STI / MOV-SS blocking when injecting an external interrupt.
+    ExternalInterruptOutsideShadow,
+    /// G5: no MOV-SS (and, portably, STI) blocking when injecting an NMI.
+    NmiOutsideShadow,
+    /// G6: with virtual NMIs, no NMI blocking when injecting an NMI.
+    NmiNotBlocked,
+    /// G7: SMI blocking only in SMM, and with "entry to SMM".
+    SmiBlocking,
+    /// G8: the activity state allows the shadow and the event.
+    ActivityState,
+    /// G9: a pending single-step #DB matches RFLAGS.TF in a shadow / HLT.
+    PendingSingleStep,
+}
+
+impl GuestRule {
+    /// The id used in the reference notes (`"G1"`..`"G9"`), for printing only.
+    pub const fn id(self) -> &'static str {
+        match self {
+            Self::IfForExternalInterrupt => "G1",
+            Self::InterruptibilityConsistent => "G2",
+            Self::StiBlockingNeedsIf => "G3",
+            Self::ExternalInterruptOutsideShadow => "G4",
+            Self::NmiOutsideShadow => "G5",
+            Self::NmiNotBlocked => "G6",
+            Self::SmiBlocking => "G7",
+            Self::ActivityState => "G8",
+            Self::PendingSingleStep => "G9",
+        }
+    }
+}
+
+/// The rule a [`Violation`] breaks: a check on the VM-entry control fields
+/// (the shared [`EventRule`]) or on the guest state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum Rule {
+    /// C1..C8, SDM 26.2.1.3 (VM-instruction error 7 on failure).
+    Entry(EventRule),
+    /// G1..G9, SDM 26.3.1.4 / 26.3.1.5 (exit reason 33 on failure).
+    Guest(GuestRule),
+}
+
+impl Rule {
+    /// The id used in the reference notes (`"C5"`, `"G1"`), for printing only.
+    pub const fn id(self) -> &'static str {
+        match self {
+            Self::Entry(r) => r.id(),
+            Self::Guest(r) => r.id(),
+        }
+    }
+}
+
+impl core::fmt::Display for Rule {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+impl From<EventViolation> for Violation {
+    fn from(v: EventViolation) -> Self {
+        use EventViolation as E;
+        match v {
+            E::ReservedInterruptionType => Self::ReservedInterruptionType,
+            E::OtherEventUnsupported => Self::OtherEventUnsupported,
+            E::NmiVector { vector } => Self::NmiVector { vector },
+            E::ExceptionVector { vector } => Self::ExceptionVector { vector },
+            E::OtherEventVector { vector } => Self::OtherEventVector { vector },
+            E::ErrorCodeMissing { vector } => Self::ErrorCodeMissing { vector },
+            E::UnexpectedErrorCode {
+                interruption_type,
+                vector,
+            } => Self::UnexpectedErrorCode {
+                interruption_type,
+                vector,
+            },
+            E::ReservedBits { bits } => Self::ReservedBits { bits },
+            E::ErrorCodeHighBits { error_code } => Self::ErrorCodeHighBits { error_code },
+            E::InstructionLengthTooLong { len } => Self::InstructionLengthTooLong { len },
+            E::ZeroInstructionLength => Self::ZeroInstructionLength,
+            // `EventViolation` is non-exhaustive; a rule added there is kept typed.
+            other => Self::OtherEntryRule(other),
+        }
+    }
+}
+
 impl Violation {
-    /// The rule id used in this crate's reference (C1..C8, G1..G9).
-    pub fn rule(&self) -> &'static str {
+    /// The typed rule this violation breaks.
+    pub fn kind(&self) -> Rule {
+        use EventRule as C;
+        use GuestRule as G;
         use Violation::*;
         match self {
-            ReservedInterruptionType | OtherEventUnsupported => "C1",
-            NmiVector { .. } => "C2",
-            ExceptionVector { .. } => "C3",
-            OtherEventVector { .. } => "C4",
-            ErrorCodeMissing { .. } | UnexpectedErrorCode { .. } => "C5",
-            ReservedBits { .. } => "C6",
-            ErrorCodeHighBits { .. } => "C7",
-            InstructionLengthTooLong { .. } | ZeroInstructionLength => "C8",
-            ExternalInterruptWithIfClear => "G1",
+            ReservedInterruptionType | OtherEventUnsupported => Rule::Entry(C::InterruptionType),
+            NmiVector { .. } => Rule::Entry(C::NmiVector),
+            ExceptionVector { .. } => Rule::Entry(C::ExceptionVector),
+            OtherEventVector { .. } => Rule::Entry(C::OtherEventVector),
+            ErrorCodeMissing { .. } | UnexpectedErrorCode { .. } => {
+                Rule::Entry(C::ErrorCodeDelivery)
+            }
+            ReservedBits { .. } => Rule::Entry(C::ReservedBits),
+            ErrorCodeHighBits { .. } => Rule::Entry(C::ErrorCodeReserved),
+            InstructionLengthTooLong { .. } | ZeroInstructionLength => {
+                Rule::Entry(C::InstructionLength)
+            }
+            OtherEntryRule(v) => Rule::Entry(v.rule()),
+            ExternalInterruptWithIfClear => Rule::Guest(G::IfForExternalInterrupt),
             InterruptibilityReservedBits { .. }
             | StiAndMovSsBlocking
-            | EnclaveInterruptionWithMovSs => "G2",
-            StiBlockingWithIfClear => "G3",
-            ExternalInterruptInShadow => "G4",
-            NmiWithMovSsBlocking | NmiWithStiBlocking => "G5",
-            NmiWhileNmiBlocked => "G6",
-            SmiBlockingOutsideSmm | EntryToSmmWithoutSmiBlocking => "G7",
+            | EnclaveInterruptionWithMovSs => Rule::Guest(G::InterruptibilityConsistent),
+            StiBlockingWithIfClear => Rule::Guest(G::StiBlockingNeedsIf),
+            ExternalInterruptInShadow => Rule::Guest(G::ExternalInterruptOutsideShadow),
+            NmiWithMovSsBlocking | NmiWithStiBlocking => Rule::Guest(G::NmiOutsideShadow),
+            NmiWhileNmiBlocked => Rule::Guest(G::NmiNotBlocked),
+            SmiBlockingOutsideSmm | EntryToSmmWithoutSmiBlocking => Rule::Guest(G::SmiBlocking),
             ShadowWhenNotActive { .. }
             | EventBlockedInActivityState { .. }
-            | ReservedActivityState(_) => "G8",
-            SingleStepNotPending | SingleStepPendingWithoutTf => "G9",
+            | ReservedActivityState(_) => Rule::Guest(G::ActivityState),
+            SingleStepNotPending | SingleStepPendingWithoutTf => Rule::Guest(G::PendingSingleStep),
         }
+    }
+
+    /// The rule id of the reference notes (C1..C8, G1..G9), for printing;
+    /// classify with [`Violation::kind`].
+    pub fn rule(&self) -> &'static str {
+        self.kind().id()
     }
 
     /// The SDM Vol. 3C section that states the rule.
     pub fn sdm_section(&self) -> &'static str {
-        match self.rule() {
-            "G1" => "SDM 26.3.1.4 (checks on guest RIP, RFLAGS and SSP)",
-            r if r.starts_with('G') => "SDM 26.3.1.5 (checks on guest non-register state)",
-            _ => "SDM 26.2.1.3 (checks on VM-entry control fields: event injection)",
+        match self.kind() {
+            Rule::Guest(GuestRule::IfForExternalInterrupt) => {
+                "SDM 26.3.1.4 (checks on guest RIP, RFLAGS and SSP)"
+            }
+            Rule::Guest(_) => "SDM 26.3.1.5 (checks on guest non-register state)",
+            Rule::Entry(_) => "SDM 26.2.1.3 (checks on VM-entry control fields: event injection)",
         }
     }
 
@@ -292,7 +426,7 @@ impl Violation {
     /// `hardware_entry_failure_reason` 0x80000021) rather than VM-instruction
     /// error 7 (invalid control field).
     pub fn is_guest_state(&self) -> bool {
-        self.rule().starts_with('G')
+        matches!(self.kind(), Rule::Guest(_))
     }
 }
 
@@ -317,72 +451,19 @@ fn push_entry_interruption(
     controls: &EntryControls,
     guest_cr0_pe: bool,
 ) {
-    let info = entry.info;
-    if !info.valid() {
-        return;
-    }
-    let vector = info.vector();
-    let ty = info.interruption_type();
-    match ty {
-        InterruptionType::Reserved => out.push(Violation::ReservedInterruptionType),
-        InterruptionType::OtherEvent => {
-            if !caps.monitor_trap_flag {
-                out.push(Violation::OtherEventUnsupported);
-            }
-            if vector != 0 {
-                out.push(Violation::OtherEventVector { vector });
-            }
-        }
-        InterruptionType::Nmi if vector != X86_TRAP_NMI => {
-            out.push(Violation::NmiVector { vector })
-        }
-        InterruptionType::HardwareException if vector > LAST_EXCEPTION_VECTOR => {
-            out.push(Violation::ExceptionVector { vector })
-        }
-        _ => {}
-    }
-
-    // C5. With IA32_VMX_BASIC bit 56 any hardware exception may go with or
-    // without an error code; the bit must still be 0 for other types
-    // (conservative reading, see the crate docs).
-    let is_hw = ty == InterruptionType::HardwareException;
-    let should = (!controls.unrestricted_guest || guest_cr0_pe)
-        && is_hw
-        && exception_has_error_code(vector, caps.cet);
-    let has = info.deliver_error_code();
-    if !(is_hw && caps.no_hw_error_code_consistency_check) {
-        if should && !has {
-            out.push(Violation::ErrorCodeMissing { vector });
-        } else if has && !should {
-            out.push(Violation::UnexpectedErrorCode {
-                interruption_type: ty,
-                vector,
-            });
-        }
-    }
-
-    // C6.
-    if info.reserved_bits() != 0 {
-        out.push(Violation::ReservedBits {
-            bits: info.reserved_bits(),
-        });
-    }
-    // C7.
-    if has && entry.error_code & 0xffff_0000 != 0 {
-        out.push(Violation::ErrorCodeHighBits {
-            error_code: entry.error_code,
-        });
-    }
-    // C8.
-    if ty.uses_instruction_len() {
-        if entry.instruction_len > 15 {
-            out.push(Violation::InstructionLengthTooLong {
-                len: entry.instruction_len,
-            });
-        } else if entry.instruction_len == 0 && !caps.zero_length_instruction_injection {
-            out.push(Violation::ZeroInstructionLength);
-        }
-    }
+    let context = EventInjectionContext {
+        unrestricted_guest: controls.unrestricted_guest,
+        guest_cr0_pe,
+        guest_cet: GuestCet::from_bool(caps.cet),
+    };
+    let found = x86_kvm_base::interruption::check_entry_interruption(
+        entry.info,
+        entry.error_code,
+        entry.instruction_len,
+        &caps.event_injection_caps(),
+        &context,
+    );
+    out.extend(found.into_iter().map(Violation::from));
 }
 
 /// G1..G9: guest-state checks that involve events (SDM 26.3.1.4, 26.3.1.5).
@@ -515,431 +596,4 @@ pub fn check_entry(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::{Event, HardwareException};
-    use crate::interruption::InterruptionInfo;
-
-    const IF: u64 = X86_EFLAGS_IF | 2;
-
-    fn ctl() -> EntryControls {
-        EntryControls::default()
-    }
-
-    fn raw(info: u32, error_code: u32, len: u32) -> EntryInterruption {
-        EntryInterruption {
-            info: InterruptionInfo::from_bits_retain(info),
-            error_code,
-            instruction_len: len,
-        }
-    }
-
-    fn ev(e: Event) -> EntryInterruption {
-        EntryInterruption::encode(&e).unwrap()
-    }
-
-    fn c(entry: &EntryInterruption) -> Vec<Violation> {
-        check_entry_interruption(entry, &EntryCaps::default(), &ctl(), true)
-    }
-
-    fn g(entry: &EntryInterruption, guest: GuestEventState) -> Vec<Violation> {
-        check_guest_event_state(entry, &guest, &ctl())
-    }
-
-    #[test]
-    fn not_valid_is_never_checked() {
-        assert!(c(&raw(0x7fff_ffff, 0xffff_ffff, 99)).is_empty());
-    }
-
-    #[test]
-    fn c1_reserved_type_and_mtf() {
-        assert_eq!(
-            c(&raw(0x8000_0100, 0, 0)),
-            vec![Violation::ReservedInterruptionType]
-        );
-        assert_eq!(
-            c(&raw(0x8000_0700, 0, 0)),
-            vec![Violation::OtherEventUnsupported]
-        );
-        let caps = EntryCaps {
-            monitor_trap_flag: true,
-            ..Default::default()
-        };
-        assert!(check_entry_interruption(&raw(0x8000_0700, 0, 0), &caps, &ctl(), true).is_empty());
-    }
-
-    #[test]
-    fn c2_nmi_vector() {
-        assert!(c(&ev(Event::Nmi)).is_empty());
-        assert_eq!(
-            c(&raw(0x8000_0203, 0, 0)),
-            vec![Violation::NmiVector { vector: 3 }]
-        );
-    }
-
-    #[test]
-    fn c3_exception_vector() {
-        assert!(c(&raw(0x8000_031f, 0, 0)).is_empty());
-        assert_eq!(
-            c(&raw(0x8000_0320, 0, 0)),
-            vec![Violation::ExceptionVector { vector: 32 }]
-        );
-    }
-
-    #[test]
-    fn c4_other_event_vector() {
-        let caps = EntryCaps {
-            monitor_trap_flag: true,
-            ..Default::default()
-        };
-        assert_eq!(
-            check_entry_interruption(&raw(0x8000_0701, 0, 0), &caps, &ctl(), true),
-            vec![Violation::OtherEventVector { vector: 1 }]
-        );
-    }
-
-    #[test]
-    fn c5_error_code_consistency() {
-        // Passing: #GP with, #UD without.
-        assert!(c(&ev(Event::HardwareException(
-            HardwareException::general_protection(0)
-        )))
-        .is_empty());
-        assert!(c(&ev(Event::HardwareException(HardwareException::new(6)))).is_empty());
-        // Missing for #PF.
-        assert_eq!(
-            c(&raw(0x8000_030e, 0, 0)),
-            vec![Violation::ErrorCodeMissing { vector: 14 }]
-        );
-        // Unexpected for #UD, and for an external interrupt.
-        assert_eq!(
-            c(&raw(0x8000_0b06, 0, 0)),
-            vec![Violation::UnexpectedErrorCode {
-                interruption_type: InterruptionType::HardwareException,
-                vector: 6
-            }]
-        );
-        assert_eq!(
-            c(&raw(0x8000_0820, 0, 0)),
-            vec![Violation::UnexpectedErrorCode {
-                interruption_type: InterruptionType::ExternalInterrupt,
-                vector: 0x20
-            }]
-        );
-        // Real mode with unrestricted guest: #GP has no error code.
-        let ug = EntryControls {
-            unrestricted_guest: true,
-            ..ctl()
-        };
-        let gp = ev(Event::HardwareException(
-            HardwareException::general_protection(0),
-        ));
-        assert_eq!(
-            check_entry_interruption(&gp, &EntryCaps::default(), &ug, false),
-            vec![Violation::UnexpectedErrorCode {
-                interruption_type: InterruptionType::HardwareException,
-                vector: 13
-            }]
-        );
-        assert!(check_entry_interruption(
-            &raw(0x8000_030d, 0, 0),
-            &EntryCaps::default(),
-            &ug,
-            false
-        )
-        .is_empty());
-        // Without unrestricted guest, CR0.PE does not matter.
-        assert!(check_entry_interruption(&gp, &EntryCaps::default(), &ctl(), false).is_empty());
-        // #CP only with CET.
-        let cet = EntryCaps {
-            cet: true,
-            ..Default::default()
-        };
-        assert!(check_entry_interruption(&raw(0x8000_0b15, 0, 0), &cet, &ctl(), true).is_empty());
-        assert_eq!(c(&raw(0x8000_0b15, 0, 0)).len(), 1);
-        // IA32_VMX_BASIC bit 56 lifts the vector rule for hardware exceptions only.
-        let nocc = EntryCaps::from_msrs(1 << 56, 0);
-        assert!(nocc.no_hw_error_code_consistency_check);
-        assert!(check_entry_interruption(&raw(0x8000_0b06, 0, 0), &nocc, &ctl(), true).is_empty());
-        assert!(check_entry_interruption(&raw(0x8000_030e, 0, 0), &nocc, &ctl(), true).is_empty());
-        assert_eq!(
-            check_entry_interruption(&raw(0x8000_0820, 0, 0), &nocc, &ctl(), true).len(),
-            1
-        );
-    }
-
-    #[test]
-    fn c6_reserved_bits() {
-        assert_eq!(
-            c(&raw(0x8000_1020, 0, 0)),
-            vec![Violation::ReservedBits { bits: 0x1000 }]
-        );
-        assert_eq!(
-            c(&raw(0xc000_0020, 0, 0)),
-            vec![Violation::ReservedBits { bits: 0x4000_0000 }]
-        );
-    }
-
-    #[test]
-    fn c7_error_code_high_bits() {
-        assert!(c(&raw(0x8000_0b0d, 0xffff, 0)).is_empty());
-        assert_eq!(
-            c(&raw(0x8000_0b0d, 0x1_0000, 0)),
-            vec![Violation::ErrorCodeHighBits {
-                error_code: 0x1_0000
-            }]
-        );
-        // Not checked without bit 11.
-        assert!(c(&raw(0x8000_0306, 0xffff_0000, 0)).is_empty());
-    }
-
-    #[test]
-    fn c8_instruction_length() {
-        for ty in [4u32, 5, 6] {
-            let base = 0x8000_0000 | (ty << 8) | 3;
-            assert!(c(&raw(base, 0, 1)).is_empty());
-            assert!(c(&raw(base, 0, 15)).is_empty());
-            assert_eq!(
-                c(&raw(base, 0, 16)),
-                vec![Violation::InstructionLengthTooLong { len: 16 }]
-            );
-            assert_eq!(c(&raw(base, 0, 0)), vec![Violation::ZeroInstructionLength]);
-            let caps = EntryCaps::from_msrs(0, 1 << 30);
-            assert!(check_entry_interruption(&raw(base, 0, 0), &caps, &ctl(), true).is_empty());
-        }
-        // Not checked for hardware events.
-        assert!(c(&raw(0x8000_0020, 0, 99)).is_empty());
-    }
-
-    #[test]
-    fn g1_external_interrupt_needs_if() {
-        let e = ev(Event::ExternalInterrupt { vector: 0x20 });
-        assert!(g(&e, GuestEventState::with_rflags(IF)).is_empty());
-        assert_eq!(
-            g(&e, GuestEventState::with_rflags(2)),
-            vec![Violation::ExternalInterruptWithIfClear]
-        );
-        // The edk2#91 state: RFLAGS=0x2, intr_info=0x800000d1.
-        let edk2 = check_entry(
-            &raw(0x8000_00d1, 0, 0),
-            &GuestEventState::with_rflags(2),
-            &ctl(),
-            &EntryCaps::default(),
-        );
-        assert_eq!(edk2, vec![Violation::ExternalInterruptWithIfClear]);
-        assert_eq!(
-            edk2[0].sdm_section(),
-            "SDM 26.3.1.4 (checks on guest RIP, RFLAGS and SSP)"
-        );
-    }
-
-    #[test]
-    fn g2_interruptibility_reserved_and_both_shadows() {
-        let mut s = GuestEventState::with_rflags(IF);
-        s.interruptibility = Interruptibility::from_bits_retain(1 << 5);
-        assert_eq!(
-            g(&EntryInterruption::NONE, s),
-            vec![Violation::InterruptibilityReservedBits { bits: 0x20 }]
-        );
-        s.interruptibility = Interruptibility::from_bits_retain(3);
-        assert_eq!(
-            g(&EntryInterruption::NONE, s),
-            vec![Violation::StiAndMovSsBlocking]
-        );
-        s.interruptibility =
-            Interruptibility::from_bits_retain(0x1f & !Interruptibility::BLOCKING_BY_SMI & !3 | 1);
-        assert!(g(&EntryInterruption::NONE, s).is_empty());
-        // Enclave interruption: fine with STI blocking (above), not with MOV SS.
-        s.interruptibility = Interruptibility::from_bits_retain(
-            Interruptibility::ENCLAVE_INTERRUPTION | Interruptibility::BLOCKING_BY_MOV_SS,
-        );
-        assert_eq!(
-            g(&EntryInterruption::NONE, s),
-            vec![Violation::EnclaveInterruptionWithMovSs]
-        );
-        assert_eq!(Violation::EnclaveInterruptionWithMovSs.rule(), "G2");
-    }
-
-    #[test]
-    fn g3_sti_blocking_needs_if() {
-        let mut s = GuestEventState::with_rflags(2);
-        s.interruptibility = Interruptibility::from_bits_retain(Interruptibility::BLOCKING_BY_STI);
-        assert_eq!(
-            g(&EntryInterruption::NONE, s),
-            vec![Violation::StiBlockingWithIfClear]
-        );
-        s.rflags = IF;
-        assert!(g(&EntryInterruption::NONE, s).is_empty());
-        // MOV-SS blocking with IF = 0 is fine.
-        s.rflags = 2;
-        s.interruptibility =
-            Interruptibility::from_bits_retain(Interruptibility::BLOCKING_BY_MOV_SS);
-        assert!(g(&EntryInterruption::NONE, s).is_empty());
-    }
-
-    #[test]
-    fn g4_external_interrupt_in_shadow() {
-        let e = ev(Event::ExternalInterrupt { vector: 0x20 });
-        for bit in [
-            Interruptibility::BLOCKING_BY_STI,
-            Interruptibility::BLOCKING_BY_MOV_SS,
-        ] {
-            let mut s = GuestEventState::with_rflags(IF);
-            s.interruptibility = Interruptibility::from_bits_retain(bit);
-            assert_eq!(g(&e, s), vec![Violation::ExternalInterruptInShadow]);
-        }
-        // NMI blocking does not block external interrupts.
-        let mut s = GuestEventState::with_rflags(IF);
-        s.interruptibility = Interruptibility::from_bits_retain(Interruptibility::BLOCKING_BY_NMI);
-        assert!(g(&e, s).is_empty());
-    }
-
-    #[test]
-    fn g5_nmi_shadow_rules() {
-        let e = ev(Event::Nmi);
-        let mut s = GuestEventState::with_rflags(2);
-        assert!(g(&e, s).is_empty(), "NMI does not need IF");
-        s.interruptibility =
-            Interruptibility::from_bits_retain(Interruptibility::BLOCKING_BY_MOV_SS);
-        assert_eq!(g(&e, s), vec![Violation::NmiWithMovSsBlocking]);
-        s.rflags = IF;
-        s.interruptibility = Interruptibility::from_bits_retain(Interruptibility::BLOCKING_BY_STI);
-        assert_eq!(g(&e, s), vec![Violation::NmiWithStiBlocking]);
-    }
-
-    #[test]
-    fn g6_virtual_nmi_blocking() {
-        let e = ev(Event::Nmi);
-        let mut s = GuestEventState::with_rflags(IF);
-        s.interruptibility = Interruptibility::from_bits_retain(Interruptibility::BLOCKING_BY_NMI);
-        assert!(
-            g(&e, s).is_empty(),
-            "without virtual NMIs the check does not apply"
-        );
-        let vnmi = EntryControls {
-            virtual_nmis: true,
-            ..ctl()
-        };
-        assert_eq!(
-            check_guest_event_state(&e, &s, &vnmi),
-            vec![Violation::NmiWhileNmiBlocked]
-        );
-        s.interruptibility = Interruptibility::NONE;
-        assert!(check_guest_event_state(&e, &s, &vnmi).is_empty());
-    }
-
-    #[test]
-    fn g7_smi_blocking() {
-        let mut s = GuestEventState::with_rflags(IF);
-        s.interruptibility = Interruptibility::from_bits_retain(Interruptibility::BLOCKING_BY_SMI);
-        assert_eq!(
-            g(&EntryInterruption::NONE, s),
-            vec![Violation::SmiBlockingOutsideSmm]
-        );
-        s.in_smm = true;
-        assert!(g(&EntryInterruption::NONE, s).is_empty());
-        let smm = EntryControls {
-            entry_to_smm: true,
-            ..ctl()
-        };
-        assert!(check_guest_event_state(&EntryInterruption::NONE, &s, &smm).is_empty());
-        s.interruptibility = Interruptibility::NONE;
-        assert_eq!(
-            check_guest_event_state(&EntryInterruption::NONE, &s, &smm),
-            vec![Violation::EntryToSmmWithoutSmiBlocking]
-        );
-    }
-
-    #[test]
-    fn g8_activity_state() {
-        let mut s = GuestEventState::with_rflags(IF);
-        s.activity = ActivityState::Hlt;
-        s.interruptibility =
-            Interruptibility::from_bits_retain(Interruptibility::BLOCKING_BY_MOV_SS);
-        assert_eq!(
-            g(&EntryInterruption::NONE, s),
-            vec![Violation::ShadowWhenNotActive {
-                activity: ActivityState::Hlt
-            }]
-        );
-        s.interruptibility = Interruptibility::NONE;
-        // HLT: external interrupt, NMI, #DB, #MC allowed; #GP not.
-        for ok in [
-            Event::ExternalInterrupt { vector: 0x20 },
-            Event::Nmi,
-            Event::HardwareException(HardwareException::new(1)),
-            Event::HardwareException(HardwareException::new(18)),
-        ] {
-            assert!(g(&ev(ok), s).is_empty(), "{ok:?}");
-        }
-        let gp = ev(Event::HardwareException(
-            HardwareException::general_protection(0),
-        ));
-        assert_eq!(
-            g(&gp, s),
-            vec![Violation::EventBlockedInActivityState {
-                activity: ActivityState::Hlt,
-                interruption_type: InterruptionType::HardwareException,
-                vector: 13
-            }]
-        );
-        // Shutdown: NMI and #MC only.
-        s.activity = ActivityState::Shutdown;
-        assert!(g(&ev(Event::Nmi), s).is_empty());
-        assert!(g(&ev(Event::HardwareException(HardwareException::new(18))), s).is_empty());
-        assert_eq!(
-            g(&ev(Event::ExternalInterrupt { vector: 0x20 }), s).len(),
-            1
-        );
-        // Wait-for-SIPI: nothing.
-        s.activity = ActivityState::WaitForSipi;
-        assert_eq!(g(&ev(Event::Nmi), s).len(), 1);
-        assert!(g(&EntryInterruption::NONE, s).is_empty());
-        s.activity = ActivityState::Other(7);
-        assert_eq!(
-            g(&EntryInterruption::NONE, s),
-            vec![Violation::ReservedActivityState(7)]
-        );
-    }
-
-    #[test]
-    fn g9_single_step_in_shadow() {
-        let mut s = GuestEventState::with_rflags(IF | X86_EFLAGS_TF);
-        s.interruptibility = Interruptibility::from_bits_retain(Interruptibility::BLOCKING_BY_STI);
-        assert_eq!(
-            g(&EntryInterruption::NONE, s),
-            vec![Violation::SingleStepNotPending]
-        );
-        s.pending_debug_bs = true;
-        assert!(g(&EntryInterruption::NONE, s).is_empty());
-        s.rflags = IF;
-        assert_eq!(
-            g(&EntryInterruption::NONE, s),
-            vec![Violation::SingleStepPendingWithoutTf]
-        );
-        s.interruptibility = Interruptibility::NONE;
-        assert!(
-            g(&EntryInterruption::NONE, s).is_empty(),
-            "no shadow, no rule"
-        );
-    }
-
-    #[test]
-    fn all_violations_are_reported_with_sections() {
-        // External interrupt with error code, reserved bits, IF = 0, MOV-SS shadow.
-        let mut s = GuestEventState::with_rflags(2);
-        s.interruptibility =
-            Interruptibility::from_bits_retain(Interruptibility::BLOCKING_BY_MOV_SS);
-        let v = check_entry(
-            &raw(0x8000_1820, 0x1_0000, 0),
-            &s,
-            &ctl(),
-            &EntryCaps::default(),
-        );
-        let rules: Vec<_> = v.iter().map(|v| v.rule()).collect();
-        assert_eq!(rules, vec!["C5", "C6", "C7", "G1", "G4"]);
-        assert!(v.iter().all(|v| v.sdm_section().starts_with("SDM 26.")));
-        assert!(!v[0].is_guest_state() && v[3].is_guest_state());
-        assert!(v[3].to_string().contains("RFLAGS.IF = 0"));
-    }
-}
+mod tests;

@@ -269,42 +269,68 @@ impl Report {
 /// Validates `events` as KVM_SET_VCPU_EVENTS would see them, followed by a
 /// VM entry with `guest`'s state.
 pub fn validate(events: &VcpuEvents, kvm: &KvmContext, guest: &GuestContext) -> Report {
-    let mut r = Report::default();
+    Report {
+        kvm_rejects: kvm_rejects(events, kvm),
+        kvm_changes: kvm_changes(events, kvm, guest),
+        entry_failures: entry_failures(events, guest),
+    }
+}
+
+// The exception slot as KVM normalises it: (injected, pending).
+fn live_exception(events: &VcpuEvents) -> (bool, bool) {
+    let with_payload = events.flags.contains(KVM_VCPUEVENT_VALID_PAYLOAD);
+    let pending = with_payload && events.exception.pending.get();
+    let injected = events.exception.injected.get() && !pending;
+    (injected, pending)
+}
+
+// -EINVAL reasons, in KVM's order (`kvm_vcpu_ioctl_x86_set_vcpu_events`).
+fn kvm_rejects(events: &VcpuEvents, kvm: &KvmContext) -> Vec<KvmReject> {
+    let mut r = Vec::new();
     let flags = events.flags;
     let exc = &events.exception;
-
-    // ---- -EINVAL, in KVM's order ----
     if flags.unknown_bits() != 0 {
-        r.kvm_rejects
-            .push(KvmReject::UnknownFlags(flags.unknown_bits()));
+        r.push(KvmReject::UnknownFlags(flags.unknown_bits()));
     }
-    let with_payload = flags.contains(KVM_VCPUEVENT_VALID_PAYLOAD);
-    if with_payload && !kvm.exception_payload_enabled {
-        r.kvm_rejects.push(KvmReject::PayloadCapNotEnabled);
+    if flags.contains(KVM_VCPUEVENT_VALID_PAYLOAD) && !kvm.exception_payload_enabled {
+        r.push(KvmReject::PayloadCapNotEnabled);
     }
     // KVM normalises before the vector check.
-    let pending = with_payload && exc.pending.get();
-    let injected = exc.injected.get() && !pending;
+    let (injected, pending) = live_exception(events);
     if (injected || pending) && (exc.nr > LAST_EXCEPTION_VECTOR || exc.nr == X86_TRAP_NMI) {
-        r.kvm_rejects.push(KvmReject::ExceptionVector(exc.nr));
+        r.push(KvmReject::ExceptionVector(exc.nr));
     }
     let with_smm = flags.contains(KVM_VCPUEVENT_VALID_SMM);
     let smm_state =
         events.smi.smm.get() || events.smi.pending.get() || events.smi.smm_inside_nmi.get();
     if with_smm && smm_state && !kvm.smm_supported {
-        r.kvm_rejects.push(KvmReject::SmmUnsupported);
+        r.push(KvmReject::SmmUnsupported);
     }
     if with_smm && (events.smi.smm.get() || events.smi.pending.get()) && kvm.mp_state_init_received
     {
-        r.kvm_rejects.push(KvmReject::SmmWithInitReceived);
+        r.push(KvmReject::SmmWithInitReceived);
     }
     if flags.contains(KVM_VCPUEVENT_VALID_TRIPLE_FAULT) && !kvm.triple_fault_event_enabled {
-        r.kvm_rejects.push(KvmReject::TripleFaultCapNotEnabled);
+        r.push(KvmReject::TripleFaultCapNotEnabled);
     }
+    r
+}
 
-    // ---- silent changes ----
-    let c = &mut r.kvm_changes;
-    if with_payload {
+// Silent changes: everything KVM accepts but changes, ignores or loses.
+fn kvm_changes(events: &VcpuEvents, kvm: &KvmContext, guest: &GuestContext) -> Vec<KvmChange> {
+    let mut c = Vec::new();
+    exception_changes(&mut c, events);
+    nmi_and_shadow_changes(&mut c, events);
+    smi_sipi_changes(&mut c, events, kvm);
+    error_code_changes(&mut c, events, guest);
+    encoding_changes(&mut c, events);
+    c
+}
+
+fn exception_changes(c: &mut Vec<KvmChange>, events: &VcpuEvents) {
+    let exc = &events.exception;
+    let (_, pending) = live_exception(events);
+    if events.flags.contains(KVM_VCPUEVENT_VALID_PAYLOAD) {
         if exc.pending.get() && exc.injected.get() {
             c.push(KvmChange::PendingOverridesInjected);
         }
@@ -317,9 +343,26 @@ pub fn validate(events: &VcpuEvents, kvm: &KvmContext, guest: &GuestContext) -> 
     } else if exc.pending.get() || exc.has_payload.get() {
         c.push(KvmChange::PendingIgnoredWithoutPayloadFlag);
     }
-    let nmi_injected = events.nmi.injected.get();
+}
+
+// KVM keeps bits 15:0 of the error code, and none in real mode.
+fn error_code_changes(c: &mut Vec<KvmChange>, events: &VcpuEvents, guest: &GuestContext) {
+    let exc = &events.exception;
+    let (injected, pending) = live_exception(events);
+    if (injected || pending) && exc.has_error_code.get() {
+        if exc.error_code & 0xffff_0000 != 0 {
+            c.push(KvmChange::ErrorCodeTruncated(exc.error_code));
+        }
+        if !guest.cr0_pe {
+            c.push(KvmChange::ErrorCodeDroppedRealMode);
+        }
+    }
+}
+
+fn nmi_and_shadow_changes(c: &mut Vec<KvmChange>, events: &VcpuEvents) {
+    let flags = events.flags;
     if flags.contains(KVM_VCPUEVENT_VALID_NMI_PENDING) {
-        let limit = if events.nmi.masked.get() || nmi_injected {
+        let limit = if events.nmi.masked.get() || events.nmi.injected.get() {
             1
         } else {
             2
@@ -344,6 +387,11 @@ pub fn validate(events: &VcpuEvents, kvm: &KvmContext, guest: &GuestContext) -> 
     if with_shadow && shadow.unknown_bits() != 0 {
         c.push(KvmChange::UnknownShadowBits(shadow.unknown_bits()));
     }
+}
+
+fn smi_sipi_changes(c: &mut Vec<KvmChange>, events: &VcpuEvents, kvm: &KvmContext) {
+    let flags = events.flags;
+    let with_smm = flags.contains(KVM_VCPUEVENT_VALID_SMM);
     if flags.contains(KVM_VCPUEVENT_VALID_SIPI_VECTOR) && !kvm.in_kernel_lapic {
         c.push(KvmChange::SipiIgnored);
     }
@@ -366,15 +414,11 @@ pub fn validate(events: &VcpuEvents, kvm: &KvmContext, guest: &GuestContext) -> 
     if !flags.contains(KVM_VCPUEVENT_VALID_TRIPLE_FAULT) && events.triple_fault_pending.raw() != 0 {
         c.push(KvmChange::TripleFaultIgnored);
     }
-    let exc_live = injected || pending;
-    if exc_live && exc.has_error_code.get() {
-        if exc.error_code & 0xffff_0000 != 0 {
-            c.push(KvmChange::ErrorCodeTruncated(exc.error_code));
-        }
-        if !guest.cr0_pe {
-            c.push(KvmChange::ErrorCodeDroppedRealMode);
-        }
-    }
+}
+
+// Non-canonical booleans, padding, reserved bytes, several injected events.
+fn encoding_changes(c: &mut Vec<KvmChange>, events: &VcpuEvents) {
+    let exc = &events.exception;
     let bools = [
         ("exception.injected", exc.injected),
         ("exception.has_error_code", exc.has_error_code),
@@ -402,26 +446,46 @@ pub fn validate(events: &VcpuEvents, kvm: &KvmContext, guest: &GuestContext) -> 
     if nonzero != 0 {
         c.push(KvmChange::ReservedBytesNonZero(nonzero));
     }
-    let int_injected = events.interrupt.injected.get();
-    if [injected, nmi_injected, int_injected]
-        .iter()
-        .filter(|&&b| b)
-        .count()
-        > 1
-    {
+    let (injected, _) = live_exception(events);
+    let injected_count = [
+        injected,
+        events.nmi.injected.get(),
+        events.interrupt.injected.get(),
+    ]
+    .iter()
+    .filter(|&&b| b)
+    .count();
+    if injected_count > 1 {
         c.push(KvmChange::SeveralInjectedEvents);
     }
+}
 
-    // ---- VM entry ----
+// Whether a violation is about the injected event (reported per slot) rather than the
+// guest state alone (reported once, as `EventSlot::State`).
+fn is_event_specific(v: &Violation) -> bool {
+    use crate::sdm_checks::{GuestRule as G, Rule};
+    match v.kind() {
+        Rule::Entry(_) => true,
+        Rule::Guest(
+            G::IfForExternalInterrupt
+            | G::ExternalInterruptOutsideShadow
+            | G::NmiOutsideShadow
+            | G::NmiNotBlocked,
+        ) => true,
+        _ => matches!(v, Violation::EventBlockedInActivityState { .. }),
+    }
+}
+
+// The guest state KVM will program for the VM entry after the SET.
+fn entry_guest_state(events: &VcpuEvents, guest: &GuestContext) -> GuestEventState {
     // The interruptibility state KVM will program (both bits: MOV SS wins).
-    let eff_shadow = if with_shadow {
-        if shadow.mov_ss() {
-            Interruptibility::BLOCKING_BY_MOV_SS
-        } else if shadow.sti() {
-            Interruptibility::BLOCKING_BY_STI
-        } else {
-            0
-        }
+    let shadow = events.interrupt.shadow;
+    let eff_shadow = if !events.flags.contains(KVM_VCPUEVENT_VALID_SHADOW) {
+        0
+    } else if shadow.mov_ss() {
+        Interruptibility::BLOCKING_BY_MOV_SS
+    } else if shadow.sti() {
+        Interruptibility::BLOCKING_BY_STI
     } else {
         0
     };
@@ -430,7 +494,7 @@ pub fn validate(events: &VcpuEvents, kvm: &KvmContext, guest: &GuestContext) -> 
     } else {
         0
     };
-    let gstate = GuestEventState {
+    GuestEventState {
         rflags: guest.rflags,
         cr0_pe: guest.cr0_pe,
         interruptibility: Interruptibility::from_bits_retain(eff_shadow | nmi_blocked),
@@ -438,13 +502,18 @@ pub fn validate(events: &VcpuEvents, kvm: &KvmContext, guest: &GuestContext) -> 
         in_smm: false,
         pending_debug_bs: false,
         debugctl_btf: false,
-    };
+    }
+}
+
+// VM-entry failures after a successful SET.
+fn entry_failures(events: &VcpuEvents, guest: &GuestContext) -> Vec<EntryFailure> {
+    let gstate = entry_guest_state(events, guest);
     let controls = EntryControls {
         unrestricted_guest: guest.unrestricted_guest,
         virtual_nmis: guest.virtual_nmis,
         entry_to_smm: false,
     };
-    let f = &mut r.entry_failures;
+    let mut f = Vec::new();
     let mut state_reported = false;
     let mut check = |slot: EventSlot, event: Option<Event>, f: &mut Vec<EntryFailure>| {
         let entry = match event.map(|e| EntryInterruption::encode(&e)) {
@@ -453,11 +522,7 @@ pub fn validate(events: &VcpuEvents, kvm: &KvmContext, guest: &GuestContext) -> 
         };
         for v in check_entry(&entry, &gstate, &controls, &guest.caps) {
             // State-only violations (G2/G3/...) are reported once, as State.
-            let event_specific = matches!(
-                v.rule(),
-                "C1" | "C2" | "C3" | "C4" | "C5" | "C6" | "C7" | "C8" | "G1" | "G4" | "G5" | "G6"
-            ) || matches!(v, Violation::EventBlockedInActivityState { .. });
-            if event_specific {
+            if is_event_specific(&v) {
                 f.push(EntryFailure::Sdm { slot, violation: v });
             } else if !state_reported {
                 f.push(EntryFailure::Sdm {
@@ -468,8 +533,10 @@ pub fn validate(events: &VcpuEvents, kvm: &KvmContext, guest: &GuestContext) -> 
         }
         state_reported = true;
     };
-    check(EventSlot::State, None, f);
-    if exc_live {
+    check(EventSlot::State, None, &mut f);
+    let exc = &events.exception;
+    let (injected, pending) = live_exception(events);
+    if injected || pending {
         if exc.nr == X86_TRAP_BP || exc.nr == X86_TRAP_OF {
             f.push(EntryFailure::StaleInstructionLength(EventSlot::Exception));
         } else if exc.nr <= LAST_EXCEPTION_VECTOR && exc.nr != X86_TRAP_NMI {
@@ -479,485 +546,30 @@ pub fn validate(events: &VcpuEvents, kvm: &KvmContext, guest: &GuestContext) -> 
             if has {
                 e.error_code = Some(exc.error_code & 0xffff);
             }
-            check(EventSlot::Exception, Some(Event::HardwareException(e)), f);
-        }
-    }
-    if nmi_injected {
-        check(EventSlot::Nmi, Some(Event::Nmi), f);
-    }
-    if int_injected {
-        if events.interrupt.soft.get() {
-            f.push(EntryFailure::StaleInstructionLength(EventSlot::Interrupt));
-        } else {
             check(
-                EventSlot::Interrupt,
-                Some(Event::ExternalInterrupt {
-                    vector: events.interrupt.nr,
-                }),
-                f,
+                EventSlot::Exception,
+                Some(Event::HardwareException(e)),
+                &mut f,
             );
         }
     }
-    r
+    if events.nmi.injected.get() {
+        check(EventSlot::Nmi, Some(Event::Nmi), &mut f);
+    }
+    if events.interrupt.injected.get() {
+        if events.interrupt.soft.get() {
+            f.push(EntryFailure::StaleInstructionLength(EventSlot::Interrupt));
+        } else {
+            let vector = events.interrupt.nr;
+            check(
+                EventSlot::Interrupt,
+                Some(Event::ExternalInterrupt { vector }),
+                &mut f,
+            );
+        }
+    }
+    f
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::EventStatus;
-    use crate::vcpu_events::{KvmBool, Shadow, VcpuEventsFlags};
-
-    fn kvm() -> KvmContext {
-        KvmContext {
-            exception_payload_enabled: true,
-            triple_fault_event_enabled: true,
-            ..Default::default()
-        }
-    }
-
-    fn v(e: &VcpuEvents) -> Report {
-        validate(e, &kvm(), &GuestContext::default())
-    }
-
-    /// Events with a pending #PF at CR2 0x1000 (error code 0; a payload).
-    fn pending_page_fault() -> VcpuEvents {
-        let mut e = VcpuEvents::default();
-        e.set_exception(
-            EventStatus::Pending,
-            HardwareException::page_fault(0, 0x1000),
-        )
-        .unwrap();
-        e
-    }
-
-    fn sdm(slot: EventSlot, violation: Violation) -> EntryFailure {
-        EntryFailure::Sdm { slot, violation }
-    }
-
-    #[test]
-    fn empty_is_clean() {
-        assert!(v(&VcpuEvents::default()).is_clean());
-    }
-
-    #[test]
-    fn reject_unknown_flags() {
-        let e = VcpuEvents {
-            flags: VcpuEventsFlags::from_bits_retain(0x40),
-            ..Default::default()
-        };
-        assert_eq!(v(&e).kvm_rejects, vec![KvmReject::UnknownFlags(0x40)]);
-    }
-
-    #[test]
-    fn reject_payload_without_cap() {
-        let e = pending_page_fault();
-        assert!(v(&e).is_clean());
-        let r = validate(&e, &KvmContext::default(), &GuestContext::default());
-        assert_eq!(r.kvm_rejects, vec![KvmReject::PayloadCapNotEnabled]);
-    }
-
-    #[test]
-    fn reject_exception_vector() {
-        for nr in [2u8, 32, 255] {
-            let mut e = VcpuEvents::default();
-            e.exception.injected = KvmBool::TRUE;
-            e.exception.nr = nr;
-            assert_eq!(v(&e).kvm_rejects, vec![KvmReject::ExceptionVector(nr)]);
-        }
-        // Not live: no check (KVM ignores nr then).
-        let mut e = VcpuEvents::default();
-        e.exception.nr = 200;
-        assert!(v(&e).kvm_rejects.is_empty());
-        // Pending without VALID_PAYLOAD is cleared first, so no -EINVAL.
-        e.exception.pending = KvmBool::TRUE;
-        assert!(v(&e).kvm_rejects.is_empty());
-    }
-
-    #[test]
-    fn reject_triple_fault_without_cap() {
-        let mut e = VcpuEvents::default();
-        e.set_event(EventStatus::Pending, Event::TripleFault)
-            .unwrap();
-        assert!(v(&e).kvm_rejects.is_empty());
-        let r = validate(&e, &KvmContext::default(), &GuestContext::default());
-        assert_eq!(r.kvm_rejects, vec![KvmReject::TripleFaultCapNotEnabled]);
-    }
-
-    #[test]
-    fn reject_smm_without_support_and_with_init_received() {
-        let mut e = VcpuEvents::default();
-        e.set_event(EventStatus::Pending, Event::Smi).unwrap();
-        assert!(v(&e).kvm_rejects.is_empty());
-        let no_smm = KvmContext {
-            smm_supported: false,
-            ..kvm()
-        };
-        assert_eq!(
-            validate(&e, &no_smm, &GuestContext::default()).kvm_rejects,
-            vec![KvmReject::SmmUnsupported]
-        );
-        let init = KvmContext {
-            mp_state_init_received: true,
-            ..kvm()
-        };
-        assert_eq!(
-            validate(&e, &init, &GuestContext::default()).kvm_rejects,
-            vec![KvmReject::SmmWithInitReceived]
-        );
-    }
-
-    #[test]
-    fn change_pending_overrides_injected_and_payload_drop() {
-        let mut e = pending_page_fault();
-        e.exception.injected = KvmBool::TRUE;
-        assert_eq!(v(&e).kvm_changes, vec![KvmChange::PendingOverridesInjected]);
-        let mut e = VcpuEvents::default();
-        e.set_exception(
-            EventStatus::Injected,
-            HardwareException::new(14).with_error_code(0),
-        )
-        .unwrap();
-        e.flags.set(KVM_VCPUEVENT_VALID_PAYLOAD, true);
-        e.exception.has_payload = KvmBool::TRUE;
-        assert_eq!(v(&e).kvm_changes, vec![KvmChange::PayloadDroppedNotPending]);
-    }
-
-    #[test]
-    fn change_pending_without_payload_flag() {
-        let mut e = VcpuEvents::default();
-        e.exception.pending = KvmBool::TRUE;
-        e.exception.nr = 6;
-        assert_eq!(
-            v(&e).kvm_changes,
-            vec![KvmChange::PendingIgnoredWithoutPayloadFlag]
-        );
-    }
-
-    #[test]
-    fn change_payload_for_other_vector() {
-        let mut e = VcpuEvents::default();
-        e.set_exception(EventStatus::Pending, HardwareException::new(6))
-            .unwrap();
-        e.exception.has_payload = KvmBool::TRUE;
-        assert_eq!(v(&e).kvm_changes, vec![KvmChange::PayloadForVector(6)]);
-    }
-
-    #[test]
-    fn change_nmi_counts() {
-        let mut e = VcpuEvents::default();
-        e.nmi.pending = 1;
-        assert_eq!(v(&e).kvm_changes, vec![KvmChange::NmiPendingIgnored(1)]);
-        e.flags.set(KVM_VCPUEVENT_VALID_NMI_PENDING, true);
-        assert!(v(&e).is_clean());
-        e.nmi.pending = 2;
-        assert!(v(&e).is_clean());
-        e.nmi.pending = 3;
-        assert_eq!(
-            v(&e).kvm_changes,
-            vec![KvmChange::NmiPendingCapped {
-                requested: 3,
-                kept: 2
-            }]
-        );
-        e.nmi.pending = 2;
-        e.nmi.masked = KvmBool::TRUE;
-        assert_eq!(
-            v(&e).kvm_changes,
-            vec![KvmChange::NmiPendingCapped {
-                requested: 2,
-                kept: 1
-            }]
-        );
-    }
-
-    #[test]
-    fn change_shadow_bits() {
-        let mut e = VcpuEvents::default();
-        e.interrupt.shadow = Shadow::MOV_SS;
-        assert_eq!(v(&e).kvm_changes, vec![KvmChange::ShadowIgnored]);
-        e.set_shadow(Shadow::from_bits_retain(3));
-        let r = v(&e);
-        assert_eq!(r.kvm_changes, vec![KvmChange::BothShadowBits]);
-        // KVM keeps MOV SS, so no G2 failure is reported.
-        assert!(r.entry_failures.is_empty());
-        e.set_shadow(Shadow::from_bits_retain(0x10));
-        assert_eq!(v(&e).kvm_changes, vec![KvmChange::UnknownShadowBits(0x10)]);
-    }
-
-    #[test]
-    fn change_sipi_and_latched_init_without_lapic() {
-        let mut e = VcpuEvents::default();
-        e.flags.set(KVM_VCPUEVENT_VALID_SIPI_VECTOR, true);
-        assert_eq!(v(&e).kvm_changes, vec![KvmChange::SipiIgnored]);
-        let lapic = KvmContext {
-            in_kernel_lapic: true,
-            ..kvm()
-        };
-        assert!(validate(&e, &lapic, &GuestContext::default()).is_clean());
-        let mut e = VcpuEvents::default();
-        e.flags.set(KVM_VCPUEVENT_VALID_SMM, true);
-        e.smi.latched_init = KvmBool::TRUE;
-        assert_eq!(v(&e).kvm_changes, vec![KvmChange::LatchedInitIgnored]);
-    }
-
-    #[test]
-    fn change_fields_ignored_without_their_flag() {
-        let mut e = VcpuEvents {
-            sipi_vector: 0x9a,
-            ..Default::default()
-        };
-        assert_eq!(v(&e).kvm_changes, vec![KvmChange::SipiVectorIgnored(0x9a)]);
-        e.flags.set(KVM_VCPUEVENT_VALID_SIPI_VECTOR, true);
-        let lapic = KvmContext {
-            in_kernel_lapic: true,
-            ..kvm()
-        };
-        assert!(validate(&e, &lapic, &GuestContext::default()).is_clean());
-
-        let mut e = VcpuEvents::default();
-        e.smi.pending = KvmBool::TRUE;
-        assert_eq!(v(&e).kvm_changes, vec![KvmChange::SmiIgnored]);
-        e.flags.set(KVM_VCPUEVENT_VALID_SMM, true);
-        assert!(v(&e).is_clean());
-
-        let mut e = VcpuEvents {
-            triple_fault_pending: KvmBool::TRUE,
-            ..Default::default()
-        };
-        assert_eq!(v(&e).kvm_changes, vec![KvmChange::TripleFaultIgnored]);
-        e.flags.set(KVM_VCPUEVENT_VALID_TRIPLE_FAULT, true);
-        assert!(v(&e).is_clean());
-    }
-
-    #[test]
-    fn change_smm_inside_nmi_outside_smm() {
-        let mut e = VcpuEvents::default();
-        e.flags.set(KVM_VCPUEVENT_VALID_SMM, true);
-        e.smi.smm_inside_nmi = KvmBool::TRUE;
-        assert_eq!(v(&e).kvm_changes, vec![KvmChange::SmmInsideNmiIgnored]);
-        e.smi.smm = KvmBool::TRUE;
-        assert!(v(&e).is_clean());
-        // Without SMM support it is an -EINVAL instead.
-        e.smi.smm = KvmBool::FALSE;
-        let no_smm = KvmContext {
-            smm_supported: false,
-            ..kvm()
-        };
-        let r = validate(&e, &no_smm, &GuestContext::default());
-        assert_eq!(r.kvm_rejects, vec![KvmReject::SmmUnsupported]);
-        assert!(r.kvm_changes.is_empty());
-    }
-
-    #[test]
-    fn late_rejects_are_marked_partially_applied() {
-        assert!(KvmReject::SmmUnsupported.partially_applied());
-        assert!(KvmReject::TripleFaultCapNotEnabled.partially_applied());
-        for early in [
-            KvmReject::UnknownFlags(0x40),
-            KvmReject::PayloadCapNotEnabled,
-            KvmReject::ExceptionVector(2),
-            KvmReject::SmmWithInitReceived,
-        ] {
-            assert!(!early.partially_applied(), "{early:?}");
-        }
-    }
-
-    #[test]
-    fn change_error_code_truncated_and_real_mode() {
-        let mut e = VcpuEvents::default();
-        e.set_exception(
-            EventStatus::Injected,
-            HardwareException::general_protection(0x1_0008),
-        )
-        .unwrap();
-        let r = v(&e);
-        assert_eq!(r.kvm_changes, vec![KvmChange::ErrorCodeTruncated(0x1_0008)]);
-        assert!(
-            r.entry_failures.is_empty(),
-            "KVM truncates, so C7 cannot fail"
-        );
-        let mut e = VcpuEvents::default();
-        e.set_exception(
-            EventStatus::Injected,
-            HardwareException::general_protection(8),
-        )
-        .unwrap();
-        let real = GuestContext {
-            cr0_pe: false,
-            ..GuestContext::default()
-        };
-        let r = validate(&e, &kvm(), &real);
-        assert_eq!(r.kvm_changes, vec![KvmChange::ErrorCodeDroppedRealMode]);
-        assert!(r.entry_failures.is_empty());
-    }
-
-    #[test]
-    fn change_odd_bytes() {
-        let mut e = VcpuEvents::default();
-        e.nmi.masked = KvmBool::from_raw(2);
-        e.nmi.pad = 9;
-        e.reserved[3] = 1;
-        e.reserved[4] = 1;
-        assert_eq!(
-            v(&e).kvm_changes,
-            vec![
-                KvmChange::NonCanonicalBool("nmi.masked"),
-                KvmChange::NmiPadNonZero(9),
-                KvmChange::ReservedBytesNonZero(2)
-            ]
-        );
-    }
-
-    #[test]
-    fn change_several_injected() {
-        let mut e = VcpuEvents::default();
-        e.set_event(EventStatus::Injected, Event::Nmi).unwrap();
-        e.set_event(
-            EventStatus::Injected,
-            Event::ExternalInterrupt { vector: 0x20 },
-        )
-        .unwrap();
-        assert_eq!(v(&e).kvm_changes, vec![KvmChange::SeveralInjectedEvents]);
-    }
-
-    #[test]
-    fn entry_interrupt_with_if_clear_or_shadow() {
-        let mut e = VcpuEvents::default();
-        e.set_event(
-            EventStatus::Injected,
-            Event::ExternalInterrupt { vector: 0xd1 },
-        )
-        .unwrap();
-        assert!(v(&e).is_clean());
-        let if0 = GuestContext {
-            rflags: 2,
-            ..GuestContext::default()
-        };
-        assert_eq!(
-            validate(&e, &kvm(), &if0).entry_failures,
-            vec![sdm(
-                EventSlot::Interrupt,
-                Violation::ExternalInterruptWithIfClear
-            )]
-        );
-        e.set_shadow(Shadow::MOV_SS);
-        assert_eq!(
-            v(&e).entry_failures,
-            vec![sdm(
-                EventSlot::Interrupt,
-                Violation::ExternalInterruptInShadow
-            )]
-        );
-    }
-
-    #[test]
-    fn entry_sti_shadow_with_if_clear() {
-        let mut e = VcpuEvents::default();
-        e.set_shadow(Shadow::STI);
-        assert!(v(&e).is_clean());
-        let if0 = GuestContext {
-            rflags: 2,
-            ..GuestContext::default()
-        };
-        assert_eq!(
-            validate(&e, &kvm(), &if0).entry_failures,
-            vec![sdm(EventSlot::State, Violation::StiBlockingWithIfClear)]
-        );
-    }
-
-    #[test]
-    fn entry_nmi_rules() {
-        let mut e = VcpuEvents::default();
-        e.set_event(EventStatus::Injected, Event::Nmi).unwrap();
-        assert!(v(&e).is_clean());
-        e.nmi.masked = KvmBool::TRUE;
-        assert_eq!(
-            v(&e).entry_failures,
-            vec![sdm(EventSlot::Nmi, Violation::NmiWhileNmiBlocked)]
-        );
-        e.nmi.masked = KvmBool::FALSE;
-        e.set_shadow(Shadow::MOV_SS);
-        assert_eq!(
-            v(&e).entry_failures,
-            vec![sdm(EventSlot::Nmi, Violation::NmiWithMovSsBlocking)]
-        );
-        e.set_shadow(Shadow::STI);
-        assert_eq!(
-            v(&e).entry_failures,
-            vec![sdm(EventSlot::Nmi, Violation::NmiWithStiBlocking)]
-        );
-    }
-
-    #[test]
-    fn entry_exception_error_code_consistency() {
-        let mut e = VcpuEvents::default();
-        e.set_exception(EventStatus::Injected, HardwareException::new(13))
-            .unwrap();
-        assert_eq!(
-            v(&e).entry_failures,
-            vec![sdm(
-                EventSlot::Exception,
-                Violation::ErrorCodeMissing { vector: 13 }
-            )]
-        );
-        let mut caps = GuestContext::default();
-        caps.caps.no_hw_error_code_consistency_check = true;
-        assert!(validate(&e, &kvm(), &caps).entry_failures.is_empty());
-        e.set_exception(
-            EventStatus::Injected,
-            HardwareException::new(6).with_error_code(0),
-        )
-        .unwrap();
-        assert_eq!(v(&e).entry_failures.len(), 1);
-    }
-
-    #[test]
-    fn entry_soft_events_have_stale_length() {
-        let mut e = VcpuEvents::default();
-        e.set_exception(EventStatus::Injected, HardwareException::new(3))
-            .unwrap();
-        assert_eq!(
-            v(&e).entry_failures,
-            vec![EntryFailure::StaleInstructionLength(EventSlot::Exception)]
-        );
-        let mut e = VcpuEvents::default();
-        e.set_event(
-            EventStatus::Injected,
-            Event::ExternalInterrupt { vector: 0x80 },
-        )
-        .unwrap();
-        e.interrupt.soft = KvmBool::TRUE;
-        assert_eq!(
-            v(&e).entry_failures,
-            vec![EntryFailure::StaleInstructionLength(EventSlot::Interrupt)]
-        );
-    }
-
-    #[test]
-    fn report_helpers() {
-        let mut r = Report::default();
-        assert!(r.is_clean() && r.is_safe());
-        r.kvm_changes.push(KvmChange::ShadowIgnored);
-        assert!(!r.is_clean() && r.is_safe());
-        r.kvm_rejects.push(KvmReject::PayloadCapNotEnabled);
-        assert!(!r.is_safe());
-        assert!(KvmReject::ExceptionVector(2)
-            .to_string()
-            .contains("vector 2"));
-    }
-
-    #[test]
-    fn guest_context_from_regs() {
-        let regs = kvm_bindings::kvm_regs {
-            rflags: 0x2,
-            ..Default::default()
-        };
-        let sregs = kvm_bindings::kvm_sregs {
-            cr0: 0x11,
-            ..Default::default()
-        };
-        let g = GuestContext::from_regs(&regs, &sregs);
-        assert_eq!(g.rflags, 2);
-        assert!(g.cr0_pe);
-    }
-}
+mod tests;
