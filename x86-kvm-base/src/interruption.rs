@@ -402,9 +402,7 @@ pub fn check_entry_interruption(
     }
     // C7 (nested.c: `CC(error_code & GENMASK(31, 16))`).
     if info.deliver_error_code() && error_code & 0xffff_0000 != 0 {
-        out.push(EventViolation::ErrorCodeHighBits {
-            error_code,
-        });
+        out.push(EventViolation::ErrorCodeHighBits { error_code });
     }
     // C8 (nested.c: X86_MAX_INSTRUCTION_LENGTH, nested_cpu_has_zero_length_injection).
     if info.interruption_type().uses_instruction_len() {
