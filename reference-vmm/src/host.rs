@@ -223,13 +223,12 @@ pub fn plan_on_host(policy: &Policy) -> Vec<CapStep> {
 }
 
 /// `caps` command.
-pub fn caps_main(format: Format) -> i32 {
+pub fn caps_text(format: Format) -> Result<String, String> {
     let h = host_report();
-    match format {
-        Format::Text => print!("{}", h.to_text()),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&h).unwrap_or_default()),
-    }
-    0
+    Ok(match format {
+        Format::Text => h.to_text(),
+        Format::Json => serde_json::to_string_pretty(&h).map_err(|e| e.to_string())? + "\n",
+    })
 }
 
 #[cfg(test)]

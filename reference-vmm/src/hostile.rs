@@ -21,7 +21,6 @@ use std::io::{BufRead, BufReader, Read, Write as _};
 
 use serde::Serialize;
 
-use crate::action::Outcome;
 use crate::config::Policy;
 use crate::exit::HekiAbi;
 use crate::replay::{replay, ReplayError};
@@ -467,9 +466,10 @@ pub fn triage(seed: u64, lines: u64) -> GarbageSummary {
                     let r = rep.report;
                     s.exits += r.exits_total;
                     *s.outcomes.entry(r.outcome.name()).or_default() += 1;
-                    let named =
-                        r.outcome != Outcome::UnhandledExit || r.reason.contains("exit reason ");
-                    (!named || r.reason.is_empty()).then_some("unclear reason")
+                    // A stop must say what stopped it: a Heki exit without
+                    // an ABI would mean the decoder and handlers disagree.
+                    matches!(r.cause, crate::stop::StopCause::HekiExitWithoutAbi)
+                        .then_some("unclear cause")
                 }
                 Ok(Err(ReplayError::Trace(e))) => {
                     *s.errors.entry(e.kind.name()).or_default() += 1;

@@ -9,14 +9,13 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::action::Outcome;
-use crate::apply::Stop;
 use crate::config::{HekiDenialAction, HekiExits, NotifyMode};
 use crate::exit::{ExitKind, HekiAbi};
 use crate::guests::Guest;
 use crate::handlers::RunState;
 use crate::hostile::{GarbageSummary, MemoryReport};
 use crate::plan::CapStep;
+use crate::stop::{Outcome, Stop, StopCause};
 
 /// Where the exits came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -180,9 +179,12 @@ pub struct Report {
     pub guest: String,
     /// `kvm` or `replay`.
     pub source: Source,
-    /// How it ended.
+    /// How it ended (coarse; follows from `cause`).
     pub outcome: Outcome,
-    /// Why, in words.
+    /// Why it ended, typed (`{"kind": "halted"}`, `{"kind": "unhandled-exit",
+    /// "exit_reason": 39}`, ...): what tests and the demo decide from.
+    pub cause: StopCause,
+    /// `cause` in words, for people.
     pub reason: String,
     /// Exits per kind (only kinds seen).
     pub exits: BTreeMap<&'static str, u64>,
@@ -217,6 +219,9 @@ pub struct Report {
     /// KVM_ENABLE_CAP steps (kvm only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub caps: Vec<CapStep>,
+    /// Replay: trace lines after the terminating exit, not replayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines_not_replayed: Option<u64>,
     /// Warnings.
     pub warnings: Vec<String>,
 }
@@ -311,8 +316,9 @@ impl Report {
         Report {
             guest: name.to_string(),
             source,
-            outcome: stop.outcome,
-            reason: stop.reason.clone(),
+            outcome: stop.cause.outcome(),
+            cause: stop.cause.clone(),
+            reason: stop.cause.to_string(),
             exits,
             exits_total,
             startup_us,
@@ -366,6 +372,7 @@ impl Report {
             memory: None,
             garbage: None,
             caps,
+            lines_not_replayed: None,
             warnings,
         }
     }
