@@ -146,6 +146,8 @@ pub struct HekiReport {
     pub denials_cr0: u64,
     /// Denial exits for CR4.
     pub denials_cr4: u64,
+    /// Denial exits whose reason is neither CR0 nor CR4 (counted, never lost).
+    pub denials_unknown: u64,
     /// Denials recorded under `--heki-denial audit`.
     pub audited: u64,
     /// Denials answered with a shutdown.
@@ -360,6 +362,7 @@ impl Report {
                     denials: stats.denials_cr0 + stats.denials_cr4 + stats.denials_unknown,
                     denials_cr0: stats.denials_cr0,
                     denials_cr4: stats.denials_cr4,
+                    denials_unknown: stats.denials_unknown,
                     audited: stats.audited,
                     shutdowns: stats.shutdowns,
                     logs_emitted: stats.logs_emitted,
@@ -392,7 +395,7 @@ impl Report {
         let _ = writeln!(
             s,
             "{} ({src}): {} - {}",
-            self.guest,
+            crate::error::escape(&self.guest),
             self.outcome.name(),
             self.reason
         );
@@ -474,7 +477,7 @@ impl Report {
         if h.configure_exits + h.denials > 0 || h.abi != HekiAbi::None {
             let _ = writeln!(
                 s,
-                "  heki: abi={} pins cr0={} cr4={} configure_exits={} denials={} (cr0 {}, cr4 {}) \
+                "  heki: abi={} pins cr0={} cr4={} configure_exits={} denials={} (cr0 {}, cr4 {}, other {}) \
                  audited={} shutdowns={} logs emitted={} suppressed={} action={}",
                 h.abi.name(),
                 h.pinned_cr0,
@@ -483,6 +486,7 @@ impl Report {
                 h.denials,
                 h.denials_cr0,
                 h.denials_cr4,
+                h.denials_unknown,
                 h.audited,
                 h.shutdowns,
                 h.logs_emitted,
@@ -520,7 +524,7 @@ impl Report {
             );
         }
         for w in &self.warnings {
-            let _ = writeln!(s, "  warning: {w}");
+            let _ = writeln!(s, "  warning: {}", crate::error::escape(w));
         }
         s
     }

@@ -290,3 +290,46 @@ fn a_guest_triple_faulting_on_its_own_is_a_reported_shutdown() {
     assert_eq!(r.report.outcome, Outcome::Shutdown);
     assert_eq!(r.stand_in.recorded, vec![Recorded::TripleFault]);
 }
+
+#[test]
+fn a_replayed_in_reads_what_the_decide_step_answers() {
+    // irq-flood's status port (0xe2) reads 1 once nothing is left to deliver
+    // (a replay raises nothing); any other port reads 0. The value comes from
+    // the same handler on KVM and in replay (handlers::pio::in_value).
+    let t = "{\"exit\": \"io_in\", \"port\": 226, \"size\": 1}\n\
+             {\"exit_reason\": 2, \"data\": \"00046000010000000000000000000000\"}\n\
+             {\"exit\": \"hlt\"}\n";
+    let r = replay("t", t.as_bytes(), Policy::default(), None).unwrap();
+    assert_eq!(r.report.outcome, Outcome::Halted);
+    assert_eq!(r.report.exits.get("io_in"), Some(&2));
+    assert_eq!(
+        r.stand_in.recorded,
+        vec![
+            Recorded::Read {
+                port: 0xe2,
+                value: 1
+            },
+            Recorded::Read {
+                port: 0x60,
+                value: 0
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_denial_with_an_unknown_reason_is_shown_and_names_are_escaped() {
+    // Heki RFC v2 denial with reason 0x4000 (neither the CR0 nor the CR4 bit).
+    let t = "{\"abi\": \"heki-rfc-v2\"}\n\
+             {\"exit\": \"heki_denial\", \"reason\": \"0x4000\", \"cr_value\": \"0x0\"}\n\
+             {\"exit\": \"hlt\"}\n";
+    let r = replay("evil\x1b[2J\nname", t.as_bytes(), Policy::default(), None)
+        .unwrap()
+        .report;
+    assert_eq!(r.heki.denials, 1);
+    assert_eq!(r.heki.denials_unknown, 1);
+    let text = r.to_text();
+    assert!(text.contains("other 1"), "{text}");
+    assert!(text.starts_with("evil\\x1b[2J\\nname (replayed)"), "{text}");
+    assert!(!text.contains('\x1b'));
+}
