@@ -244,3 +244,19 @@ fn a_bad_vcpu_count_is_usage_not_a_failed_run() {
     assert_eq!(out.status.code(), Some(2));
     one_line(&out.stderr);
 }
+
+#[test]
+fn a_guest_run_whose_report_cannot_be_written_is_status_1() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let out = bin()
+        .args(["run", "--guest", "halt"])
+        .env("RUST_LOG", "off")
+        .stdout(dev_full())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = one_line(&out.stderr);
+    assert!(err.starts_with("error: writing to stdout: "), "{err}");
+}

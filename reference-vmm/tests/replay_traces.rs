@@ -333,3 +333,34 @@ fn a_denial_with_an_unknown_reason_is_shown_and_names_are_escaped() {
     assert!(text.starts_with("evil\\x1b[2J\\nname (replayed)"), "{text}");
     assert!(!text.contains('\x1b'));
 }
+
+#[test]
+fn an_abi_override_warns() {
+    let text = std::fs::read_to_string(trace("heki-pin-denial.jsonl")).unwrap();
+    let r = replay(
+        "t",
+        text.as_bytes(),
+        Policy::default(),
+        Some(HekiAbi::RfcV3),
+    )
+    .unwrap()
+    .report;
+    assert_eq!(r.heki.abi, HekiAbi::RfcV3);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w == "--heki-abi rfc-v3 overrides the trace's abi line (rfc-v2)"),
+        "{:?}",
+        r.warnings
+    );
+    // The same ABI as the trace's line: nothing to warn about.
+    let r = replay(
+        "t",
+        text.as_bytes(),
+        Policy::default(),
+        Some(HekiAbi::RfcV2),
+    )
+    .unwrap()
+    .report;
+    assert!(r.warnings.iter().all(|w| !w.contains("overrides")));
+}
