@@ -113,7 +113,7 @@ pub struct GenTraceArgs {
     #[arg(value_enum)]
     pub kind: TraceKind,
     /// Exits (storms) or lines (garbage).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_u64)]
     pub count: Option<u64>,
     /// Seed of the garbage generator (decimal or 0x-hex; default: the demo's, 0x5eed0008).
     #[arg(long, default_value = "0x5eed0008", value_parser = parse_u64)]
@@ -137,13 +137,23 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
-/// A u64 in decimal or `0x` hex.
+/// A u64 in decimal or `0x` hex, without sign.
 fn parse_u64(s: &str) -> Result<u64, String> {
+    if s.starts_with(['+', '-']) {
+        return Err(format!("{s:?}: numbers take no sign"));
+    }
     let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16),
+        Some(h) if !h.starts_with(['+', '-']) => u64::from_str_radix(h, 16),
+        Some(_) => return Err(format!("{s:?}: numbers take no sign")),
         None => s.parse(),
     };
     r.map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// A u32 in decimal or `0x` hex, without sign.
+fn parse_u32(s: &str) -> Result<u32, String> {
+    let v = parse_u64(s)?;
+    u32::try_from(v).map_err(|_| format!("{s:?}: more than {}", u32::MAX))
 }
 
 /// Policy flags shared by run, replay and plan.
@@ -155,7 +165,7 @@ pub struct PolicyArgs {
     #[arg(long, value_enum, default_value_t = NotifyMode::Run)]
     pub notify_vmexit: NotifyMode,
     /// Notify window in crystal-clock cycles (u32; 0 is safe).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_u32)]
     pub notify_window: u32,
     /// Heki RFC ABI revision used to read exits 39..=41 (replay default: the trace's abi line).
     #[arg(long, value_enum)]
@@ -188,7 +198,7 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub guest: Guest,
     /// Guest-specific count (pio-loop: `out` exits; irq-storm: interrupts).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_u64)]
     pub count: Option<u64>,
     /// vCPUs (pio-loop and halt run on several; the other guests on one).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
@@ -245,7 +255,7 @@ pub struct PlanArgs {
     #[arg(long, value_enum)]
     pub guest: Option<Guest>,
     /// Guest-specific count.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_u64)]
     pub count: Option<u64>,
     /// vCPUs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]

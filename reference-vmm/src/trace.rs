@@ -140,6 +140,11 @@ impl Num {
             Num::N(n) => Ok(*n),
             Num::S(s) => {
                 let s = s.trim();
+                if s.starts_with(['+', '-']) {
+                    return Err(TraceErrorKind::Field(format!(
+                        "{what}: {s:?} has a sign (numbers are unsigned, decimal or 0x hex)"
+                    )));
+                }
                 let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
                     Some(h) => u64::from_str_radix(h, 16),
                     None => s.parse(),
@@ -226,6 +231,7 @@ pub fn parse_timed_line(
 fn parse_exit(line: &Line, abi: HekiAbi) -> Result<RawExit, TraceErrorKind> {
     match (line.exit_reason, &line.exit) {
         (Some(reason), None) => {
+            check_fields(line, "raw", &["data"])?;
             let mut raw = RawExit::new(reason);
             match &line.data {
                 None => {}
@@ -280,7 +286,59 @@ fn cr_reason(line: &Line) -> Result<heki_policy::HekiExitReason, TraceErrorKind>
     }
 }
 
+/// The fields a typed line of kind `name` may carry (besides `exit` and `t_ns`).
+fn allowed_fields(name: &str) -> &'static [&'static str] {
+    match name {
+        "internal_error" => &["suberror"],
+        "notify" => &["flags"],
+        "io_out" => &["port", "data", "size"],
+        "io_in" => &["port", "size"],
+        "heki_configure" => &["reason", "cr_pinned"],
+        "heki_denial" => &["reason", "cr_value"],
+        _ => &[],
+    }
+}
+
+/// Refuses a field that does not belong to the line's kind (a raw line takes
+/// only `data`): a misspelt or misplaced field is an error, never ignored.
+fn check_fields(line: &Line, kind: &str, allowed: &[&str]) -> Result<(), TraceErrorKind> {
+    let present = [
+        ("data", line.data.is_some()),
+        ("flags", line.flags.is_some()),
+        ("port", line.port.is_some()),
+        ("size", line.size.is_some()),
+        ("reason", line.reason.is_some()),
+        ("cr_value", line.cr_value.is_some()),
+        ("cr_pinned", line.cr_pinned.is_some()),
+        ("suberror", line.suberror.is_some()),
+    ];
+    match present
+        .iter()
+        .find(|(f, there)| *there && !allowed.contains(f))
+    {
+        Some((f, _)) => Err(TraceErrorKind::Field(format!(
+            "\"{f}\" does not belong to a {kind} line"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn typed(name: &str, line: &Line, abi: HekiAbi) -> Result<RawExit, TraceErrorKind> {
+    if !matches!(
+        name,
+        "hlt"
+            | "shutdown"
+            | "irq_window_open"
+            | "internal_error"
+            | "notify"
+            | "io_out"
+            | "io_in"
+            | "heki_configure"
+            | "heki_denial"
+    ) {
+        return Err(TraceErrorKind::UnknownExit(name.to_string()));
+    }
+    check_fields(line, name, allowed_fields(name))?;
     let field = |n: &Option<Num>, what: &str| -> Result<u64, TraceErrorKind> {
         n.as_ref()
             .ok_or_else(|| TraceErrorKind::Field(format!("missing \"{what}\"")))?
@@ -527,7 +585,12 @@ impl<R: BufRead> Iterator for TraceReader<R> {
                     return err(kind);
                 }
             }
-            let text = match std::str::from_utf8(&self.buf) {
+            // A UTF-8 byte order mark at the start of the trace is skipped.
+            let bytes = match self.buf.strip_prefix(b"\xef\xbb\xbf") {
+                Some(rest) if line == 1 => rest,
+                _ => &self.buf[..],
+            };
+            let text = match std::str::from_utf8(bytes) {
                 Ok(t) => t.trim(),
                 Err(_) => return err(TraceErrorKind::NotUtf8),
             };
@@ -632,6 +695,22 @@ mod tests {
             exits(&t, None).unwrap_err(),
             format!("line 1: line longer than {MAX_LINE_BYTES} bytes")
         );
+    }
+
+    #[test]
+    fn fields_of_another_kind_signs_and_a_bom() {
+        let e = exits(r#"{"exit": "hlt", "port": 5}"#, None).unwrap_err();
+        assert_eq!(e, "line 1: \"port\" does not belong to a hlt line");
+        let e = exits(r#"{"exit_reason": 5, "flags": 1}"#, None).unwrap_err();
+        assert_eq!(e, "line 1: \"flags\" does not belong to a raw line");
+        let e = exits(r#"{"exit": "notify", "flags": "+1"}"#, None).unwrap_err();
+        assert!(e.contains("has a sign"), "{e}");
+        // A BOM starts line 1 only: skipped there, refused elsewhere.
+        assert_eq!(
+            exits("\u{feff}{\"exit\": \"hlt\"}", None).unwrap(),
+            vec![Exit::Hlt]
+        );
+        assert!(exits("{\"exit\": \"hlt\"}\n\u{feff}{\"exit\": \"hlt\"}", None).is_err());
     }
 
     #[test]

@@ -260,3 +260,43 @@ fn a_guest_run_whose_report_cannot_be_written_is_status_1() {
     let err = one_line(&out.stderr);
     assert!(err.starts_with("error: writing to stdout: "), "{err}");
 }
+
+#[test]
+fn numbers_take_no_sign() {
+    let cases: [&[&str]; 4] = [
+        &["gen-trace", "garbage", "--count", "+1"],
+        &["gen-trace", "garbage", "--seed", "+7"],
+        &["plan", "--notify-window", "+5"],
+        &["plan", "--notify-window", "4294967296"],
+    ];
+    for args in cases {
+        let out = bin().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        one_line(&out.stderr);
+    }
+}
+
+#[test]
+fn a_trace_field_of_another_kind_is_a_line_numbered_usage_error() {
+    let mut child = bin()
+        .args(["replay", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Line 1 starts with a BOM (skipped, as vmxcap does); line 2 gives `hlt` a port.
+    stdin
+        .write_all(b"\xef\xbb\xbf{\"exit\": \"notify\"}\n{\"exit\": \"hlt\", \"port\": 96}\n")
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = one_line(&out.stderr);
+    assert!(
+        err.contains("line 2: \"port\" does not belong to a hlt line"),
+        "{err}"
+    );
+}
