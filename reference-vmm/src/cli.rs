@@ -42,14 +42,7 @@ pub const EXIT_FAILED: i32 = 1;
 /// Status: bad usage or input.
 pub const EXIT_USAGE: i32 = 2;
 
-/// Output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Human-readable text.
-    Text,
-    /// JSON.
-    Json,
-}
+pub use crate::report::Format;
 
 /// reference-vmm: a small, real VMM on /dev/kvm composing vmx-caps, vmx-controls,
 /// notify-exit, heki-policy and vcpu-events.

@@ -22,7 +22,18 @@ use vcpu_events::{Event, EventStatus, HardwareException, VcpuEvents};
 use crate::apply::ApplyError;
 use crate::guests::IRQ_VECTOR;
 use crate::handlers::{IrqMode, IrqState};
-use crate::vmm::VmmError;
+
+/// The injector glue failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InjectorError {
+    /// vcpu-events' injector refused a raise it must take (backlog mode).
+    #[error("interrupt injector: raise")]
+    Raise(#[source] RaiseError),
+    /// vcpu-events' KVM glue failed (KVM_INTERRUPT, interrupt window).
+    #[error("interrupt injector")]
+    Kvm(#[source] vcpu_events::kvm::KvmError),
+}
 
 /// The status the VMM queues `event` with.
 ///
@@ -124,13 +135,17 @@ impl IrqInjector {
     /// fresh raise, counting queued / coalesced / refused), let it decide and
     /// apply. No allocation.
     #[inline]
-    pub fn before_run(&mut self, vcpu: &mut VcpuFd, irq: &mut IrqState) -> Result<(), VmmError> {
+    pub fn before_run(
+        &mut self,
+        vcpu: &mut VcpuFd,
+        irq: &mut IrqState,
+    ) -> Result<(), InjectorError> {
         match irq.mode {
             IrqMode::Backlog => {
                 if irq.pending > 0 && !self.injector.is_queued(IRQ_VECTOR) {
                     self.injector
                         .raise(IRQ_VECTOR)
-                        .map_err(VmmError::InjectorRaise)?;
+                        .map_err(InjectorError::Raise)?;
                     irq.pending -= 1;
                 }
             }
@@ -145,7 +160,7 @@ impl IrqInjector {
         }
         irq.max_queued = irq.max_queued.max(self.injector.len() as u64);
         let decision =
-            vcpu_events::kvm::before_run(&mut self.injector, vcpu).map_err(VmmError::Injector)?;
+            vcpu_events::kvm::before_run(&mut self.injector, vcpu).map_err(InjectorError::Kvm)?;
         if let Some(v) = decision.vector_to_inject() {
             irq.injected_vector_sum += u64::from(v);
         }

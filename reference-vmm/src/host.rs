@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::cli::Format;
 use crate::config::Policy;
 use crate::plan::{self, CapStep};
+use crate::report::Format;
 
 /// One KVM capability as `KVM_CHECK_EXTENSION` answers.
 #[derive(Clone, Debug, Serialize)]

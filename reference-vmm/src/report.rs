@@ -13,9 +13,17 @@ use crate::config::{HekiDenialAction, HekiExits, NotifyMode};
 use crate::exit::{ExitKind, HekiAbi};
 use crate::guests::Guest;
 use crate::handlers::RunState;
-use crate::hostile::{GarbageSummary, MemoryReport};
 use crate::plan::CapStep;
 use crate::stop::{Outcome, Stop, StopCause};
+
+/// Output format of reports (`--format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    Text,
+    /// JSON.
+    Json,
+}
 
 /// Where the exits came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -532,4 +540,58 @@ impl Report {
 
 fn opt(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| v.to_string())
+}
+
+/// Peak and growth of the resident set size during a scenario (Linux
+/// `/proc/self/status`: `VmRSS`, `VmHWM`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MemoryReport {
+    /// Resident set size when the scenario started, KiB.
+    pub rss_before_kib: u64,
+    /// Peak resident set size (`VmHWM`), KiB.
+    pub peak_kib: u64,
+    /// `peak_kib - rss_before_kib`: how much the scenario added at its worst.
+    pub peak_growth_kib: u64,
+    /// True if the peak was reset at the start (writing `5` to
+    /// `/proc/self/clear_refs`), so `peak_kib` is this scenario's own peak;
+    /// false if it is the process's lifetime peak (then the growth is an
+    /// upper bound).
+    pub scenario_peak: bool,
+}
+
+/// What replaying each garbage line on its own gave.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GarbageSummary {
+    /// Seed of the generator.
+    pub seed: u64,
+    /// Lines generated.
+    pub lines: u64,
+    /// Replays run (each line under each Heki ABI: none, rfc-v2, rfc-v3).
+    pub replays: u64,
+    /// Replays that ended with an outcome, by outcome (`unhandled-exit`, ...).
+    pub outcomes: BTreeMap<&'static str, u64>,
+    /// Replays that ended with a typed, line-numbered error, by kind (`json`, `decode`, ...).
+    pub errors: BTreeMap<&'static str, u64>,
+    /// Exits decoded and handled, in all replays.
+    pub exits: u64,
+    /// Replays that panicked (must be 0).
+    pub panics: u64,
+    /// Replays whose answer was not clear: an error not naming line 1, an
+    /// unhandled exit whose reason does not name the exit number, an empty
+    /// reason (must be 0).
+    pub unclear: u64,
+    /// The first few unclear or panicking lines, for diagnosis.
+    pub examples: Vec<String>,
+}
+
+impl GarbageSummary {
+    /// Replays that ended with an outcome.
+    pub fn defined_actions(&self) -> u64 {
+        self.outcomes.values().sum()
+    }
+
+    /// Replays that ended with a typed error.
+    pub fn typed_errors(&self) -> u64 {
+        self.errors.values().sum()
+    }
 }

@@ -110,12 +110,9 @@ pub enum VmmError {
     /// The run watchdog could not be armed.
     #[error("the run watchdog")]
     Watchdog(#[source] crate::watchdog::WatchdogError),
-    /// vcpu-events' injector refused a raise it must take (backlog mode).
-    #[error("interrupt injector: raise")]
-    InjectorRaise(#[source] vcpu_events::injector::RaiseError),
-    /// vcpu-events' injector glue failed (KVM_INTERRUPT, interrupt window).
-    #[error("interrupt injector")]
-    Injector(#[source] vcpu_events::kvm::KvmError),
+    /// The interrupt injector glue failed.
+    #[error(transparent)]
+    Injector(#[from] crate::events::InjectorError),
     /// KVM returned exit bytes that do not decode.
     #[error("KVM gave exit {exit_reason} that does not decode")]
     Decode {

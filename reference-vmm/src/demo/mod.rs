@@ -17,9 +17,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::cli::Format;
 use crate::config::{Policy, RunConfig};
 use crate::exit::HekiAbi;
+use crate::report::Format;
 use crate::report::{Report, Source};
 use crate::stop::{Outcome, StopCause};
 use crate::vmm::KvmRun;
