@@ -103,3 +103,26 @@ pub fn complete_read(actions: &Actions, data: &mut [u8]) {
         *b = value.get(i).copied().unwrap_or(0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_gets_the_decided_value_cut_to_its_size() {
+        let a = Actions::one(Action::ReadValue {
+            value: 0x1122_3344_5566_7788,
+        });
+        let mut in2 = [0xffu8; 2];
+        complete_read(&a, &mut in2);
+        assert_eq!(in2, [0x88, 0x77]);
+        // Bytes past the 8 a value holds read 0 (string I/O, `count` > 1).
+        let mut long = [0xffu8; 10];
+        complete_read(&a, &mut long);
+        assert_eq!(long, [0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0, 0]);
+        // No handler answered: the guest reads 0, never stale bytes.
+        let mut none = [0xffu8; 4];
+        complete_read(&Actions::resume(), &mut none);
+        assert_eq!(none, [0; 4]);
+    }
+}

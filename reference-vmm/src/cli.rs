@@ -334,7 +334,7 @@ where
         Cmd::Replay(args) => replay_cmd(&args),
         Cmd::Plan(args) => emit(&plan_text(&args)).map(|()| EXIT_OK),
         Cmd::Caps { format } => crate::host::caps_text(format)
-            .map_err(|e| fail(&e, EXIT_FAILED))
+            .map_err(|e| fail(&format!("caps: {e}"), EXIT_FAILED))
             .and_then(|t| emit(&t).map(|()| EXIT_OK)),
         Cmd::GenTrace(args) => {
             use crate::hostile::{garbage_trace, heki_denial_storm, notify_storm};

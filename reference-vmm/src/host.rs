@@ -223,11 +223,11 @@ pub fn plan_on_host(policy: &Policy) -> Vec<CapStep> {
 }
 
 /// `caps` command.
-pub fn caps_text(format: Format) -> Result<String, String> {
+pub fn caps_text(format: Format) -> Result<String, serde_json::Error> {
     let h = host_report();
     Ok(match format {
         Format::Text => h.to_text(),
-        Format::Json => serde_json::to_string_pretty(&h).map_err(|e| e.to_string())? + "\n",
+        Format::Json => serde_json::to_string_pretty(&h)? + "\n",
     })
 }
 

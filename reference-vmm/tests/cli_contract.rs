@@ -129,12 +129,12 @@ fn replay_refuses_flags_it_cannot_honour() {
 #[test]
 fn timeout_takes_a_plain_positive_number_of_seconds() {
     for bad in ["+1", "-1", "0", "1e3", "ten", "100000"] {
-        let out = bin()
-            .args(["run", "--guest", "halt", "--timeout", bad])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "--timeout {bad}");
-        one_line(&out.stderr);
+        for cmd in [&["run", "--guest", "halt"][..], &["demo"][..]] {
+            let out = bin().args(cmd).args(["--timeout", bad]).output().unwrap();
+            assert_eq!(out.status.code(), Some(2), "{cmd:?} --timeout {bad}");
+            assert!(out.stdout.is_empty());
+            one_line(&out.stderr);
+        }
     }
 }
 
