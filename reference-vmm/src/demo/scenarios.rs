@@ -14,10 +14,6 @@ use super::{
     Quirk, Scenario, ScenarioKind, TRACE_HEKI_PIN_DENIAL, TRACE_NOTIFY_INVALID, TRACE_NOTIFY_STORM,
 };
 
-pub(super) fn ok(_: &Report) -> Result<(), String> {
-    Ok(())
-}
-
 fn want(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     if cond {
         Ok(())
@@ -258,8 +254,22 @@ fn replayed_traces() -> Vec<Scenario> {
             ),
             expect: Outcome::InternalError,
             also_accept: None,
-            expect_text: "--notify-vmexit internal-error: the first notify exit stops the VM",
-            checks: ok,
+            expect_text: "--notify-vmexit internal-error: valid-context exits resume, the \
+                          invalid-context one (exit #4) stops the VM as an internal error",
+            checks: |r| {
+                want(
+                    r.notify.resumed == 2
+                        && matches!(
+                            r.cause,
+                            StopCause::NotifyInternalError {
+                                nth: 4,
+                                reason: notify_exit::StopReason::ContextInvalid,
+                                ..
+                            }
+                        ),
+                    || format!("{:?}; {:?}", r.cause, r.notify),
+                )
+            },
         },
         Scenario {
             name: "heki pin+denial (gp)",
