@@ -3,15 +3,20 @@
 //! The command line: `demo`, `run`, `replay`, `plan`, `caps`, `guests`,
 //! `gen-trace`.
 //!
-//! Exit status: 0 success, 1 a run or scenario failed, 2 invalid usage
-//! (bad flag or value, unknown guest, unreadable or malformed trace) with a
-//! one-line error on stderr.
+//! Exit status (also in `--help` and the README): 0 success; 1 a run,
+//! check or write that failed (a run ending in timeout, failed entry,
+//! unhandled exit, internal error, exit budget or a refused injection; a
+//! failed demo scenario; a failed ioctl; a failed write to stdout or
+//! stderr); 2 bad usage or input (bad flag or value, unknown guest,
+//! unreadable or malformed trace, a flag replay cannot honour). Every error
+//! is one line on stderr, control characters escaped. A closed stdout pipe
+//! (EPIPE) ends the process quietly.
 
 #![deny(unsafe_code)]
 
-use std::io::BufReader;
+use std::io::{BufReader, Write};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -21,19 +26,28 @@ use crate::guests::Guest;
 use crate::hostile::MemProbe;
 use crate::report::Report;
 
-/// Output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Human-readable text.
-    Text,
-    /// JSON.
-    Json,
-}
+/// The exit statuses, as `--help` prints them.
+pub const EXIT_STATUS_HELP: &str = "Exit status:
+  0  success (a run that halted or shut down as asked, a replayed trace, every demo scenario passed)
+  1  a run, check or write failed: timeout, failed entry, unhandled exit, internal error,
+     exit budget used up, refused injection, a failed demo scenario, an ioctl error,
+     a failed write to stdout or stderr
+  2  bad usage or input: bad flag or value, unknown guest, unreadable or malformed trace,
+     a flag replay cannot honour";
+
+/// Status: success.
+pub const EXIT_OK: i32 = 0;
+/// Status: a run, check or write failed.
+pub const EXIT_FAILED: i32 = 1;
+/// Status: bad usage or input.
+pub const EXIT_USAGE: i32 = 2;
+
+pub use crate::report::Format;
 
 /// reference-vmm: a small, real VMM on /dev/kvm composing vmx-caps, vmx-controls,
 /// notify-exit, heki-policy and vcpu-events.
 #[derive(Parser, Debug)]
-#[command(name = "reference-vmm", version, about)]
+#[command(name = "reference-vmm", version, about, after_help = EXIT_STATUS_HELP)]
 pub struct Cli {
     /// The command.
     #[command(subcommand)]
@@ -48,6 +62,9 @@ pub enum Cmd {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Timeout of every guest run on /dev/kvm, seconds (default: each scenario's own).
+        #[arg(long, value_parser = parse_seconds)]
+        timeout: Option<Duration>,
     },
     /// Run one built-in guest on /dev/kvm.
     Run(RunArgs),
@@ -89,37 +106,66 @@ pub struct GenTraceArgs {
     #[arg(value_enum)]
     pub kind: TraceKind,
     /// Exits (storms) or lines (garbage).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_u64)]
     pub count: Option<u64>,
     /// Seed of the garbage generator (decimal or 0x-hex; default: the demo's, 0x5eed0008).
     #[arg(long, default_value = "0x5eed0008", value_parser = parse_u64)]
     pub seed: u64,
 }
 
-/// A u64 in decimal or `0x` hex.
+/// Seconds: a decimal number without sign, more than 0 and at most a day.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let ok = !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && s.bytes().filter(|&b| b == b'.').count() <= 1;
+    let v: f64 = match ok.then(|| s.parse::<f64>()) {
+        Some(Ok(v)) => v,
+        _ => return Err(format!("{s:?} is not a number of seconds (like 10 or 0.5)")),
+    };
+    if !(v > 0.0 && v <= 86_400.0) {
+        return Err(format!(
+            "{s:?}: must be more than 0 and at most 86400 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// A u64 in decimal or `0x` hex, without sign.
 fn parse_u64(s: &str) -> Result<u64, String> {
+    if s.starts_with(['+', '-']) {
+        return Err(format!("{s:?}: numbers take no sign"));
+    }
     let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16),
+        Some(h) if !h.starts_with(['+', '-']) => u64::from_str_radix(h, 16),
+        Some(_) => return Err(format!("{s:?}: numbers take no sign")),
         None => s.parse(),
     };
     r.map_err(|e| format!("{s:?}: {e}"))
 }
 
+/// A u32 in decimal or `0x` hex, without sign.
+fn parse_u32(s: &str) -> Result<u32, String> {
+    let v = parse_u64(s)?;
+    u32::try_from(v).map_err(|_| format!("{s:?}: more than {}", u32::MAX))
+}
+
 /// Policy flags shared by run, replay and plan.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct PolicyArgs {
-    /// Notify VM exits: run (resume valid, shut down on invalid context), internal-error, disable.
+    /// Notify VM exits: run (resume valid, shut down on invalid context through a triple
+    /// fault), internal-error (resume valid, stop as a KVM internal error on invalid
+    /// context), disable (not enabled; run only).
     #[arg(long, value_enum, default_value_t = NotifyMode::Run)]
     pub notify_vmexit: NotifyMode,
     /// Notify window in crystal-clock cycles (u32; 0 is safe).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_u32)]
     pub notify_window: u32,
     /// Heki RFC ABI revision used to read exits 39..=41 (replay default: the trace's abi line).
     #[arg(long, value_enum)]
     pub heki_abi: Option<HekiAbi>,
-    /// Heki exits to ask for.
-    #[arg(long, value_enum, default_value_t = HekiExits::All)]
-    pub heki_exits: HekiExits,
+    /// Heki exits to ask KVM for (default all; run and plan only).
+    #[arg(long, value_enum)]
+    pub heki_exits: Option<HekiExits>,
     /// What a Heki denial leads to.
     #[arg(long, value_enum, default_value_t = HekiDenialAction::Gp)]
     pub heki_denial: HekiDenialAction,
@@ -132,7 +178,7 @@ impl PolicyArgs {
             notify_mode: self.notify_vmexit,
             notify_window: self.notify_window,
             heki_abi: self.heki_abi.unwrap_or(HekiAbi::None),
-            heki_exits: self.heki_exits,
+            heki_exits: self.heki_exits.unwrap_or(HekiExits::All),
             heki_denial: self.heki_denial,
         }
     }
@@ -145,7 +191,7 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub guest: Guest,
     /// Guest-specific count (pio-loop: `out` exits; irq-storm: interrupts).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_u64)]
     pub count: Option<u64>,
     /// vCPUs (pio-loop and halt run on several; the other guests on one).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
@@ -153,6 +199,10 @@ pub struct RunArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub mem_mib: u32,
+    /// Stop the run after this many seconds (outcome `timeout`, with where the vCPU is;
+    /// default 10, or 60 for pio-loop and halt).
+    #[arg(long, value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
     /// Policy flags.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -171,6 +221,9 @@ impl RunArgs {
         cfg.vcpus = self.vcpus;
         cfg.mem_mib = self.mem_mib;
         cfg.policy = self.policy.policy();
+        if let Some(t) = self.timeout {
+            cfg.timeout = Some(t);
+        }
         cfg
     }
 }
@@ -195,7 +248,7 @@ pub struct PlanArgs {
     #[arg(long, value_enum)]
     pub guest: Option<Guest>,
     /// Guest-specific count.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_u64)]
     pub count: Option<u64>,
     /// vCPUs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
@@ -211,11 +264,54 @@ pub struct PlanArgs {
     pub format: Format,
 }
 
-/// Prints a report.
-pub fn print_report(r: &Report, format: Format) {
+/// A report as `format`.
+pub fn render_report(r: &Report, format: Format) -> String {
     match format {
-        Format::Text => print!("{}", r.to_text()),
-        Format::Json => println!("{}", r.to_json()),
+        Format::Text => r.to_text(),
+        Format::Json => r.to_json() + "\n",
+    }
+}
+
+/// Writes `text` to stdout. A failed write gives [`EXIT_FAILED`] and one line
+/// on stderr; a closed pipe (EPIPE) gives [`EXIT_FAILED`] quietly (the
+/// binary restores SIGPIPE's default, so it normally ends before that).
+pub fn emit(text: &str) -> Result<(), i32> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(EXIT_FAILED),
+        Err(e) => {
+            drop(out);
+            Err(fail(&format!("writing to stdout: {e}"), EXIT_FAILED))
+        }
+    }
+}
+
+/// Prints `error: {msg}` as one line on stderr and returns `status`. If
+/// stderr cannot be written (and is not a closed pipe), the line goes to
+/// stdout instead and the status is at least [`EXIT_FAILED`].
+pub fn fail(msg: &str, status: i32) -> i32 {
+    let line = format!("error: {}\n", crate::error::escape(msg));
+    let mut err = std::io::stderr().lock();
+    match err.write_all(line.as_bytes()).and_then(|()| err.flush()) {
+        Ok(()) => status,
+        Err(e) => {
+            drop(err);
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                let mut out = std::io::stdout().lock();
+                let _ = write!(out, "error: writing to stderr: {e}; {line}");
+                let _ = out.flush();
+            }
+            status.max(EXIT_FAILED)
+        }
+    }
+}
+
+fn status_of(outcome: crate::stop::Outcome) -> i32 {
+    if outcome.is_failure() {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
     }
 }
 
@@ -227,82 +323,151 @@ where
 {
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                    let _ = e.print();
-                    return 0;
-                }
-                _ => {
-                    let text = e.render().to_string();
-                    let first = text
-                        .lines()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("error: invalid usage");
-                    eprintln!("{first}");
-                    return 2;
+        Err(e) => return usage_error(&e),
+    };
+    let r = match cli.cmd {
+        Cmd::Demo { format, timeout } => {
+            let (text, passed) = crate::demo::render_with_timeout(format, timeout);
+            emit(&text).map(|()| if passed { EXIT_OK } else { EXIT_FAILED })
+        }
+        Cmd::Run(args) => run_cmd(&args, t0),
+        Cmd::Replay(args) => replay_cmd(&args),
+        Cmd::Plan(args) => emit(&plan_text(&args)).map(|()| EXIT_OK),
+        Cmd::Caps { format } => crate::host::caps_text(format)
+            .map_err(|e| fail(&format!("caps: {e}"), EXIT_FAILED))
+            .and_then(|t| emit(&t).map(|()| EXIT_OK)),
+        Cmd::GenTrace(args) => {
+            use crate::hostile::{garbage_trace, heki_denial_storm, notify_storm};
+            let mut t = match args.kind {
+                TraceKind::NotifyStorm => notify_storm(args.count.unwrap_or(1_000_000)),
+                TraceKind::HekiDenialStorm => heki_denial_storm(args.count.unwrap_or(100_000)),
+                TraceKind::Garbage => garbage_trace(args.seed, args.count.unwrap_or(10_000)),
+            };
+            let mut out = std::io::stdout().lock();
+            match std::io::copy(&mut t, &mut out).and_then(|_| out.flush()) {
+                Ok(()) => Ok(EXIT_OK),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(EXIT_FAILED),
+                Err(e) => {
+                    drop(out);
+                    Err(fail(&format!("writing the trace: {e}"), EXIT_FAILED))
                 }
             }
+        }
+        Cmd::Guests { source } => {
+            let mut text = String::new();
+            for g in Guest::ALL {
+                text.push_str(&format!("{:<17} {}\n", g.name(), g.description()));
+                if source {
+                    text.push_str(g.source());
+                    text.push('\n');
+                }
+            }
+            emit(&text).map(|()| EXIT_OK)
         }
     };
-    match cli.cmd {
-        Cmd::Demo { format } => crate::demo::main(format),
-        Cmd::Run(args) => {
-            let cfg = args.config();
-            let probe = MemProbe::start();
-            match crate::vmm::run(&cfg, t0) {
-                Ok(run) => {
-                    let mut r = crate::demo::kvm_report(&cfg, run);
-                    r.memory = probe.finish();
-                    print_report(&r, args.format);
-                    0
-                }
-                Err(e @ crate::vmm::VmmError::Config(_)) => {
-                    eprintln!("error: {e}");
-                    2
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    1
-                }
-            }
+    r.unwrap_or_else(|status| status)
+}
+
+/// clap's error as one line (the one naming what is wrong), status 2; help
+/// and version go to stdout with status 0.
+fn usage_error(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            emit(&e.render().to_string()).map_or_else(|s| s, |()| EXIT_OK)
         }
-        Cmd::Replay(args) => {
-            let probe = MemProbe::start();
-            let policy = args.policy.policy();
-            let abi = args.policy.heki_abi;
-            let (name, result) = if args.trace.as_os_str() == "-" {
-                let name = "stdin".to_string();
-                let r = crate::replay::replay(&name, std::io::stdin().lock(), policy, abi);
-                (name, r)
-            } else {
-                let file = match std::fs::File::open(&args.trace) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        eprintln!("error: cannot read trace {}: {e}", args.trace.display());
-                        return 2;
-                    }
-                };
-                let name = args.trace.display().to_string();
-                let r = crate::replay::replay(&name, BufReader::new(file), policy, abi);
-                (name, r)
+        _ => {
+            let text = e.render().to_string();
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let first = lines.next().unwrap_or("error: invalid usage");
+            // "the following required arguments were not provided:" names
+            // them on the next line: keep it on the same line.
+            let msg = match lines.next() {
+                Some(next) if first.ends_with(':') && !next.starts_with("Usage:") => {
+                    format!("{first} {next}")
+                }
+                _ => first.to_string(),
             };
-            match result {
-                Ok(mut r) => {
-                    r.report.memory = probe.finish();
-                    print_report(&r.report, args.format);
-                    0
-                }
-                Err(e) => {
-                    eprintln!("error: {name}: {e}");
-                    2
-                }
-            }
+            fail(msg.strip_prefix("error: ").unwrap_or(&msg), EXIT_USAGE)
         }
-        Cmd::Plan(args) => {
-            let policy = args.policy.policy();
-            let steps = crate::host::plan_on_host(&policy);
+    }
+}
+
+fn run_cmd(args: &RunArgs, t0: Instant) -> Result<i32, i32> {
+    let cfg = args.config();
+    let probe = MemProbe::start();
+    match crate::vmm::run(&cfg, t0) {
+        Ok(run) => {
+            let status = status_of(run.stop.outcome);
+            let mut r = crate::demo::kvm_report(&cfg, run);
+            r.memory = probe.finish();
+            emit(&render_report(&r, args.format)).map(|()| status)
+        }
+        Err(e) => {
+            let status = if e.is_usage() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILED
+            };
+            Err(fail(&crate::error::chain(&e), status))
+        }
+    }
+}
+
+/// Flags `replay` cannot honour: a trace's exits were already taken, so
+/// which exits KVM is asked for does not apply.
+fn replay_refusal(p: &PolicyArgs) -> Option<&'static str> {
+    if p.heki_exits.is_some() {
+        return Some(
+            "replay cannot honour --heki-exits: it selects which Heki exits KVM produces, \
+             and a trace's exits are already recorded",
+        );
+    }
+    if p.notify_vmexit == NotifyMode::Disable {
+        return Some(
+            "replay cannot honour --notify-vmexit disable: it keeps KVM from producing notify \
+             exits, and a trace's exits are already recorded",
+        );
+    }
+    None
+}
+
+fn replay_cmd(args: &ReplayArgs) -> Result<i32, i32> {
+    if let Some(why) = replay_refusal(&args.policy) {
+        return Err(fail(why, EXIT_USAGE));
+    }
+    let probe = MemProbe::start();
+    let policy = args.policy.policy();
+    let abi = args.policy.heki_abi;
+    let (name, result) = if args.trace.as_os_str() == "-" {
+        let name = "stdin".to_string();
+        let r = crate::replay::replay(&name, std::io::stdin().lock(), policy, abi);
+        (name, r)
+    } else {
+        let name = args.trace.display().to_string();
+        let file = std::fs::File::open(&args.trace)
+            .map_err(|e| fail(&format!("cannot read trace {name}: {e}"), EXIT_USAGE))?;
+        let r = crate::replay::replay(&name, BufReader::new(file), policy, abi);
+        (name, r)
+    };
+    match result {
+        Ok(mut r) => {
+            r.report.memory = probe.finish();
+            let status = status_of(r.report.outcome);
+            emit(&render_report(&r.report, args.format)).map(|()| status)
+        }
+        Err(e) => Err(fail(
+            &format!("{name}: {}", crate::error::chain(&e)),
+            EXIT_USAGE,
+        )),
+    }
+}
+
+fn plan_text(args: &PlanArgs) -> String {
+    let policy = args.policy.policy();
+    let steps = crate::host::plan_on_host(&policy);
+    match args.format {
+        Format::Json => {
             let out = serde_json::json!({
                 "guest": args.guest.map(|g| g.name()),
                 "count": args.count.or(args.guest.map(|g| g.default_count())),
@@ -311,53 +476,25 @@ where
                 "policy": policy,
                 "enable_caps": steps,
             });
-            match args.format {
-                Format::Json => {
-                    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default())
-                }
-                Format::Text => {
-                    for s in &steps {
-                        println!(
-                            "KVM_ENABLE_CAP {:>3} {:<32} arg 0x{:<12x} supported={} enable={}{}",
-                            s.cap,
-                            s.name,
-                            s.arg,
-                            s.supported,
-                            s.enable,
-                            s.warning
-                                .as_deref()
-                                .map(|w| format!("  ({w})"))
-                                .unwrap_or_default()
-                        );
-                    }
-                }
-            }
-            0
+            serde_json::to_string_pretty(&out).unwrap_or_default() + "\n"
         }
-        Cmd::Caps { format } => crate::host::caps_main(format),
-        Cmd::GenTrace(args) => {
-            use crate::hostile::{garbage_trace, heki_denial_storm, notify_storm};
-            let mut t = match args.kind {
-                TraceKind::NotifyStorm => notify_storm(args.count.unwrap_or(1_000_000)),
-                TraceKind::HekiDenialStorm => heki_denial_storm(args.count.unwrap_or(100_000)),
-                TraceKind::Garbage => garbage_trace(args.seed, args.count.unwrap_or(10_000)),
-            };
-            match std::io::copy(&mut t, &mut std::io::stdout().lock()) {
-                Ok(_) => 0,
-                Err(e) => {
-                    eprintln!("error: writing the trace: {e}");
-                    1
-                }
+        Format::Text => {
+            let mut s = String::new();
+            for st in &steps {
+                s.push_str(&format!(
+                    "KVM_ENABLE_CAP {:>3} {:<32} arg 0x{:<12x} supported={} enable={}{}\n",
+                    st.cap,
+                    st.name,
+                    st.arg,
+                    st.supported,
+                    st.enable,
+                    st.warning
+                        .as_deref()
+                        .map(|w| format!("  ({w})"))
+                        .unwrap_or_default()
+                ));
             }
-        }
-        Cmd::Guests { source } => {
-            for g in Guest::ALL {
-                println!("{:<17} {}", g.name(), g.description());
-                if source {
-                    println!("{}", g.source());
-                }
-            }
-            0
+            s
         }
     }
 }

@@ -22,34 +22,33 @@ use vcpu_events::{Event, EventStatus, HardwareException, VcpuEvents};
 use crate::apply::ApplyError;
 use crate::guests::IRQ_VECTOR;
 use crate::handlers::{IrqMode, IrqState};
-use crate::vmm::VmmError;
 
-/// The event the VMM wants, as a `vcpu-events` event with its status.
+/// The injector glue failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InjectorError {
+    /// vcpu-events' injector refused a raise it must take (backlog mode).
+    #[error("interrupt injector: raise")]
+    Raise(#[source] RaiseError),
+    /// vcpu-events' KVM glue failed (KVM_INTERRUPT, interrupt window).
+    #[error("interrupt injector")]
+    Kvm(#[source] vcpu_events::kvm::KvmError),
+}
+
+/// The status the VMM queues `event` with.
 ///
 /// With `KVM_CAP_EXCEPTION_PAYLOAD` a payload-carrying exception is queued
-/// *pending* so KVM delivers the payload (CR2) itself; otherwise it is
-/// queued *injected* (and a payload is refused by validation).
-pub fn exception_event(
-    vector: u8,
-    error_code: Option<u32>,
-    payload: Option<u64>,
-    kvm: &KvmContext,
-) -> (EventStatus, Event) {
-    let mut ex = HardwareException::new(vector);
-    if let Some(e) = error_code {
-        ex = ex.with_error_code(e);
+/// *pending* so KVM delivers the payload (CR2/DR6) itself; an NMI is queued
+/// pending (`KVM_VCPUEVENT_VALID_NMI_PENDING`); anything else is queued
+/// *injected* (and a payload without the cap is refused by validation).
+pub fn event_status(event: &Event, kvm: &KvmContext) -> EventStatus {
+    match event {
+        Event::Nmi | Event::TripleFault => EventStatus::Pending,
+        Event::HardwareException(HardwareException {
+            payload: Some(_), ..
+        }) if kvm.exception_payload_enabled => EventStatus::Pending,
+        _ => EventStatus::Injected,
     }
-    if let (14, Some(cr2)) = (vector, payload) {
-        ex = HardwareException::page_fault(error_code.unwrap_or(0), cr2);
-    } else if let (1, Some(dr6)) = (vector, payload) {
-        ex = HardwareException::debug(dr6);
-    }
-    let status = if payload.is_some() && kvm.exception_payload_enabled {
-        EventStatus::Pending
-    } else {
-        EventStatus::Injected
-    };
-    (status, Event::HardwareException(ex))
 }
 
 /// Formats a validation report as one diagnostic line.
@@ -70,42 +69,49 @@ pub fn diagnostic(r: &vcpu_events::validate::Report) -> String {
     parts.join("; ")
 }
 
-/// Validates `(status, event)` on top of `base` (pure; used by the replay stand-in).
+/// Validates `event` (queued with [`event_status`]) on top of `base`, as
+/// `vcpu_events::kvm::inject_event` does before its ioctl (pure; used by the
+/// replay stand-in for every injection, NMIs and triple faults included).
 pub fn validate_event(
     base: VcpuEvents,
-    status: EventStatus,
     event: Event,
     kvm: &KvmContext,
     guest: &GuestContext,
 ) -> Result<(), ApplyError> {
     let mut ev = base;
-    ev.set_event(status, event)
-        .map_err(|e| ApplyError::Refused(format!("{event:?}: {e}")))?;
+    ev.set_event(event_status(&event, kvm), event)
+        .map_err(|e| ApplyError::Refused {
+            event,
+            diagnostic: e.to_string(),
+        })?;
     let report = validate(&ev, kvm, guest);
     if report.is_safe() {
         Ok(())
     } else {
-        Err(ApplyError::Refused(diagnostic(&report)))
+        Err(ApplyError::Refused {
+            event,
+            diagnostic: diagnostic(&report),
+        })
     }
 }
 
-fn kvm_err(e: vcpu_events::kvm::KvmError) -> ApplyError {
-    match e {
-        vcpu_events::kvm::KvmError::Unsafe(r) => ApplyError::Refused(diagnostic(&r)),
-        other => ApplyError::Event(other.to_string()),
-    }
-}
-
-/// Injects `(status, event)` on the real vCPU (validated by vcpu-events first).
-pub fn inject(
-    vcpu: &VcpuFd,
-    status: EventStatus,
-    event: Event,
-    kvm: &KvmContext,
-) -> Result<(), ApplyError> {
-    vcpu_events::kvm::inject_event(vcpu, status, event, kvm, &GuestContext::default())
-        .map(|_| ())
-        .map_err(kvm_err)
+/// Injects `event` on the real vCPU (validated by vcpu-events first).
+pub fn inject(vcpu: &VcpuFd, event: Event, kvm: &KvmContext) -> Result<(), ApplyError> {
+    vcpu_events::kvm::inject_event(
+        vcpu,
+        event_status(&event, kvm),
+        event,
+        kvm,
+        &GuestContext::default(),
+    )
+    .map(|_| ())
+    .map_err(|e| match e {
+        vcpu_events::kvm::KvmError::Unsafe(r) => ApplyError::Refused {
+            event,
+            diagnostic: diagnostic(&r),
+        },
+        source => ApplyError::Kvm { event, source },
+    })
 }
 
 /// The userspace-irqchip injector plus the VMM's backlog feeding it.
@@ -129,13 +135,17 @@ impl IrqInjector {
     /// fresh raise, counting queued / coalesced / refused), let it decide and
     /// apply. No allocation.
     #[inline]
-    pub fn before_run(&mut self, vcpu: &mut VcpuFd, irq: &mut IrqState) -> Result<(), VmmError> {
+    pub fn before_run(
+        &mut self,
+        vcpu: &mut VcpuFd,
+        irq: &mut IrqState,
+    ) -> Result<(), InjectorError> {
         match irq.mode {
             IrqMode::Backlog => {
                 if irq.pending > 0 && !self.injector.is_queued(IRQ_VECTOR) {
                     self.injector
                         .raise(IRQ_VECTOR)
-                        .map_err(|e| VmmError::Config(format!("injector: {e}")))?;
+                        .map_err(InjectorError::Raise)?;
                     irq.pending -= 1;
                 }
             }
@@ -149,8 +159,8 @@ impl IrqInjector {
             }
         }
         irq.max_queued = irq.max_queued.max(self.injector.len() as u64);
-        let decision = vcpu_events::kvm::before_run(&mut self.injector, vcpu)
-            .map_err(|e| VmmError::Config(format!("injector: {e}")))?;
+        let decision =
+            vcpu_events::kvm::before_run(&mut self.injector, vcpu).map_err(InjectorError::Kvm)?;
         if let Some(v) = decision.vector_to_inject() {
             irq.injected_vector_sum += u64::from(v);
         }

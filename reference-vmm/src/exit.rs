@@ -191,11 +191,18 @@ pub enum DecodeError {
     #[error("KVM_EXIT_IO with direction {0} (must be 0 = in or 1 = out)")]
     BadIoDirection(u8),
     /// notify-exit could not decode a `KVM_EXIT_NOTIFY`.
-    #[error("KVM_EXIT_NOTIFY: {0}")]
-    Notify(String),
+    #[error("KVM_EXIT_NOTIFY does not decode")]
+    Notify(#[source] notify_exit::exit::DecodeError),
     /// heki-policy could not decode a Heki exit.
-    #[error("Heki exit: {0}")]
-    Heki(String),
+    #[error("Heki exit does not decode")]
+    Heki(#[source] heki_policy::exit::ExitDecodeError),
+    /// heki-policy gave a decode outcome this VMM does not know (a newer
+    /// heki-policy): the exit is refused rather than guessed.
+    #[error("Heki exit {exit_reason}: a decode outcome this VMM does not know")]
+    UnknownHekiOutcome {
+        /// `kvm_run.exit_reason`.
+        exit_reason: u32,
+    },
 }
 
 /// One decoded exit: the meeting point of KVM and trace exits.
@@ -373,12 +380,12 @@ impl Exit {
                 Ok(ExitDecode::Heki(h)) => return Ok(Exit::Heki(h)),
                 Ok(ExitDecode::NotHeki(_)) => {}
                 // A decode outcome added by a newer heki-policy: refuse the exit.
-                Ok(other) => {
-                    return Err(DecodeError::Heki(format!(
-                        "unhandled Heki decode outcome {other:?}"
-                    )))
+                Ok(_) => {
+                    return Err(DecodeError::UnknownHekiOutcome {
+                        exit_reason: raw.reason,
+                    })
                 }
-                Err(e) => return Err(DecodeError::Heki(e.to_string())),
+                Err(e) => return Err(DecodeError::Heki(e)),
             }
         }
         Ok(match raw.reason {
@@ -425,10 +432,9 @@ impl Exit {
             KVM_EXIT_SYSTEM_EVENT => Exit::SystemEvent {
                 kind: u32::from_le_bytes([u[0], u[1], u[2], u[3]]),
             },
-            KVM_EXIT_NOTIFY => Exit::Notify(
-                notify_exit::exit::decode(raw.reason, u)
-                    .map_err(|e| DecodeError::Notify(e.to_string()))?,
-            ),
+            KVM_EXIT_NOTIFY => {
+                Exit::Notify(notify_exit::exit::decode(raw.reason, u).map_err(DecodeError::Notify)?)
+            }
             KVM_EXIT_MEMORY_FAULT => {
                 let m = read::<KvmRunMemoryFault>(u);
                 Exit::MemoryFault {

@@ -9,10 +9,11 @@
 
 #![deny(unsafe_code)]
 
-use crate::action::{Action, Actions, Cause, Outcome};
+use crate::action::{Action, Actions};
 use crate::config::{Policy, RunConfig};
 use crate::exit::{Exit, ExitKind};
 use crate::guests::{self, Guest};
+use crate::stop::{StopCause, TripleFaultReason};
 
 /// Exit counts per [`ExitKind`], allocation-free, with a running total.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -253,12 +254,13 @@ pub struct RunState {
     pub notify: NotifyState,
     /// Heki.
     pub heki: HekiState,
-    /// Cause of a pending synthesized triple fault, reported at the shutdown.
-    pub pending_shutdown: Option<Cause>,
+    /// Why a synthesized triple fault is pending, reported at the shutdown.
+    pub pending_shutdown: Option<TripleFaultReason>,
     /// Stop after this many exits.
     pub max_exits: u64,
-    /// Time of the current exit in ns since the run started (set by the loop
-    /// for notify and Heki exits; feeds storm detection and rate limits).
+    /// Time of the current exit in ns since the run started, from the run
+    /// loop's clock (wall clock on KVM, the trace's synthetic clock in
+    /// replay); feeds storm detection and rate limits.
     pub now_ns: u64,
 }
 
@@ -309,42 +311,44 @@ pub fn handle(exit: &Exit, st: &mut RunState) -> Actions {
     let nth = st.exits.total();
     let actions = match *exit {
         Exit::IoOut { port, data, .. } => pio::out(port, data, st),
-        Exit::IoIn { .. } => Actions::resume(), // the value was given by pio::in_value
+        Exit::IoIn { port, .. } => Actions::one(Action::ReadValue {
+            value: u64::from(pio::in_value(port, st)),
+        }),
         Exit::Hlt => lifecycle::hlt(),
         Exit::Shutdown => lifecycle::shutdown(st),
         Exit::IrqWindowOpen | Exit::Intr => Actions::resume(), // the injector acts before the next run
         Exit::FailEntry {
             hardware_entry_failure_reason,
-            ..
+            cpu,
         } => Actions::one(Action::Stop {
-            outcome: Outcome::FailEntry,
-            cause: Cause::FailEntry {
+            cause: StopCause::FailEntry {
                 hardware_entry_failure_reason,
+                cpu,
             },
         }),
         Exit::InternalError { suberror } => Actions::one(Action::Stop {
-            outcome: Outcome::InternalError,
-            cause: Cause::KvmInternalError { suberror },
+            cause: StopCause::KvmInternalError { suberror },
         }),
         Exit::Notify(n) => notify::handle(n, nth, st),
         Exit::Heki(h) => heki::handle(&h, nth, st),
+        // No device is mapped: an MMIO access (read or write) stops the run.
         Exit::Mmio { .. } => lifecycle::unhandled(crate::exit::KVM_EXIT_MMIO),
         Exit::SystemEvent { .. } => lifecycle::unhandled(crate::exit::KVM_EXIT_SYSTEM_EVENT),
         Exit::MemoryFault { .. } => lifecycle::unhandled(crate::exit::KVM_EXIT_MEMORY_FAULT),
         Exit::Other { reason } => lifecycle::unhandled(reason),
     };
-    if nth >= st.max_exits && actions.is_empty() {
+    if nth >= st.max_exits && !actions.iter().any(|a| matches!(a, Action::Stop { .. })) {
         return Actions::one(Action::Stop {
-            outcome: Outcome::ExitLimit,
-            cause: Cause::Unhandled { reason: u32::MAX },
+            cause: StopCause::ExitBudget { exits: nth },
         });
     }
     actions
 }
 
-/// The guests' port channel (tick, sync, report).
+/// The guests' port channel (tick, sync, report, status).
 pub mod pio {
     use super::*;
+    use vcpu_events::{Event, HardwareException};
 
     /// An `out` to `port` with `data`.
     #[inline]
@@ -417,19 +421,20 @@ pub mod pio {
     fn sync(code: u8, st: &mut RunState) -> Actions {
         let plan = st.exceptions;
         match code {
-            guests::SYNC_INJECT_GP => Actions::one(Action::InjectException {
-                vector: 13,
-                error_code: Some(plan.gp_error_code),
-                payload: None,
+            guests::SYNC_INJECT_GP => Actions::one(Action::Inject {
+                event: Event::HardwareException(HardwareException::general_protection(
+                    plan.gp_error_code,
+                )),
             }),
-            guests::SYNC_INJECT_PF => Actions::one(Action::InjectException {
-                vector: 14,
-                error_code: Some(plan.pf_error_code),
-                payload: Some(plan.pf_cr2),
+            guests::SYNC_INJECT_PF => Actions::one(Action::Inject {
+                event: Event::HardwareException(HardwareException::page_fault(
+                    plan.pf_error_code,
+                    plan.pf_cr2,
+                )),
             }),
-            guests::SYNC_INJECT_NMI => Actions::one(Action::InjectNmi),
+            guests::SYNC_INJECT_NMI => Actions::one(Action::Inject { event: Event::Nmi }),
             guests::SYNC_TRIPLE_FAULT => Actions::one(Action::SynthesizeTripleFault {
-                cause: Cause::GuestRequestedTripleFault,
+                why: TripleFaultReason::GuestRequest,
             }),
             _ => {
                 st.channel.unknown_ports += 1;
@@ -446,29 +451,27 @@ pub mod lifecycle {
     /// `KVM_EXIT_HLT`: the guest is done.
     pub fn hlt() -> Actions {
         Actions::one(Action::Stop {
-            outcome: Outcome::Halted,
-            cause: Cause::GuestHalted,
+            cause: StopCause::Halted,
         })
     }
 
     /// `KVM_EXIT_SHUTDOWN`: reported with the cause of the synthesized triple
     /// fault, if the VMM made one, else as the guest's own.
     pub fn shutdown(st: &mut RunState) -> Actions {
-        let cause = st
-            .pending_shutdown
-            .take()
-            .unwrap_or(Cause::GuestTripleFault);
-        Actions::one(Action::Stop {
-            outcome: Outcome::Shutdown,
-            cause,
-        })
+        let cause = match st.pending_shutdown.take() {
+            Some(why) => StopCause::SynthesizedTripleFault { why },
+            // Where the vCPU stopped is added by the KVM source, which can read it.
+            None => StopCause::GuestTripleFault { vcpu: None },
+        };
+        Actions::one(Action::Stop { cause })
     }
 
     /// Any exit this VMM has no device or policy for.
     pub fn unhandled(reason: u32) -> Actions {
         Actions::one(Action::Stop {
-            outcome: Outcome::UnhandledExit,
-            cause: Cause::Unhandled { reason },
+            cause: StopCause::UnhandledExit {
+                exit_reason: reason,
+            },
         })
     }
 }
@@ -492,14 +495,13 @@ pub mod notify {
             NotifyAction::SynthesizeTripleFault => {
                 st.notify.last_action = Some("synthesize triple fault (vcpu-events)");
                 Actions::one(Action::SynthesizeTripleFault {
-                    cause: Cause::NotifyInvalidContext { nth },
+                    why: TripleFaultReason::NotifyInvalidContext { nth },
                 })
             }
             NotifyAction::StopInternalError { reason, flags } => {
                 st.notify.last_action = Some("stop as internal error");
                 Actions::one(Action::Stop {
-                    outcome: Outcome::InternalError,
-                    cause: Cause::NotifyStop {
+                    cause: StopCause::NotifyInternalError {
                         nth,
                         flags: flags.bits(),
                         reason,
@@ -533,7 +535,9 @@ pub mod heki {
     pub fn handle(exit: &HekiExit, nth: u64, st: &mut RunState) -> Actions {
         let Some(abi) = st.policy.heki_abi.policy_abi() else {
             // Decoding only yields Heki exits with an ABI selected.
-            return lifecycle::unhandled(u32::MAX);
+            return Actions::one(Action::Stop {
+                cause: StopCause::HekiExitWithoutAbi,
+            });
         };
         let denial = denial_policy(st.policy.heki_denial);
         let h = st
@@ -553,7 +557,7 @@ pub mod heki {
             ) => {
                 st.heki.last_action = Some("synthesize triple fault (vcpu-events)");
                 Actions::one(Action::SynthesizeTripleFault {
-                    cause: Cause::HekiDenialShutdown {
+                    why: TripleFaultReason::HekiDenial {
                         nth,
                         cr: reason.raw(),
                         cr_value: *cr_value,
@@ -563,7 +567,7 @@ pub mod heki {
             (HekiAction::Shutdown, _) => {
                 st.heki.last_action = Some("synthesize triple fault (vcpu-events)");
                 Actions::one(Action::SynthesizeTripleFault {
-                    cause: Cause::HekiDenialShutdown {
+                    why: TripleFaultReason::HekiDenial {
                         nth,
                         cr: 0,
                         cr_value: 0,
@@ -600,23 +604,32 @@ mod tests {
     fn invalid_notify_context_shuts_down_in_run_mode_and_stops_in_internal_error_mode() {
         let mut st = RunState::for_replay(Policy::default());
         assert!(handle(&Exit::Notify(notify(0)), &mut st).is_empty());
-        let a: Vec<_> = handle(&Exit::Notify(notify(1)), &mut st).iter().collect();
+        let a: Vec<_> = handle(&Exit::Notify(notify(1)), &mut st)
+            .iter()
+            .cloned()
+            .collect();
         assert_eq!(
             a,
             vec![Action::SynthesizeTripleFault {
-                cause: Cause::NotifyInvalidContext { nth: 2 }
+                why: TripleFaultReason::NotifyInvalidContext { nth: 2 }
             }]
         );
         let mut st = RunState::for_replay(Policy {
             notify_mode: NotifyMode::InternalError,
             ..Policy::default()
         });
-        let a: Vec<_> = handle(&Exit::Notify(notify(1)), &mut st).iter().collect();
+        let a: Vec<_> = handle(&Exit::Notify(notify(1)), &mut st)
+            .iter()
+            .cloned()
+            .collect();
         assert!(matches!(
             a[..],
             [Action::Stop {
-                outcome: Outcome::InternalError,
-                ..
+                cause: StopCause::NotifyInternalError {
+                    nth: 1,
+                    flags: 1,
+                    ..
+                },
             }]
         ));
     }
@@ -689,7 +702,7 @@ mod tests {
             let a = handle(&tick, &mut st);
             max_burst = max_burst.max(a.len());
             for act in a.iter() {
-                let Action::RaiseInterrupt { vector } = act else {
+                let &Action::RaiseInterrupt { vector } = act else {
                     panic!("{act:?}");
                 };
                 assert!(
@@ -705,7 +718,7 @@ mod tests {
                 &fresh[..n],
                 &a.iter()
                     .map(|x| match x {
-                        Action::RaiseInterrupt { vector } => vector,
+                        Action::RaiseInterrupt { vector } => *vector,
                         _ => 0,
                     })
                     .collect::<Vec<_>>()[..]
@@ -725,15 +738,7 @@ mod tests {
     fn apply_raises(a: &Actions, st: &mut RunState) -> Option<crate::apply::Stop> {
         struct NoTarget;
         impl crate::apply::Target for NoTarget {
-            fn inject_exception(
-                &mut self,
-                _: u8,
-                _: Option<u32>,
-                _: Option<u64>,
-            ) -> Result<(), crate::apply::ApplyError> {
-                unreachable!()
-            }
-            fn inject_nmi(&mut self) -> Result<(), crate::apply::ApplyError> {
+            fn inject(&mut self, _: vcpu_events::Event) -> Result<(), crate::apply::ApplyError> {
                 unreachable!()
             }
             fn synthesize_triple_fault(&mut self) -> Result<(), crate::apply::ApplyError> {

@@ -9,9 +9,6 @@
 
 use heki_policy::{HekiAbi as PolicyAbi, HypercallRet, LockCrRequest};
 
-use crate::config::{HekiExits, Policy};
-use crate::plan::CapStep;
-
 /// CR4.SMEP, the bit the probe asks to pin.
 pub const X86_CR4_SMEP: u64 = 1 << 20;
 
@@ -50,44 +47,4 @@ pub fn describe_answer(request: LockCrRequest, rax: u64) -> String {
         Ok(other) => format!("{other:?}"),
         Err(_) => format!("{} (unexpected)", rax as i64),
     }
-}
-
-/// Heki cap steps under `policy`: enabled only when heki-policy's probe says
-/// the host really has Heki for that ABI.
-pub fn cap_steps(policy: &Policy, _check: &dyn Fn(u32) -> i32) -> Vec<CapStep> {
-    let Some(abi) = policy.heki_abi.policy_abi() else {
-        return Vec::new();
-    };
-    let Some(uapi) = abi.uapi() else {
-        return Vec::new();
-    };
-    let support = kvm_ioctls::Kvm::new()
-        .ok()
-        .and_then(|k| heki_policy::kvm::probe(&k, abi).ok());
-    let supported = matches!(support, Some(heki_policy::HekiSupport::Supported(_)));
-    let mut v = Vec::new();
-    let mut push = |cap: u32, name: &'static str| {
-        v.push(CapStep {
-            cap,
-            name,
-            arg: heki_policy::HekiExitReasons::VALID.bits(),
-            supported,
-            enable: false,
-            enabled: None,
-            why: "Heki exits for CR0 and CR4 (KVM_HEKI_EXIT_REASON_CR0 | _CR4)",
-            warning: (!supported).then(|| {
-                format!(
-                    "not enabling {name} ({cap}): upstream KVM uses {cap} for {}, and heki-policy's probe finds no Heki here",
-                    heki_policy::abi::upstream_cap_name(cap).unwrap_or("another cap")
-                )
-            }),
-        })
-    };
-    if matches!(policy.heki_exits, HekiExits::Configure | HekiExits::All) {
-        push(uapi.cap_configure(), "KVM_CAP_HEKI_CONFIGURE");
-    }
-    if matches!(policy.heki_exits, HekiExits::Denial | HekiExits::All) {
-        push(uapi.cap_denial(), "KVM_CAP_HEKI_DENIAL");
-    }
-    v
 }

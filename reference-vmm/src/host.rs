@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::cli::Format;
 use crate::config::Policy;
 use crate::plan::{self, CapStep};
+use crate::report::Format;
 
 /// One KVM capability as `KVM_CHECK_EXTENSION` answers.
 #[derive(Clone, Debug, Serialize)]
@@ -223,13 +223,12 @@ pub fn plan_on_host(policy: &Policy) -> Vec<CapStep> {
 }
 
 /// `caps` command.
-pub fn caps_main(format: Format) -> i32 {
+pub fn caps_text(format: Format) -> Result<String, serde_json::Error> {
     let h = host_report();
-    match format {
-        Format::Text => print!("{}", h.to_text()),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&h).unwrap_or_default()),
-    }
-    0
+    Ok(match format {
+        Format::Text => h.to_text(),
+        Format::Json => serde_json::to_string_pretty(&h)? + "\n",
+    })
 }
 
 #[cfg(test)]

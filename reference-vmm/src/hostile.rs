@@ -16,32 +16,13 @@
 
 #![deny(unsafe_code)]
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write as _};
 
-use serde::Serialize;
-
-use crate::action::Outcome;
 use crate::config::Policy;
 use crate::exit::HekiAbi;
 use crate::replay::{replay, ReplayError};
-
-/// Peak and growth of the resident set size during a scenario (Linux
-/// `/proc/self/status`: `VmRSS`, `VmHWM`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct MemoryReport {
-    /// Resident set size when the scenario started, KiB.
-    pub rss_before_kib: u64,
-    /// Peak resident set size (`VmHWM`), KiB.
-    pub peak_kib: u64,
-    /// `peak_kib - rss_before_kib`: how much the scenario added at its worst.
-    pub peak_growth_kib: u64,
-    /// True if the peak was reset at the start (writing `5` to
-    /// `/proc/self/clear_refs`), so `peak_kib` is this scenario's own peak;
-    /// false if it is the process's lifetime peak (then the growth is an
-    /// upper bound).
-    pub scenario_peak: bool,
-}
+// Moved to `report` (plain report data); kept here for old paths.
+pub use crate::report::{GarbageSummary, MemoryReport};
 
 fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -398,43 +379,6 @@ pub fn garbage_trace(seed: u64, lines: u64) -> Generated {
     })
 }
 
-/// What replaying each garbage line on its own gave.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct GarbageSummary {
-    /// Seed of the generator.
-    pub seed: u64,
-    /// Lines generated.
-    pub lines: u64,
-    /// Replays run (each line under each Heki ABI: none, rfc-v2, rfc-v3).
-    pub replays: u64,
-    /// Replays that ended with an outcome, by outcome (`unhandled-exit`, ...).
-    pub outcomes: BTreeMap<&'static str, u64>,
-    /// Replays that ended with a typed, line-numbered error, by kind (`json`, `decode`, ...).
-    pub errors: BTreeMap<&'static str, u64>,
-    /// Exits decoded and handled, in all replays.
-    pub exits: u64,
-    /// Replays that panicked (must be 0).
-    pub panics: u64,
-    /// Replays whose answer was not clear: an error not naming line 1, an
-    /// unhandled exit whose reason does not name the exit number, an empty
-    /// reason (must be 0).
-    pub unclear: u64,
-    /// The first few unclear or panicking lines, for diagnosis.
-    pub examples: Vec<String>,
-}
-
-impl GarbageSummary {
-    /// Replays that ended with an outcome.
-    pub fn defined_actions(&self) -> u64 {
-        self.outcomes.values().sum()
-    }
-
-    /// Replays that ended with a typed error.
-    pub fn typed_errors(&self) -> u64 {
-        self.errors.values().sum()
-    }
-}
-
 /// The Heki ABIs each garbage line is replayed under.
 pub const TRIAGE_ABIS: [HekiAbi; 3] = [HekiAbi::None, HekiAbi::RfcV2, HekiAbi::RfcV3];
 
@@ -467,9 +411,10 @@ pub fn triage(seed: u64, lines: u64) -> GarbageSummary {
                     let r = rep.report;
                     s.exits += r.exits_total;
                     *s.outcomes.entry(r.outcome.name()).or_default() += 1;
-                    let named =
-                        r.outcome != Outcome::UnhandledExit || r.reason.contains("exit reason ");
-                    (!named || r.reason.is_empty()).then_some("unclear reason")
+                    // A stop must say what stopped it: a Heki exit without
+                    // an ABI would mean the decoder and handlers disagree.
+                    matches!(r.cause, crate::stop::StopCause::HekiExitWithoutAbi)
+                        .then_some("unclear cause")
                 }
                 Ok(Err(ReplayError::Trace(e))) => {
                     *s.errors.entry(e.kind.name()).or_default() += 1;

@@ -109,11 +109,51 @@ pub fn cap_steps(policy: &Policy, check: impl Fn(u32) -> i32) -> Vec<CapStep> {
             }),
         });
     }
-    steps.extend(crate::heki_probe::cap_steps(policy, &check));
+    steps.extend(heki_cap_steps(policy, &check));
     steps
 }
 
 /// Whether a Heki ABI and Heki exits are both selected.
 pub fn wants_heki_exits(policy: &Policy) -> bool {
     policy.heki_abi != HekiAbi::None && policy.heki_exits != HekiExits::None
+}
+
+/// Heki cap steps under `policy`: enabled only when heki-policy's probe says
+/// the host really has Heki for that ABI.
+pub fn heki_cap_steps(policy: &Policy, _check: &dyn Fn(u32) -> i32) -> Vec<CapStep> {
+    let Some(abi) = policy.heki_abi.policy_abi() else {
+        return Vec::new();
+    };
+    let Some(uapi) = abi.uapi() else {
+        return Vec::new();
+    };
+    let support = kvm_ioctls::Kvm::new()
+        .ok()
+        .and_then(|k| heki_policy::kvm::probe(&k, abi).ok());
+    let supported = matches!(support, Some(heki_policy::HekiSupport::Supported(_)));
+    let mut v = Vec::new();
+    let mut push = |cap: u32, name: &'static str| {
+        v.push(CapStep {
+            cap,
+            name,
+            arg: heki_policy::HekiExitReasons::VALID.bits(),
+            supported,
+            enable: false,
+            enabled: None,
+            why: "Heki exits for CR0 and CR4 (KVM_HEKI_EXIT_REASON_CR0 | _CR4)",
+            warning: (!supported).then(|| {
+                format!(
+                    "not enabling {name} ({cap}): upstream KVM uses {cap} for {}, and heki-policy's probe finds no Heki here",
+                    heki_policy::abi::upstream_cap_name(cap).unwrap_or("another cap")
+                )
+            }),
+        })
+    };
+    if matches!(policy.heki_exits, HekiExits::Configure | HekiExits::All) {
+        push(uapi.cap_configure(), "KVM_CAP_HEKI_CONFIGURE");
+    }
+    if matches!(policy.heki_exits, HekiExits::Denial | HekiExits::All) {
+        push(uapi.cap_denial(), "KVM_CAP_HEKI_DENIAL");
+    }
+    v
 }

@@ -1,42 +1,48 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Replay: a trace's exits through the same handlers, applied to a recording
-//! vCPU stand-in instead of a real vCPU.
+//! Replay: a trace's exits through the same run loop and handlers, applied
+//! to a recording vCPU stand-in instead of a real vCPU.
 //!
-//! The stand-in records what would have been done (bounded: counts plus the
-//! first [`StandIn::KEEP`] actions). Where real KVM would react to an action on
-//! the next `KVM_RUN`, the replay does the same: after a synthesized triple
-//! fault, the next exit is `KVM_EXIT_SHUTDOWN`, fed through the handlers.
+//! [`TraceSource`] is the trace side of [`crate::run_loop::ExitSource`]: it
+//! reads one line at a time, decodes it with the ABI in force, and does what
+//! KVM would do on the next `KVM_RUN` (after a synthesized triple fault, the
+//! next exit is `KVM_EXIT_SHUTDOWN`). The stand-in validates every injection
+//! with vcpu-events exactly as the KVM path does and records it (bounded:
+//! counts plus the first [`StandIn::KEEP`] records). Time is the trace's
+//! ([`crate::run_loop::SyntheticClock`]).
 
 #![deny(unsafe_code)]
 
 use std::io::BufRead;
 use std::time::Instant;
 
-use crate::action::Outcome;
-use crate::apply::{apply, ApplyError, Stop, Target};
+use vcpu_events::Event;
+
+use crate::action::Actions;
+use crate::apply::{ApplyError, Target};
 use crate::config::Policy;
 use crate::exit::{Exit, HekiAbi};
-use crate::handlers::{self, RunState};
+use crate::handlers::RunState;
 use crate::report::{Report, Source};
+use crate::run_loop::{complete_read, ExitSource, Step, SyntheticClock};
+use crate::stop::StopCause;
 use crate::trace::{TraceError, TraceErrorKind, TraceReader};
 
-/// What the stand-in was asked to do.
+/// What the stand-in was asked to do (or answered).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Recorded {
-    /// An exception injection.
-    Exception {
-        /// Vector.
-        vector: u8,
-        /// Error code.
-        error_code: Option<u32>,
-        /// Payload.
-        payload: Option<u64>,
-    },
-    /// An NMI.
-    Nmi,
+    /// An injection (hardware exception or NMI), as vcpu-events types it.
+    Inject(Event),
     /// A triple fault.
     TripleFault,
+    /// The value a guest `in` read, as the decide step answered it.
+    Read {
+        /// I/O port.
+        port: u16,
+        /// Value read (little endian, access size).
+        value: u64,
+    },
 }
 
 /// The recording vCPU stand-in: a 64-bit guest with IF = 1 on a VM with
@@ -82,45 +88,96 @@ impl StandIn {
 }
 
 impl Target for StandIn {
-    fn inject_exception(
-        &mut self,
-        vector: u8,
-        error_code: Option<u32>,
-        payload: Option<u64>,
-    ) -> Result<(), ApplyError> {
-        let (status, event) =
-            crate::events::exception_event(vector, error_code, payload, &self.kvm);
-        crate::events::validate_event(
-            Default::default(),
-            status,
-            event,
-            &self.kvm,
-            &Default::default(),
-        )?;
-        self.record(Recorded::Exception {
-            vector,
-            error_code,
-            payload,
-        });
-        Ok(())
-    }
-
-    fn inject_nmi(&mut self) -> Result<(), ApplyError> {
-        self.record(Recorded::Nmi);
+    fn inject(&mut self, event: Event) -> Result<(), ApplyError> {
+        crate::events::validate_event(Default::default(), event, &self.kvm, &Default::default())?;
+        self.record(Recorded::Inject(event));
         Ok(())
     }
 
     fn synthesize_triple_fault(&mut self) -> Result<(), ApplyError> {
         crate::events::validate_event(
             Default::default(),
-            vcpu_events::EventStatus::Pending,
-            vcpu_events::Event::TripleFault,
+            Event::TripleFault,
             &self.kvm,
             &Default::default(),
         )?;
         self.record(Recorded::TripleFault);
         self.triple_fault_pending = true;
         Ok(())
+    }
+}
+
+/// A trace as an exit source: lines decoded with the ABI in force, applied
+/// to the [`StandIn`].
+pub struct TraceSource<R> {
+    reader: TraceReader<R>,
+    /// The vCPU stand-in the actions are applied to.
+    pub stand_in: StandIn,
+}
+
+impl<R: BufRead> TraceSource<R> {
+    /// A source over `input`; `abi` is `--heki-abi` (wins over the trace's line).
+    pub fn new(input: R, abi: Option<HekiAbi>) -> Self {
+        TraceSource {
+            reader: TraceReader::new(input, abi),
+            stand_in: StandIn::default(),
+        }
+    }
+
+    /// The reader (ABI in force, line number).
+    pub fn reader(&self) -> &TraceReader<R> {
+        &self.reader
+    }
+}
+
+impl<R: BufRead> Target for TraceSource<R> {
+    fn inject(&mut self, event: Event) -> Result<(), ApplyError> {
+        self.stand_in.inject(event)
+    }
+
+    fn synthesize_triple_fault(&mut self) -> Result<(), ApplyError> {
+        self.stand_in.synthesize_triple_fault()
+    }
+}
+
+impl<R: BufRead> ExitSource for TraceSource<R> {
+    type Error = TraceError;
+
+    fn next_exit<D>(&mut self, st: &mut RunState, decide: D) -> Result<Step, TraceError>
+    where
+        D: FnOnce(&Exit, Option<u64>, &mut RunState) -> Actions,
+    {
+        if self.stand_in.triple_fault_pending {
+            // What KVM does on the next KVM_RUN with a pending triple fault.
+            self.stand_in.triple_fault_pending = false;
+            return Ok(Step::Decided(decide(&Exit::Shutdown, None, st)));
+        }
+        let raw = match self.reader.next_exit() {
+            None => {
+                return Ok(Step::Stop(StopCause::TraceEnd {
+                    exits: st.exits.total(),
+                }))
+            }
+            Some(r) => r?,
+        };
+        let line = self.reader.line();
+        st.policy.heki_abi = self.reader.abi();
+        let exit = Exit::decode(&raw, self.reader.abi()).map_err(|e| TraceError {
+            line,
+            kind: TraceErrorKind::Decode(e),
+        })?;
+        let actions = decide(&exit, Some(self.reader.t_ns()), st);
+        if let Exit::IoIn { port, size, .. } = exit {
+            // The stand-in's data area: what the guest's `in` would read.
+            let mut data = [0u8; 8];
+            let n = usize::from(size).min(data.len());
+            complete_read(&actions, &mut data[..n]);
+            self.stand_in.record(Recorded::Read {
+                port,
+                value: u64::from_le_bytes(data),
+            });
+        }
+        Ok(Step::Decided(actions))
     }
 }
 
@@ -149,52 +206,33 @@ pub fn replay<R: BufRead>(
     policy: Policy,
     abi: Option<HekiAbi>,
 ) -> Result<Replayed, ReplayError> {
-    let mut reader = TraceReader::new(input, abi);
+    let mut source = TraceSource::new(input, abi);
     let mut st = RunState::for_replay(policy);
-    let mut stand_in = StandIn::default();
-    let mut warnings = Vec::new();
+    let mut clock = SyntheticClock::default();
     let t0 = Instant::now();
-    let stop = loop {
-        let raw = match reader.next_exit() {
-            None => {
-                break Stop {
-                    outcome: Outcome::TraceEnd,
-                    reason: format!(
-                        "the trace ended after {} exits without a terminating exit (the guest would resume)",
-                        st.exits.total()
-                    ),
-                }
-            }
-            Some(r) => r?,
-        };
-        let line = reader.line();
-        st.policy.heki_abi = reader.abi();
-        let exit = Exit::decode(&raw, reader.abi()).map_err(|e| TraceError {
-            line,
-            kind: TraceErrorKind::Decode(e),
-        })?;
-        if matches!(exit, Exit::Notify(_) | Exit::Heki(_)) {
-            st.now_ns = t0.elapsed().as_nanos() as u64;
-        }
-        let actions = handlers::handle(&exit, &mut st);
-        if let Some(stop) = apply(&actions, &mut st, &mut stand_in) {
-            break stop;
-        }
-        if stand_in.triple_fault_pending {
-            // What KVM does on the next KVM_RUN with a pending triple fault.
-            stand_in.triple_fault_pending = false;
-            let actions = handlers::handle(&Exit::Shutdown, &mut st);
-            if let Some(stop) = apply(&actions, &mut st, &mut stand_in) {
-                break stop;
-            }
-        }
+    let stop = crate::run_loop::run(&mut source, &mut st, &mut clock)?;
+    let not_replayed = match stop.cause {
+        StopCause::TraceEnd { .. } => 0,
+        _ => source.reader.count_rest()?,
     };
-    st.policy.heki_abi = reader.abi();
-    if abi.is_some_and(|a| a != reader.abi()) {
-        warnings.push("--heki-abi overrides the trace's abi line".to_string());
+    st.policy.heki_abi = source.reader.abi();
+    let mut warnings = Vec::new();
+    if let (Some(forced), Some(traced)) = (abi, source.reader.trace_abi()) {
+        if forced != traced {
+            warnings.push(format!(
+                "--heki-abi {} overrides the trace's abi line ({})",
+                forced.name(),
+                traced.name()
+            ));
+        }
+    }
+    if not_replayed > 0 {
+        warnings.push(format!(
+            "{not_replayed} trace line(s) after the terminating exit were not replayed"
+        ));
     }
     let secs = t0.elapsed().as_secs_f64();
-    let report = Report::build(
+    let mut report = Report::build(
         name,
         Source::Replay,
         &st,
@@ -205,15 +243,22 @@ pub fn replay<R: BufRead>(
         Vec::new(),
         warnings,
     );
-    Ok(Replayed { report, stand_in })
+    report.lines_not_replayed = Some(not_replayed);
+    Ok(Replayed {
+        report,
+        stand_in: source.stand_in,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::action::Actions;
+    use crate::action::{Action, Actions, Outcome};
+    use crate::apply::apply;
     use crate::exit::Exit;
     use crate::guests::{PORT_SYNC, SYNC_INJECT_GP, SYNC_INJECT_PF};
+    use crate::handlers;
+    use vcpu_events::HardwareException;
 
     fn sync(code: u8) -> Exit {
         Exit::IoOut {
@@ -235,16 +280,13 @@ mod tests {
         assert_eq!(
             s.recorded,
             vec![
-                Recorded::Exception {
-                    vector: 13,
-                    error_code: Some(0x1230),
-                    payload: None
-                },
-                Recorded::Exception {
-                    vector: 14,
-                    error_code: Some(2),
-                    payload: Some(0x7fff_dead_b000)
-                },
+                Recorded::Inject(Event::HardwareException(
+                    HardwareException::general_protection(0x1230)
+                )),
+                Recorded::Inject(Event::HardwareException(HardwareException::page_fault(
+                    2,
+                    0x7fff_dead_b000
+                ))),
             ]
         );
         assert_eq!(st.injected_exceptions, 2);
@@ -255,14 +297,14 @@ mod tests {
         let mut st = RunState::for_replay(Policy::default());
         let mut s = StandIn::default();
         // #GP always pushes an error code: without one, VM entry fails (SDM 26.2.1.3).
-        let a = Actions::one(crate::action::Action::InjectException {
-            vector: 13,
-            error_code: None,
-            payload: None,
-        });
+        let event = Event::HardwareException(HardwareException::new(13));
+        let a = Actions::one(Action::Inject { event });
         let stop = apply(&a, &mut st, &mut s).expect("refused");
         assert_eq!(stop.outcome, Outcome::Refused);
-        assert!(stop.reason.contains("refused"), "{}", stop.reason);
+        assert!(
+            matches!(&stop.cause, StopCause::Refused { event: e, .. } if *e == event),
+            "{stop}"
+        );
         assert!(s.recorded.is_empty());
         assert_eq!(st.injected_exceptions, 0);
     }
@@ -279,6 +321,86 @@ mod tests {
             &mut st,
         );
         let stop = apply(&a, &mut st, &mut s).expect("refused");
-        assert_eq!(stop.outcome, Outcome::Refused);
+        assert!(matches!(
+            stop.cause,
+            StopCause::Refused {
+                event: Event::TripleFault,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_nmi_is_validated_like_on_kvm() {
+        // The stand-in runs vcpu-events' validation for every injection,
+        // NMIs included, as `vcpu_events::kvm::inject_event` does on KVM.
+        let mut s = StandIn::default();
+        assert!(s.inject(Event::Nmi).is_ok());
+        assert_eq!(s.recorded, vec![Recorded::Inject(Event::Nmi)]);
+        let bad = Event::HardwareException(HardwareException::new(13));
+        assert!(matches!(
+            s.inject(bad),
+            Err(ApplyError::Refused { event, .. }) if event == bad
+        ));
+        assert_eq!(s.recorded.len(), 1);
+    }
+
+    fn replay_text(t: &str) -> Replayed {
+        replay("t", t.as_bytes(), Policy::default(), None).unwrap()
+    }
+
+    #[test]
+    fn a_replayed_in_is_answered_by_the_decide_step() {
+        // Port 0xe2 (status) reads 1 once every raise was delivered; a replay
+        // has nothing to raise, so it reads 1; other ports read 0.
+        let r = replay_text(
+            "{\"exit\": \"io_in\", \"port\": 226, \"size\": 4}\n\
+             {\"exit\": \"io_in\", \"port\": 96}\n{\"exit\": \"hlt\"}\n",
+        );
+        assert_eq!(r.report.outcome, Outcome::Halted);
+        assert_eq!(
+            r.stand_in.recorded,
+            vec![
+                Recorded::Read {
+                    port: 0xe2,
+                    value: 1
+                },
+                Recorded::Read {
+                    port: 0x60,
+                    value: 0
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn lines_after_the_stop_are_counted_not_replayed() {
+        let r = replay_text("{\"exit\": \"hlt\"}\n{\"exit\": \"hlt\"}\n\nnot even json\n");
+        assert_eq!(r.report.exits_total, 1);
+        assert_eq!(r.report.lines_not_replayed, Some(2));
+        assert!(r
+            .report
+            .warnings
+            .iter()
+            .any(|w| w.contains("2 trace line(s)")));
+    }
+
+    #[test]
+    fn trace_time_drives_the_storm_detector_not_the_wall_clock() {
+        // 150 notify exits 1 µs apart: a storm (100 per second); the same
+        // exits 20 ms apart (t_ns): none. Same answer however fast the
+        // lines arrive.
+        let fast: String = (0..150).map(|_| "{\"exit\": \"notify\"}\n").collect();
+        let slow: String = (0..150u64)
+            .map(|i| format!("{{\"exit\": \"notify\", \"t_ns\": {}}}\n", i * 20_000_000))
+            .collect();
+        assert!(replay_text(&fast).report.notify.storms >= 1);
+        assert_eq!(replay_text(&slow).report.notify.storms, 0);
+        let back = "{\"exit\": \"notify\", \"t_ns\": 50}\n{\"exit\": \"notify\", \"t_ns\": 10}\n";
+        let e = replay("t", back.as_bytes(), Policy::default(), None).unwrap_err();
+        assert!(
+            e.to_string().starts_with("line 2: t_ns 10 is earlier"),
+            "{e}"
+        );
     }
 }

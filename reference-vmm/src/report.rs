@@ -9,14 +9,21 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::action::Outcome;
-use crate::apply::Stop;
 use crate::config::{HekiDenialAction, HekiExits, NotifyMode};
 use crate::exit::{ExitKind, HekiAbi};
 use crate::guests::Guest;
 use crate::handlers::RunState;
-use crate::hostile::{GarbageSummary, MemoryReport};
 use crate::plan::CapStep;
+use crate::stop::{Outcome, Stop, StopCause};
+
+/// Output format of reports (`--format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    Text,
+    /// JSON.
+    Json,
+}
 
 /// Where the exits came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -147,6 +154,8 @@ pub struct HekiReport {
     pub denials_cr0: u64,
     /// Denial exits for CR4.
     pub denials_cr4: u64,
+    /// Denial exits whose reason is neither CR0 nor CR4 (counted, never lost).
+    pub denials_unknown: u64,
     /// Denials recorded under `--heki-denial audit`.
     pub audited: u64,
     /// Denials answered with a shutdown.
@@ -180,9 +189,12 @@ pub struct Report {
     pub guest: String,
     /// `kvm` or `replay`.
     pub source: Source,
-    /// How it ended.
+    /// How it ended (coarse; follows from `cause`).
     pub outcome: Outcome,
-    /// Why, in words.
+    /// Why it ended, typed (`{"kind": "halted"}`, `{"kind": "unhandled-exit",
+    /// "exit_reason": 39}`, ...): what tests and the demo decide from.
+    pub cause: StopCause,
+    /// `cause` in words, for people.
     pub reason: String,
     /// Exits per kind (only kinds seen).
     pub exits: BTreeMap<&'static str, u64>,
@@ -217,6 +229,9 @@ pub struct Report {
     /// KVM_ENABLE_CAP steps (kvm only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub caps: Vec<CapStep>,
+    /// Replay: trace lines after the terminating exit, not replayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines_not_replayed: Option<u64>,
     /// Warnings.
     pub warnings: Vec<String>,
 }
@@ -311,8 +326,9 @@ impl Report {
         Report {
             guest: name.to_string(),
             source,
-            outcome: stop.outcome,
-            reason: stop.reason.clone(),
+            outcome: stop.cause.outcome(),
+            cause: stop.cause.clone(),
+            reason: stop.cause.to_string(),
             exits,
             exits_total,
             startup_us,
@@ -354,6 +370,7 @@ impl Report {
                     denials: stats.denials_cr0 + stats.denials_cr4 + stats.denials_unknown,
                     denials_cr0: stats.denials_cr0,
                     denials_cr4: stats.denials_cr4,
+                    denials_unknown: stats.denials_unknown,
                     audited: stats.audited,
                     shutdowns: stats.shutdowns,
                     logs_emitted: stats.logs_emitted,
@@ -366,6 +383,7 @@ impl Report {
             memory: None,
             garbage: None,
             caps,
+            lines_not_replayed: None,
             warnings,
         }
     }
@@ -385,7 +403,7 @@ impl Report {
         let _ = writeln!(
             s,
             "{} ({src}): {} - {}",
-            self.guest,
+            crate::error::escape(&self.guest),
             self.outcome.name(),
             self.reason
         );
@@ -467,7 +485,7 @@ impl Report {
         if h.configure_exits + h.denials > 0 || h.abi != HekiAbi::None {
             let _ = writeln!(
                 s,
-                "  heki: abi={} pins cr0={} cr4={} configure_exits={} denials={} (cr0 {}, cr4 {}) \
+                "  heki: abi={} pins cr0={} cr4={} configure_exits={} denials={} (cr0 {}, cr4 {}, other {}) \
                  audited={} shutdowns={} logs emitted={} suppressed={} action={}",
                 h.abi.name(),
                 h.pinned_cr0,
@@ -476,6 +494,7 @@ impl Report {
                 h.denials,
                 h.denials_cr0,
                 h.denials_cr4,
+                h.denials_unknown,
                 h.audited,
                 h.shutdowns,
                 h.logs_emitted,
@@ -513,7 +532,7 @@ impl Report {
             );
         }
         for w in &self.warnings {
-            let _ = writeln!(s, "  warning: {w}");
+            let _ = writeln!(s, "  warning: {}", crate::error::escape(w));
         }
         s
     }
@@ -521,4 +540,58 @@ impl Report {
 
 fn opt(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| v.to_string())
+}
+
+/// Peak and growth of the resident set size during a scenario (Linux
+/// `/proc/self/status`: `VmRSS`, `VmHWM`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MemoryReport {
+    /// Resident set size when the scenario started, KiB.
+    pub rss_before_kib: u64,
+    /// Peak resident set size (`VmHWM`), KiB.
+    pub peak_kib: u64,
+    /// `peak_kib - rss_before_kib`: how much the scenario added at its worst.
+    pub peak_growth_kib: u64,
+    /// True if the peak was reset at the start (writing `5` to
+    /// `/proc/self/clear_refs`), so `peak_kib` is this scenario's own peak;
+    /// false if it is the process's lifetime peak (then the growth is an
+    /// upper bound).
+    pub scenario_peak: bool,
+}
+
+/// What replaying each garbage line on its own gave.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GarbageSummary {
+    /// Seed of the generator.
+    pub seed: u64,
+    /// Lines generated.
+    pub lines: u64,
+    /// Replays run (each line under each Heki ABI: none, rfc-v2, rfc-v3).
+    pub replays: u64,
+    /// Replays that ended with an outcome, by outcome (`unhandled-exit`, ...).
+    pub outcomes: BTreeMap<&'static str, u64>,
+    /// Replays that ended with a typed, line-numbered error, by kind (`json`, `decode`, ...).
+    pub errors: BTreeMap<&'static str, u64>,
+    /// Exits decoded and handled, in all replays.
+    pub exits: u64,
+    /// Replays that panicked (must be 0).
+    pub panics: u64,
+    /// Replays whose answer was not clear: an error not naming line 1, an
+    /// unhandled exit whose reason does not name the exit number, an empty
+    /// reason (must be 0).
+    pub unclear: u64,
+    /// The first few unclear or panicking lines, for diagnosis.
+    pub examples: Vec<String>,
+}
+
+impl GarbageSummary {
+    /// Replays that ended with an outcome.
+    pub fn defined_actions(&self) -> u64 {
+        self.outcomes.values().sum()
+    }
+
+    /// Replays that ended with a typed error.
+    pub fn typed_errors(&self) -> u64 {
+        self.errors.values().sum()
+    }
 }

@@ -13,6 +13,12 @@
 //!   `{"exit": "hlt"}`, `{"exit": "shutdown"}`, `{"exit": "irq_window_open"}`,
 //!   `{"exit": "internal_error", "suberror": 1}`.
 //!
+//! Any exit line may carry its time, `"t_ns"` (nanoseconds since the start of
+//! the trace, never less than the previous line's); a line without it comes
+//! [`SYNTHETIC_STEP_NS`] after the previous line. Storm detection and log
+//! rate limits read this time, never the wall clock, so a replay is a
+//! function of the trace and the flags.
+//!
 //! Every line becomes the same [`RawExit`] bytes KVM would have produced, so a
 //! replayed exit is decoded by the very same [`Exit::decode`](crate::exit::Exit::decode).
 //! Reading is streaming and bounded: one line at a time, at most
@@ -25,6 +31,8 @@ use std::io::BufRead;
 
 use serde::Deserialize;
 use zerocopy::IntoBytes;
+
+pub use crate::run_loop::SYNTHETIC_STEP_NS;
 
 use crate::exit::{
     HekiAbi, KvmRunInternal, KvmRunIo, RawExit, EXIT_UNION_SIZE, KVM_EXIT_HLT,
@@ -84,8 +92,16 @@ pub enum TraceErrorKind {
     NoHekiAbi(&'static str),
     /// The line reads, but its exit bytes do not decode (e.g. `KVM_EXIT_IO`
     /// with access size 3): what KVM would never produce.
-    #[error("{0}")]
+    #[error(transparent)]
     Decode(#[from] crate::exit::DecodeError),
+    /// `"t_ns"` earlier than the previous line's time.
+    #[error("t_ns {t_ns} is earlier than the previous line's time ({previous} ns)")]
+    TimeBackwards {
+        /// The line's `t_ns`.
+        t_ns: u64,
+        /// The previous line's time.
+        previous: u64,
+    },
 }
 
 impl TraceErrorKind {
@@ -105,6 +121,7 @@ impl TraceErrorKind {
             TraceErrorKind::Field(_) => "field",
             TraceErrorKind::NoHekiAbi(_) => "no-heki-abi",
             TraceErrorKind::Decode(_) => "decode",
+            TraceErrorKind::TimeBackwards { .. } => "time-backwards",
         }
     }
 }
@@ -123,6 +140,11 @@ impl Num {
             Num::N(n) => Ok(*n),
             Num::S(s) => {
                 let s = s.trim();
+                if s.starts_with(['+', '-']) {
+                    return Err(TraceErrorKind::Field(format!(
+                        "{what}: {s:?} has a sign (numbers are unsigned, decimal or 0x hex)"
+                    )));
+                }
                 let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
                     Some(h) => u64::from_str_radix(h, 16),
                     None => s.parse(),
@@ -155,6 +177,7 @@ struct Line {
     cr_value: Option<Num>,
     cr_pinned: Option<Num>,
     suberror: Option<u32>,
+    t_ns: Option<Num>,
 }
 
 /// One item of a trace.
@@ -180,20 +203,35 @@ pub fn parse_abi(s: &str) -> Option<HekiAbi> {
 
 /// Parses one non-blank line. `abi` is the ABI in force (for typed Heki lines).
 pub fn parse_line(text: &str, abi: HekiAbi, seen_exit: bool) -> Result<TraceItem, TraceErrorKind> {
+    parse_timed_line(text, abi, seen_exit).map(|(item, _)| item)
+}
+
+/// [`parse_line`], with the line's `"t_ns"` if it has one.
+pub fn parse_timed_line(
+    text: &str,
+    abi: HekiAbi,
+    seen_exit: bool,
+) -> Result<(TraceItem, Option<u64>), TraceErrorKind> {
     let line: Line = serde_json::from_str(text).map_err(|e| TraceErrorKind::Json(e.to_string()))?;
     if let Some(name) = &line.abi {
         if seen_exit {
             return Err(TraceErrorKind::LateAbi);
         }
-        if line.exit.is_some() || line.exit_reason.is_some() {
+        if line.exit.is_some() || line.exit_reason.is_some() || line.t_ns.is_some() {
             return Err(TraceErrorKind::Shape);
         }
         return parse_abi(name)
-            .map(TraceItem::Abi)
+            .map(|a| (TraceItem::Abi(a), None))
             .ok_or_else(|| TraceErrorKind::UnknownAbi(name.clone()));
     }
+    let t_ns = line.t_ns.as_ref().map(|t| t.value("t_ns")).transpose()?;
+    parse_exit(&line, abi).map(|raw| (TraceItem::Exit(raw), t_ns))
+}
+
+fn parse_exit(line: &Line, abi: HekiAbi) -> Result<RawExit, TraceErrorKind> {
     match (line.exit_reason, &line.exit) {
         (Some(reason), None) => {
+            check_fields(line, "raw", &["data"])?;
             let mut raw = RawExit::new(reason);
             match &line.data {
                 None => {}
@@ -204,9 +242,9 @@ pub fn parse_line(text: &str, abi: HekiAbi, seen_exit: bool) -> Result<TraceItem
                     ))
                 }
             }
-            Ok(TraceItem::Exit(raw))
+            Ok(raw)
         }
-        (None, Some(name)) => typed(name, &line, abi).map(TraceItem::Exit),
+        (None, Some(name)) => typed(name, line, abi),
         _ => Err(TraceErrorKind::Shape),
     }
 }
@@ -248,7 +286,59 @@ fn cr_reason(line: &Line) -> Result<heki_policy::HekiExitReason, TraceErrorKind>
     }
 }
 
+/// The fields a typed line of kind `name` may carry (besides `exit` and `t_ns`).
+fn allowed_fields(name: &str) -> &'static [&'static str] {
+    match name {
+        "internal_error" => &["suberror"],
+        "notify" => &["flags"],
+        "io_out" => &["port", "data", "size"],
+        "io_in" => &["port", "size"],
+        "heki_configure" => &["reason", "cr_pinned"],
+        "heki_denial" => &["reason", "cr_value"],
+        _ => &[],
+    }
+}
+
+/// Refuses a field that does not belong to the line's kind (a raw line takes
+/// only `data`): a misspelt or misplaced field is an error, never ignored.
+fn check_fields(line: &Line, kind: &str, allowed: &[&str]) -> Result<(), TraceErrorKind> {
+    let present = [
+        ("data", line.data.is_some()),
+        ("flags", line.flags.is_some()),
+        ("port", line.port.is_some()),
+        ("size", line.size.is_some()),
+        ("reason", line.reason.is_some()),
+        ("cr_value", line.cr_value.is_some()),
+        ("cr_pinned", line.cr_pinned.is_some()),
+        ("suberror", line.suberror.is_some()),
+    ];
+    match present
+        .iter()
+        .find(|(f, there)| *there && !allowed.contains(f))
+    {
+        Some((f, _)) => Err(TraceErrorKind::Field(format!(
+            "\"{f}\" does not belong to a {kind} line"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn typed(name: &str, line: &Line, abi: HekiAbi) -> Result<RawExit, TraceErrorKind> {
+    if !matches!(
+        name,
+        "hlt"
+            | "shutdown"
+            | "irq_window_open"
+            | "internal_error"
+            | "notify"
+            | "io_out"
+            | "io_in"
+            | "heki_configure"
+            | "heki_denial"
+    ) {
+        return Err(TraceErrorKind::UnknownExit(name.to_string()));
+    }
+    check_fields(line, name, allowed_fields(name))?;
     let field = |n: &Option<Num>, what: &str| -> Result<u64, TraceErrorKind> {
         n.as_ref()
             .ok_or_else(|| TraceErrorKind::Field(format!("missing \"{what}\"")))?
@@ -343,6 +433,8 @@ pub struct TraceReader<R> {
     abi_forced: bool,
     seen_exit: bool,
     done: bool,
+    t_ns: u64,
+    trace_abi: Option<HekiAbi>,
 }
 
 impl<R: BufRead> TraceReader<R> {
@@ -357,6 +449,71 @@ impl<R: BufRead> TraceReader<R> {
             abi_forced: abi.is_some(),
             seen_exit: false,
             done: false,
+            t_ns: 0,
+            trace_abi: None,
+        }
+    }
+
+    /// The ABI the trace's own abi line named, if it has one (even when
+    /// `--heki-abi` overrides it).
+    pub fn trace_abi(&self) -> Option<HekiAbi> {
+        self.trace_abi
+    }
+
+    /// Trace time of the last exit line read, ns: its `"t_ns"`, or the
+    /// previous line's time plus [`SYNTHETIC_STEP_NS`].
+    pub fn t_ns(&self) -> u64 {
+        self.t_ns
+    }
+
+    /// Reads the rest of the input without parsing it and returns how many
+    /// non-blank lines it holds (after a stop: the lines not replayed).
+    pub fn count_rest(&mut self) -> Result<u64, TraceError> {
+        let mut n = 0;
+        while !self.done {
+            self.line += 1;
+            match self.read_line() {
+                Ok(false) => self.done = true,
+                Ok(true) => {
+                    n += u64::from(!self.buf.trim_ascii().is_empty());
+                }
+                Err(TraceErrorKind::TooLong) => {
+                    // Skip the rest of an over-long line and count it.
+                    n += 1;
+                    self.skip_to_newline().map_err(|kind| TraceError {
+                        line: self.line,
+                        kind,
+                    })?;
+                }
+                Err(kind) => {
+                    self.done = true;
+                    return Err(TraceError {
+                        line: self.line,
+                        kind,
+                    });
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn skip_to_newline(&mut self) -> Result<(), TraceErrorKind> {
+        loop {
+            let avail = self.input.fill_buf()?;
+            if avail.is_empty() {
+                self.done = true;
+                return Ok(());
+            }
+            match avail.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.input.consume(i + 1);
+                    return Ok(());
+                }
+                None => {
+                    let n = avail.len();
+                    self.input.consume(n);
+                }
+            }
         }
     }
 
@@ -428,21 +585,38 @@ impl<R: BufRead> Iterator for TraceReader<R> {
                     return err(kind);
                 }
             }
-            let text = match std::str::from_utf8(&self.buf) {
+            // A UTF-8 byte order mark at the start of the trace is skipped.
+            let bytes = match self.buf.strip_prefix(b"\xef\xbb\xbf") {
+                Some(rest) if line == 1 => rest,
+                _ => &self.buf[..],
+            };
+            let text = match std::str::from_utf8(bytes) {
                 Ok(t) => t.trim(),
                 Err(_) => return err(TraceErrorKind::NotUtf8),
             };
             if text.is_empty() {
                 continue;
             }
-            return match parse_line(text, self.abi, self.seen_exit) {
-                Ok(TraceItem::Abi(a)) => {
+            return match parse_timed_line(text, self.abi, self.seen_exit) {
+                Ok((TraceItem::Abi(a), _)) => {
+                    self.trace_abi = Some(a);
                     if !self.abi_forced {
                         self.abi = a;
                     }
                     Some(Ok(TraceItem::Abi(a)))
                 }
-                Ok(item) => {
+                Ok((item, t_ns)) => {
+                    let t = match t_ns {
+                        Some(t) if t < self.t_ns => {
+                            return err(TraceErrorKind::TimeBackwards {
+                                t_ns: t,
+                                previous: self.t_ns,
+                            })
+                        }
+                        Some(t) => t,
+                        None => self.t_ns.saturating_add(SYNTHETIC_STEP_NS),
+                    };
+                    self.t_ns = t;
                     self.seen_exit = true;
                     Some(Ok(item))
                 }
@@ -521,6 +695,22 @@ mod tests {
             exits(&t, None).unwrap_err(),
             format!("line 1: line longer than {MAX_LINE_BYTES} bytes")
         );
+    }
+
+    #[test]
+    fn fields_of_another_kind_signs_and_a_bom() {
+        let e = exits(r#"{"exit": "hlt", "port": 5}"#, None).unwrap_err();
+        assert_eq!(e, "line 1: \"port\" does not belong to a hlt line");
+        let e = exits(r#"{"exit_reason": 5, "flags": 1}"#, None).unwrap_err();
+        assert_eq!(e, "line 1: \"flags\" does not belong to a raw line");
+        let e = exits(r#"{"exit": "notify", "flags": "+1"}"#, None).unwrap_err();
+        assert!(e.contains("has a sign"), "{e}");
+        // A BOM starts line 1 only: skipped there, refused elsewhere.
+        assert_eq!(
+            exits("\u{feff}{\"exit\": \"hlt\"}", None).unwrap(),
+            vec![Exit::Hlt]
+        );
+        assert!(exits("{\"exit\": \"hlt\"}\n\u{feff}{\"exit\": \"hlt\"}", None).is_err());
     }
 
     #[test]

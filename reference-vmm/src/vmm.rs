@@ -3,8 +3,8 @@
 //! The VMM on /dev/kvm: VM and vCPU set-up, guest memory, and the run loop.
 //!
 //! Shape: decode -> decide -> apply. Each `KVM_RUN` return is decoded once into
-//! an [`Exit`], the pure [`handlers`] decide, and
-//! [`apply`] performs the actions on [`KvmTarget`]. Before
+//! an [`Exit`] by [`KvmSource`], the pure [`handlers`] decide, and the one
+//! run loop ([`crate::run_loop`]) applies the actions to [`KvmSource`]. Before
 //! each `KVM_RUN` the injector decides whether to inject one queued interrupt
 //! (only when KVM says the guest can take it) or to request an interrupt window.
 //! The per-exit path does not allocate.
@@ -15,12 +15,15 @@ use kvm_bindings::{kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRI
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-use crate::apply::{apply, ApplyError, Stop, Target};
+use crate::action::Actions;
+use crate::apply::{ApplyError, Target};
 use crate::config::RunConfig;
-use crate::exit::{Exit, RawExit, EXIT_UNION_SIZE};
+use crate::exit::{Exit, HekiAbi, RawExit, EXIT_UNION_SIZE};
 use crate::guests::{Guest, GUEST_LOAD_ADDR};
 use crate::handlers::{self, RunState};
 use crate::plan::{self, CapStep};
+use crate::run_loop::{complete_read, ExitSource, Step, WallClock};
+use crate::stop::{Instruction, Outcome, Stop, StopCause, VcpuState};
 
 /// GDT: null, 64-bit code (selector 0x08), data (selector 0x10).
 const GDT_ADDR: u64 = 0x500;
@@ -43,27 +46,95 @@ const CR4_OSFXSR: u64 = 1 << 9;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 
-/// Errors setting up or running a VM.
+/// A run configuration this VMM cannot run (bad usage: exit status 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// More than one vCPU for a guest that keeps its state in guest memory.
+    #[error(
+        "--vcpus {vcpus}: {guest} runs on one vCPU (it keeps its state in guest memory); \
+         pio-loop and halt run on several"
+    )]
+    Vcpus {
+        /// `--vcpus`.
+        vcpus: u8,
+        /// The guest.
+        guest: Guest,
+    },
+    /// Less than 1 MiB of guest memory.
+    #[error("--mem-mib must be at least 1")]
+    Memory,
+}
+
+/// Errors setting up or running a VM on KVM. Only [`VmmError::Config`] is
+/// bad usage; everything else is a run that failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VmmError {
+    /// The configuration cannot run (bad usage).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// /dev/kvm could not be opened.
-    #[error("cannot open /dev/kvm: {0}")]
-    OpenKvm(vmm_sys_util::errno::Error),
+    #[error("cannot open /dev/kvm")]
+    OpenKvm(#[source] vmm_sys_util::errno::Error),
     /// An ioctl failed.
-    #[error("{what} failed: {source}")]
+    #[error("{what} failed")]
     Ioctl {
         /// Which ioctl.
         what: &'static str,
         /// errno.
+        #[source]
         source: vmm_sys_util::errno::Error,
     },
-    /// Guest memory could not be created or written.
-    #[error("guest memory: {0}")]
-    Memory(String),
-    /// A configuration this VMM does not support.
-    #[error("{0}")]
-    Config(String),
+    /// Guest memory could not be created.
+    #[error("guest memory: cannot map {mib} MiB")]
+    MapMemory {
+        /// Size.
+        mib: u32,
+        /// vm-memory's error.
+        #[source]
+        source: vm_memory::mmap::FromRangesError,
+    },
+    /// Guest memory could not be written (boot structures, guest image).
+    #[error("guest memory: cannot write at 0x{addr:x}")]
+    WriteMemory {
+        /// Guest physical address.
+        addr: u64,
+        /// vm-memory's error.
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
+    /// vcpu-events could not enable its caps.
+    #[error("vcpu-events: enabling the event caps")]
+    EventCaps(#[source] vcpu_events::kvm::KvmError),
+    /// The run watchdog could not be armed.
+    #[error("the run watchdog")]
+    Watchdog(#[source] crate::watchdog::WatchdogError),
+    /// The interrupt injector glue failed.
+    #[error(transparent)]
+    Injector(#[from] crate::events::InjectorError),
+    /// KVM returned exit bytes that do not decode.
+    #[error("KVM gave exit {exit_reason} that does not decode")]
+    Decode {
+        /// `kvm_run.exit_reason`.
+        exit_reason: u32,
+        /// Why.
+        #[source]
+        source: crate::exit::DecodeError,
+    },
+    /// A vCPU thread panicked.
+    #[error("vCPU {vcpu} thread panicked")]
+    VcpuThreadPanicked {
+        /// vCPU index.
+        vcpu: usize,
+    },
+}
+
+impl VmmError {
+    /// True for bad usage (exit status 2); false for a run that failed (1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, VmmError::Config(_))
+    }
 }
 
 fn ioctl(what: &'static str) -> impl FnOnce(vmm_sys_util::errno::Error) -> VmmError {
@@ -95,8 +166,9 @@ pub struct Vm {
     more_vcpus: Vec<VcpuFd>,
     _vm: VmFd,
     _kvm: Kvm,
-    /// Guest memory (kept alive for the VM's lifetime).
-    pub mem: GuestMemoryMmap,
+    /// Guest memory: private, so memslot 0 always points at this mapping;
+    /// it lives until every vCPU is joined and the VM fd is closed.
+    mem: GuestMemoryMmap,
     caps: Vec<CapStep>,
     warnings: Vec<String>,
     kvm_ctx: vcpu_events::validate::KvmContext,
@@ -108,11 +180,14 @@ impl Vm {
     /// memory, loads the guest, creates vCPU 0 in 64-bit mode.
     pub fn new(cfg: &RunConfig) -> Result<Self, VmmError> {
         if cfg.vcpus == 0 || (cfg.vcpus > 1 && !cfg.guest.reentrant()) {
-            return Err(VmmError::Config(format!(
-                "--vcpus {}: {} runs on one vCPU (it keeps its state in guest memory); \
-                 pio-loop and halt run on several",
-                cfg.vcpus, cfg.guest
-            )));
+            return Err(ConfigError::Vcpus {
+                vcpus: cfg.vcpus,
+                guest: cfg.guest,
+            }
+            .into());
+        }
+        if cfg.mem_mib == 0 {
+            return Err(ConfigError::Memory.into());
         }
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
         let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
@@ -139,8 +214,7 @@ impl Vm {
         let (vm, _notify_setup) = pre.finish();
 
         // Exception payload and triple-fault event, through vcpu-events.
-        let ev = vcpu_events::kvm::enable_event_caps(&vm)
-            .map_err(|e| VmmError::Config(format!("vcpu-events: {e}")))?;
+        let ev = vcpu_events::kvm::enable_event_caps(&vm).map_err(VmmError::EventCaps)?;
         let kvm_ctx = ev.kvm_context();
         for s in caps.iter_mut() {
             if s.cap == plan::KVM_CAP_EXCEPTION_PAYLOAD {
@@ -158,14 +232,14 @@ impl Vm {
         }
 
         let mem_size = u64::from(cfg.mem_mib) << 20;
-        if mem_size < 1 << 20 {
-            return Err(VmmError::Config("--mem-mib must be at least 1".into()));
-        }
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size as usize)])
-            .map_err(|e| VmmError::Memory(e.to_string()))?;
+            .map_err(|source| VmmError::MapMemory {
+                mib: cfg.mem_mib,
+                source,
+            })?;
         let host = mem
             .get_host_address(GuestAddress(0))
-            .map_err(|e| VmmError::Memory(e.to_string()))?;
+            .map_err(|source| VmmError::WriteMemory { addr: 0, source })?;
         let region = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,
@@ -200,9 +274,10 @@ impl Vm {
             vcpus.push(vcpu);
         }
         let mut vcpus = vcpus.into_iter();
-        let vcpu = vcpus
-            .next()
-            .ok_or_else(|| VmmError::Config("no vCPU".into()))?;
+        let vcpu = vcpus.next().ok_or(ConfigError::Vcpus {
+            vcpus: 0,
+            guest: cfg.guest,
+        })?;
         let more_vcpus: Vec<VcpuFd> = vcpus.collect();
         Ok(Vm {
             vcpu,
@@ -217,68 +292,69 @@ impl Vm {
         })
     }
 
+    /// Guest memory (read-only view; the mapping itself cannot be replaced).
+    pub fn mem(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
     /// The vCPU (for examples and tests that drive it directly).
     pub fn vcpu_mut(&mut self) -> &mut VcpuFd {
         &mut self.vcpu
     }
 
-    /// Runs the guest to its end. `t0` is the start of the start-up measurement.
+    /// Runs the guest to its end. `t0` is the start of the start-up
+    /// measurement. vCPUs 1.. run on scoped threads: every one is joined
+    /// before this returns (on every path), so no vCPU can run once the
+    /// guest memory goes.
     pub fn run(mut self, st: RunState, t0: Instant) -> Result<KvmRun, VmmError> {
         let mut st = st;
         st.notify = handlers::NotifyState::new(
             st.policy.notify_mode,
             self.kvm_ctx.triple_fault_event_enabled,
         );
-        let watchdog = self
-            .timeout
-            .map(crate::watchdog::Watchdog::arm)
-            .transpose()?;
         let kvm = self.kvm_ctx;
+        let timeout = self.timeout;
+        let mem = &self.mem;
+        let more = std::mem::take(&mut self.more_vcpus);
+        let vcpu0 = &mut self.vcpu;
         let first = Instant::now();
         let startup = first.duration_since(t0);
-        // vCPUs 1.. run the same (reentrant) guest on their own threads, each
-        // with its own handler state; their counts are merged below.
-        let others: Vec<_> = self
-            .more_vcpus
-            .drain(..)
-            .map(|mut vcpu| {
-                let mut st = st.clone();
-                std::thread::spawn(move || {
-                    let mut target = KvmTarget {
-                        vcpu: &mut vcpu,
-                        kvm,
-                    };
-                    run_loop(&mut target, &mut st, None, first).map(|stop| (st, stop))
+        let (st, stop) = std::thread::scope(|scope| {
+            // vCPUs 1.. run the same (reentrant) guest on their own threads,
+            // each with its own handler state; their counts are merged below.
+            let others: Vec<_> = more
+                .into_iter()
+                .map(|mut vcpu| {
+                    let mut st = st.clone();
+                    scope.spawn(move || {
+                        run_vcpu(&mut vcpu, mem, kvm, timeout, &mut st, first).map(|s| (st, s))
+                    })
                 })
-            })
-            .collect();
-        let mut target = KvmTarget {
-            vcpu: &mut self.vcpu,
-            kvm,
-        };
-        let mut stop = run_loop(&mut target, &mut st, watchdog.as_ref(), first)?;
-        for t in others {
-            let (other, other_stop) = t
-                .join()
-                .map_err(|_| VmmError::Config("a vCPU thread panicked".into()))??;
-            st.exits.merge(&other.exits);
-            st.channel.ticks += other.channel.ticks;
-            if stop.outcome == crate::action::Outcome::Halted
-                && other_stop.outcome != crate::action::Outcome::Halted
-            {
-                stop = other_stop;
+                .collect();
+            let mut stop = run_vcpu(vcpu0, mem, kvm, timeout, &mut st, first);
+            for (i, t) in others.into_iter().enumerate() {
+                let joined = t
+                    .join()
+                    .map_err(|_| VmmError::VcpuThreadPanicked { vcpu: i + 1 });
+                let (other, other_stop) = match (joined.and_then(|r| r), &stop) {
+                    (Ok(x), _) => x,
+                    (Err(e), Ok(_)) => {
+                        stop = Err(e);
+                        continue;
+                    }
+                    (Err(_), Err(_)) => continue,
+                };
+                st.exits.merge(&other.exits);
+                st.channel.ticks += other.channel.ticks;
+                if let Ok(s) = &mut stop {
+                    if s.outcome == Outcome::Halted && other_stop.outcome != Outcome::Halted {
+                        *s = other_stop;
+                    }
+                }
             }
-        }
+            stop.map(|s| (st, s))
+        })?;
         let run_time = first.elapsed();
-        drop(watchdog);
-        if stop.outcome == crate::action::Outcome::Timeout {
-            stop.reason.push_str(&stuck_at(&self.vcpu, &self.mem));
-        }
-        if stop.outcome == crate::action::Outcome::Shutdown
-            && stop.reason == crate::action::Cause::GuestTripleFault.to_string()
-        {
-            stop.reason.push_str(&faulted_at(&self.vcpu, &self.mem));
-        }
         Ok(KvmRun {
             state: st,
             stop,
@@ -290,40 +366,58 @@ impl Vm {
     }
 }
 
-/// Names the instruction a stuck vCPU sits at (for timeout reasons).
-fn stuck_at(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> String {
-    let Ok(regs) = vcpu.get_regs() else {
-        return String::new();
+/// Runs one vCPU through the run loop, with its own watchdog when `timeout`
+/// is set; a guest triple fault is reported with where the vCPU stopped.
+fn run_vcpu(
+    vcpu: &mut VcpuFd,
+    mem: &GuestMemoryMmap,
+    kvm: vcpu_events::validate::KvmContext,
+    timeout: Option<Duration>,
+    st: &mut RunState,
+    start: Instant,
+) -> Result<Stop, VmmError> {
+    let mut go = |watchdog: Option<&crate::watchdog::Watchdog>| {
+        let mut source = KvmSource {
+            vcpu: &mut *vcpu,
+            mem,
+            kvm,
+            injector: (st.irq.target != 0).then(crate::events::IrqInjector::default),
+            watchdog,
+            abi: st.policy.heki_abi,
+        };
+        let stop = crate::run_loop::run(&mut source, st, &mut WallClock::new(start))?;
+        if let Some(inj) = source.injector.as_ref() {
+            st.irq.queued = inj.queued();
+        }
+        Ok::<Stop, VmmError>(stop)
     };
-    let mut b = [0u8; 3];
-    if mem.read_slice(&mut b, GuestAddress(regs.rip)).is_err() {
-        return String::new();
-    }
-    match b {
-        [0x0f, 0x01, 0xc1] => format!(
-            "; it is a `vmcall` (rax = 0x{:x}) that never completes: this host's KVM did not return from the hypercall",
-            regs.rax
-        ),
-        [0xf4, ..] => "; it is a `hlt`".into(),
-        _ => format!("; bytes there: {b:02x?}"),
-    }
+    let stop = match timeout {
+        Some(t) => {
+            crate::watchdog::Watchdog::with(t, |w| go(Some(w))).map_err(VmmError::Watchdog)?
+        }
+        None => go(None),
+    }?;
+    Ok(match stop.cause {
+        StopCause::GuestTripleFault { vcpu: None } => Stop::new(StopCause::GuestTripleFault {
+            vcpu: vcpu_state(vcpu, mem),
+        }),
+        _ => stop,
+    })
 }
 
-/// Names where a vCPU that triple-faulted on its own stopped (for shutdown reasons).
-fn faulted_at(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> String {
-    let Ok(regs) = vcpu.get_regs() else {
-        return String::new();
+/// Where a stopped vCPU stands: RIP, RAX and the instruction there.
+pub fn vcpu_state(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Option<VcpuState> {
+    let regs = vcpu.get_regs().ok()?;
+    let mut b = [0u8; 3];
+    let instruction = match mem.read_slice(&mut b, GuestAddress(regs.rip)) {
+        Ok(()) => Instruction::decode(b),
+        Err(_) => Instruction::Unreadable,
     };
-    let mut b = [0u8; 2];
-    let what = match mem.read_slice(&mut b, GuestAddress(regs.rip)) {
-        Ok(()) => match b {
-            [0x0f, 0x0b] => " (`ud2`)".to_string(),
-            [0xcc, _] => " (`int3`)".to_string(),
-            _ => format!(" (bytes {b:02x?})"),
-        },
-        Err(_) => String::new(),
-    };
-    format!("; the vCPU stopped at rip 0x{:x}{what}", regs.rip)
+    Some(VcpuState {
+        rip: regs.rip,
+        rax: regs.rax,
+        instruction,
+    })
 }
 
 /// Guest parameters (rdi, rsi, rdx) per guest; see each guests/*.S header.
@@ -348,7 +442,7 @@ fn guest_args(cfg: &RunConfig) -> (u64, u64, u64) {
 pub fn write_boot_structures(mem: &GuestMemoryMmap, image: &[u8]) -> Result<(), VmmError> {
     let w = |addr: u64, v: u64| {
         mem.write_obj(v, GuestAddress(addr))
-            .map_err(|e| VmmError::Memory(e.to_string()))
+            .map_err(|source| VmmError::WriteMemory { addr, source })
     };
     for (i, d) in GDT.iter().enumerate() {
         w(GDT_ADDR + 8 * i as u64, *d)?;
@@ -359,7 +453,10 @@ pub fn write_boot_structures(mem: &GuestMemoryMmap, image: &[u8]) -> Result<(), 
         w(PD_ADDR + 8 * i, (i << 21) | 0x83)?; // present, writable, 2 MiB page
     }
     mem.write_slice(image, GuestAddress(GUEST_LOAD_ADDR))
-        .map_err(|e| VmmError::Memory(e.to_string()))
+        .map_err(|source| VmmError::WriteMemory {
+            addr: GUEST_LOAD_ADDR,
+            source,
+        })
 }
 
 /// Puts the vCPU in 64-bit long mode, CPL 0, paging on, with the VMM's GDT.
@@ -402,43 +499,109 @@ pub fn setup_long_mode(vcpu: &VcpuFd) -> Result<(), VmmError> {
     vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))
 }
 
-/// The real vCPU as an action target: every injection goes through
-/// vcpu-events (validated, then KVM_SET_VCPU_EVENTS).
-pub struct KvmTarget<'a> {
+/// A real vCPU as an exit source and action target: the injector decides
+/// before each `KVM_RUN`, exits are decoded once into [`Exit`], and every
+/// injection goes through vcpu-events (validated, then KVM_SET_VCPU_EVENTS).
+pub struct KvmSource<'a> {
     /// The vCPU.
     pub vcpu: &'a mut VcpuFd,
+    /// Guest memory (to name the instruction a stuck vCPU sits at).
+    pub mem: &'a GuestMemoryMmap,
     /// What the VM has enabled (for validation).
     pub kvm: vcpu_events::validate::KvmContext,
+    /// The userspace-irqchip injector (guests that take interrupts).
+    pub injector: Option<crate::events::IrqInjector>,
+    /// The run's watchdog, if armed.
+    pub watchdog: Option<&'a crate::watchdog::Watchdog>,
+    /// How exits 39..=41 are read.
+    pub abi: HekiAbi,
 }
 
-impl Target for KvmTarget<'_> {
-    fn inject_exception(
-        &mut self,
-        vector: u8,
-        error_code: Option<u32>,
-        payload: Option<u64>,
-    ) -> Result<(), ApplyError> {
-        let (status, event) =
-            crate::events::exception_event(vector, error_code, payload, &self.kvm);
-        crate::events::inject(self.vcpu, status, event, &self.kvm)
-    }
-
-    fn inject_nmi(&mut self) -> Result<(), ApplyError> {
-        crate::events::inject(
-            self.vcpu,
-            vcpu_events::EventStatus::Pending,
-            vcpu_events::Event::Nmi,
-            &self.kvm,
-        )
+impl Target for KvmSource<'_> {
+    fn inject(&mut self, event: vcpu_events::Event) -> Result<(), ApplyError> {
+        crate::events::inject(self.vcpu, event, &self.kvm)
     }
 
     fn synthesize_triple_fault(&mut self) -> Result<(), ApplyError> {
-        crate::events::inject(
-            self.vcpu,
-            vcpu_events::EventStatus::Pending,
-            vcpu_events::Event::TripleFault,
-            &self.kvm,
-        )
+        crate::events::inject(self.vcpu, vcpu_events::Event::TripleFault, &self.kvm)
+    }
+}
+
+impl ExitSource for KvmSource<'_> {
+    type Error = VmmError;
+
+    fn next_exit<D>(&mut self, st: &mut RunState, decide: D) -> Result<Step, VmmError>
+    where
+        D: FnOnce(&Exit, Option<u64>, &mut RunState) -> Actions,
+    {
+        let reason = loop {
+            if let Some(inj) = self.injector.as_mut() {
+                inj.before_run(self.vcpu, &mut st.irq)?;
+            }
+            match self.vcpu.run() {
+                Ok(VcpuExit::IoIn(port, data)) => {
+                    let exit = Exit::IoIn {
+                        port,
+                        size: data.len().min(8) as u8,
+                        count: 1,
+                    };
+                    if let Some(inj) = self.injector.as_mut() {
+                        inj.after_exit(false);
+                    }
+                    let actions = decide(&exit, None, st);
+                    complete_read(&actions, data);
+                    return Ok(Step::Decided(actions));
+                }
+                Ok(VcpuExit::MmioRead(addr, data)) => {
+                    let exit = Exit::Mmio {
+                        addr,
+                        is_write: false,
+                    };
+                    if let Some(inj) = self.injector.as_mut() {
+                        inj.after_exit(false);
+                    }
+                    let actions = decide(&exit, None, st);
+                    complete_read(&actions, data);
+                    return Ok(Step::Decided(actions));
+                }
+                Ok(ve) => match decode_vcpu_exit(ve) {
+                    Decoded::Exit(exit) => {
+                        if let Some(inj) = self.injector.as_mut() {
+                            inj.after_exit(exit == Exit::IrqWindowOpen);
+                        }
+                        return Ok(Step::Decided(decide(&exit, None, st)));
+                    }
+                    Decoded::FromUnion(reason) => break reason,
+                    Decoded::FromKvmRun => break self.vcpu.get_kvm_run().exit_reason,
+                },
+                Err(e) if e.errno() == EINTR => {
+                    if let Some(w) = self.watchdog.filter(|w| w.fired()) {
+                        return Ok(Step::Stop(StopCause::Timeout {
+                            after_ms: w.timeout().as_millis() as u64,
+                            vcpu: vcpu_state(self.vcpu, self.mem),
+                        }));
+                    }
+                }
+                Err(e) => {
+                    return Err(VmmError::Ioctl {
+                        what: "KVM_RUN",
+                        source: e,
+                    })
+                }
+            }
+        };
+        // Everything kvm-ioctls does not decode (notably KVM_EXIT_NOTIFY = 37,
+        // Heki exits, internal errors) is decoded from the raw union bytes,
+        // like a trace line.
+        let raw = raw_exit(self.vcpu, reason);
+        let exit = Exit::decode(&raw, self.abi).map_err(|source| VmmError::Decode {
+            exit_reason: reason,
+            source,
+        })?;
+        if let Some(inj) = self.injector.as_mut() {
+            inj.after_exit(false);
+        }
+        Ok(Step::Decided(decide(&exit, None, st)))
     }
 }
 
@@ -457,11 +620,22 @@ fn raw_exit(vcpu: &mut VcpuFd, reason: u32) -> RawExit {
     raw
 }
 
-/// Decodes what `VcpuFd::run` returned into an [`Exit`] (no allocation). An
-/// `in` reads what [`handlers::pio::in_value`] says for the port.
+/// What `VcpuFd::run` returned, decoded without the exit's data borrow.
+enum Decoded {
+    /// Decoded.
+    Exit(Exit),
+    /// kvm-ioctls does not decode it: read the union for this exit reason.
+    FromUnion(u32),
+    /// kvm-ioctls decodes it into a variant this VMM does not read: take the
+    /// reason from kvm_run and decode the union.
+    FromKvmRun,
+}
+
+/// Decodes what `VcpuFd::run` returned (reads are handled by the caller,
+/// which answers them while their data is borrowed). No allocation.
 #[inline]
-fn decode_vcpu_exit(ve: VcpuExit<'_>, st: &RunState) -> Result<Exit, u32> {
-    Ok(match ve {
+fn decode_vcpu_exit(ve: VcpuExit<'_>) -> Decoded {
+    Decoded::Exit(match ve {
         VcpuExit::IoOut(port, data) => {
             let mut b = [0u8; 8];
             let n = data.len().min(8);
@@ -473,17 +647,6 @@ fn decode_vcpu_exit(ve: VcpuExit<'_>, st: &RunState) -> Result<Exit, u32> {
                 data: u64::from_le_bytes(b),
             }
         }
-        VcpuExit::IoIn(port, data) => {
-            let v = handlers::pio::in_value(port, st).to_le_bytes();
-            for (i, b) in data.iter_mut().enumerate() {
-                *b = v.get(i).copied().unwrap_or(0);
-            }
-            Exit::IoIn {
-                port,
-                size: data.len().min(8) as u8,
-                count: 1,
-            }
-        }
         VcpuExit::Hlt => Exit::Hlt,
         VcpuExit::IrqWindowOpen => Exit::IrqWindowOpen,
         VcpuExit::Shutdown => Exit::Shutdown,
@@ -492,86 +655,15 @@ fn decode_vcpu_exit(ve: VcpuExit<'_>, st: &RunState) -> Result<Exit, u32> {
             hardware_entry_failure_reason: reason,
             cpu,
         },
-        VcpuExit::MmioRead(addr, data) => {
-            data.fill(0xff);
-            Exit::Mmio {
-                addr,
-                is_write: false,
-            }
-        }
         VcpuExit::MmioWrite(addr, _) => Exit::Mmio {
             addr,
             is_write: true,
         },
-        // Everything else (notably KVM_EXIT_NOTIFY = 37, Heki exits, internal
-        // errors) is decoded from the raw union bytes, like a trace line.
-        VcpuExit::InternalError => return Err(crate::exit::KVM_EXIT_INTERNAL_ERROR),
-        VcpuExit::Unsupported(r) => return Err(r),
-        VcpuExit::SystemEvent(..) => return Err(crate::exit::KVM_EXIT_SYSTEM_EVENT),
-        _ => return Err(u32::MAX),
+        VcpuExit::InternalError => return Decoded::FromUnion(crate::exit::KVM_EXIT_INTERNAL_ERROR),
+        VcpuExit::Unsupported(r) => return Decoded::FromUnion(r),
+        VcpuExit::SystemEvent(..) => return Decoded::FromUnion(crate::exit::KVM_EXIT_SYSTEM_EVENT),
+        _ => return Decoded::FromKvmRun,
     })
-}
-
-/// The loop: inject (if due), KVM_RUN, decode, handle, apply.
-pub fn run_loop(
-    target: &mut KvmTarget<'_>,
-    st: &mut RunState,
-    watchdog: Option<&crate::watchdog::Watchdog>,
-    start: Instant,
-) -> Result<Stop, VmmError> {
-    let abi = st.policy.heki_abi;
-    let mut injector = (st.irq.target != 0).then(crate::events::IrqInjector::default);
-    let stop = loop {
-        if let Some(inj) = injector.as_mut() {
-            inj.before_run(target.vcpu, &mut st.irq)?;
-        }
-        let exit = match target.vcpu.run() {
-            Ok(ve) => decode_vcpu_exit(ve, st),
-            Err(e) if e.errno() == EINTR => {
-                if let Some(w) = watchdog.filter(|w| w.fired()) {
-                    break w.stop(target.vcpu);
-                }
-                continue;
-            }
-            Err(e) => {
-                return Err(VmmError::Ioctl {
-                    what: "KVM_RUN",
-                    source: e,
-                })
-            }
-        };
-        let exit = match exit {
-            Ok(x) => x,
-            Err(reason) => {
-                let reason = if reason == u32::MAX {
-                    target.vcpu.get_kvm_run().exit_reason
-                } else {
-                    reason
-                };
-                let raw = raw_exit(target.vcpu, reason);
-                Exit::decode(&raw, abi).map_err(|e| {
-                    VmmError::Config(format!("KVM gave an exit that does not decode: {e}"))
-                })?
-            }
-        };
-        if let Some(inj) = injector.as_mut() {
-            inj.after_exit(exit == Exit::IrqWindowOpen);
-        }
-        if matches!(exit, Exit::Notify(_) | Exit::Heki(_)) {
-            st.now_ns = start.elapsed().as_nanos() as u64;
-        }
-        let actions = handlers::handle(&exit, st);
-        if actions.is_empty() {
-            continue;
-        }
-        if let Some(stop) = apply(&actions, st, target) {
-            break stop;
-        }
-    };
-    if let Some(inj) = injector.as_ref() {
-        st.irq.queued = inj.queued();
-    }
-    Ok(stop)
 }
 
 const EINTR: i32 = 4;

@@ -2,27 +2,42 @@
 
 //! A run watchdog: if a run is still going after its timeout, a helper thread
 //! signals the vCPU thread (repeatedly, until acknowledged) so `KVM_RUN`
-//! returns `EINTR` and the loop can stop with [`Outcome::Timeout`]. Needed for
+//! returns `EINTR` and the loop can stop with
+//! [`crate::stop::StopCause::Timeout`]. Needed for
 //! hosts where a guest instruction never completes (on this nested host a
 //! guest `vmcall` is re-entered forever without reaching KVM's handler).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use kvm_ioctls::VcpuFd;
+/// The watchdog could not be armed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchdogError {
+    /// Registering the handler of its real-time signal failed: arming would
+    /// let the signal's default action kill the process, so every arm fails.
+    #[error("registering the handler of signal {signal}")]
+    SignalHandler {
+        /// The signal.
+        signal: i32,
+        /// errno.
+        #[source]
+        source: vmm_sys_util::errno::Error,
+    },
+}
 
-use crate::action::Outcome;
-use crate::apply::Stop;
-use crate::vmm::VmmError;
-
-/// The armed watchdog; disarmed on drop.
+/// The armed watchdog, lent to a closure by [`Watchdog::with`]: it cannot
+/// leave the vCPU thread (`!Send`) nor outlive the closure, so it never
+/// signals a thread that has exited.
 pub struct Watchdog {
     fired: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
     timeout: Duration,
     thread: Option<JoinHandle<()>>,
+    /// Tied to the thread that armed it.
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 extern "C" fn on_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
@@ -32,14 +47,23 @@ fn signal_number() -> libc::c_int {
 }
 
 impl Watchdog {
-    /// Arms a watchdog for the calling (vCPU) thread.
-    pub fn arm(timeout: Duration) -> Result<Watchdog, VmmError> {
-        static REGISTER: Once = Once::new();
-        let mut reg = Ok(());
-        REGISTER.call_once(|| {
-            reg = vmm_sys_util::signal::register_signal_handler(signal_number(), on_signal);
-        });
-        reg.map_err(|e| VmmError::Config(format!("watchdog signal handler: {e}")))?;
+    /// Runs `f` on the calling (vCPU) thread with a watchdog armed for
+    /// `timeout`; the watchdog is disarmed and its thread joined before this
+    /// returns (also when `f` panics).
+    pub fn with<R>(timeout: Duration, f: impl FnOnce(&Watchdog) -> R) -> Result<R, WatchdogError> {
+        let w = Self::arm(timeout)?;
+        Ok(f(&w))
+    }
+
+    fn arm(timeout: Duration) -> Result<Watchdog, WatchdogError> {
+        static REGISTERED: OnceLock<Result<(), vmm_sys_util::errno::Error>> = OnceLock::new();
+        (*REGISTERED.get_or_init(|| {
+            vmm_sys_util::signal::register_signal_handler(signal_number(), on_signal)
+        }))
+        .map_err(|source| WatchdogError::SignalHandler {
+            signal: signal_number(),
+            source,
+        })?;
         // SAFETY: pthread_self has no preconditions.
         #[allow(unsafe_code)]
         let me = unsafe { libc::pthread_self() };
@@ -58,8 +82,10 @@ impl Watchdog {
             }
             f.store(true, Ordering::Release);
             while !d.load(Ordering::Acquire) {
-                // SAFETY: `me` is the vCPU thread, alive until `done` is set
-                // (the Watchdog is dropped on that thread before it exits).
+                // SAFETY: `me` is the vCPU thread, alive until `done` is set:
+                // the Watchdog is `!Send` and only lent by `with`, which drops
+                // it (setting `done` and joining this thread) on the vCPU
+                // thread before returning.
                 #[allow(unsafe_code)]
                 unsafe {
                     libc::pthread_kill(me, signal_number());
@@ -72,6 +98,7 @@ impl Watchdog {
             done,
             timeout,
             thread: Some(thread),
+            _not_send: std::marker::PhantomData,
         })
     }
 
@@ -80,16 +107,9 @@ impl Watchdog {
         self.fired.load(Ordering::Acquire)
     }
 
-    /// The stop report: where the vCPU was stuck.
-    pub fn stop(&self, vcpu: &VcpuFd) -> Stop {
-        let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
-        Stop {
-            outcome: Outcome::Timeout,
-            reason: format!(
-                "no end after {:?}: the vCPU is at rip 0x{rip:x}; the watchdog interrupted KVM_RUN",
-                self.timeout
-            ),
-        }
+    /// The timeout it was armed with.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 

@@ -8,6 +8,8 @@
 //! It lives in the reference-vmm package because that package depends on all five
 //! library crates.
 
+// `properties.rs` reads `Stop::reason` (deprecated: decide from `Stop::cause`).
+#[allow(deprecated)]
 #[path = "../../fuzz/src/properties.rs"]
 mod properties;
 

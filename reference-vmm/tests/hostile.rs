@@ -16,6 +16,7 @@ use reference_vmm::hostile::{
     garbage_trace, heki_denial_storm, notify_storm, triage, Generated, DENIAL_STORM_PREAMBLE,
 };
 use reference_vmm::replay::{replay, ReplayError};
+use reference_vmm::stop::{StopCause, TripleFaultReason};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_reference-vmm"))
@@ -174,10 +175,18 @@ fn heki_denial_storm_follows_each_policy_with_rate_limited_logs() {
     let r = &shut.report;
     assert_eq!(r.outcome, Outcome::Shutdown);
     assert!(
-        r.reason.contains("exit #3 was a Heki denial"),
-        "{}",
-        r.reason
+        matches!(
+            r.cause,
+            StopCause::SynthesizedTripleFault {
+                why: TripleFaultReason::HekiDenial { nth: 3, .. }
+            }
+        ),
+        "{:?}",
+        r.cause
     );
+    // Every line after the terminating exit is counted as not replayed.
+    // (the other N - 1 denials and the hlt).
+    assert_eq!(r.lines_not_replayed, Some(N));
     assert_eq!((r.heki.denials, r.heki.shutdowns), (1, 1));
     assert_eq!(r.exits.get("shutdown"), Some(&1));
     assert_eq!(r.exits_total, DENIAL_STORM_PREAMBLE + 1);
@@ -230,10 +239,11 @@ fn a_whole_garbage_trace_stops_at_its_first_bad_line_or_exit() {
         match replay("garbage", &text[..], Policy::default(), None) {
             Ok(r) => {
                 let r = r.report;
-                assert!(!r.reason.is_empty());
-                if r.outcome == Outcome::UnhandledExit {
-                    assert!(r.reason.contains("exit reason "), "{}", r.reason);
+                // An unhandled exit names its real number (never a sentinel).
+                if let StopCause::UnhandledExit { exit_reason } = r.cause {
+                    assert_ne!(exit_reason, u32::MAX);
                 }
+                assert_ne!(r.cause, StopCause::HekiExitWithoutAbi);
                 assert!(r.exits_total <= 300);
             }
             Err(ReplayError::Trace(e)) => {

@@ -10,6 +10,7 @@ use common::{bin, kvm_or_skip, run};
 use reference_vmm::action::Outcome;
 use reference_vmm::guests::{Guest, FLOOD_FIRST, FLOOD_VECTORS};
 use reference_vmm::report::Source;
+use reference_vmm::stop::{Instruction, StopCause, VcpuState};
 
 #[test]
 fn irq_flood_accounts_for_every_raise_and_delivers_nothing_while_masked() {
@@ -74,17 +75,21 @@ fn a_guest_that_triple_faults_on_its_own_is_a_reported_shutdown() {
     }
     let r = run(Guest::SelfTripleFault, 0);
     assert_eq!(r.outcome, Outcome::Shutdown, "{}", r.reason);
+    // Nothing synthesized it: the cause is the guest's own fault, with
+    // where the vCPU stopped (the `ud2` of guests/self-triple-fault.S).
     assert!(
-        r.reason.contains("triple-faulted on its own"),
-        "{}",
-        r.reason
+        matches!(
+            r.cause,
+            StopCause::GuestTripleFault {
+                vcpu: Some(VcpuState {
+                    instruction: Instruction::Ud2,
+                    ..
+                })
+            }
+        ),
+        "{:?}",
+        r.cause
     );
-    assert!(
-        r.reason.contains("the VMM injected nothing"),
-        "{}",
-        r.reason
-    );
-    assert!(r.reason.contains("rip 0x"), "{}", r.reason);
     // The guest ran up to the fault (its first report), never past it.
     assert_eq!(r.exits.get("io_out"), Some(&1));
     assert_eq!(r.exits.get("shutdown"), Some(&1));
@@ -98,7 +103,8 @@ fn a_guest_that_triple_faults_on_its_own_is_a_reported_shutdown() {
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["outcome"], "shutdown");
-    assert!(v["reason"].as_str().unwrap().contains("on its own"));
+    assert_eq!(v["cause"]["kind"], "guest-triple-fault");
+    assert_eq!(v["cause"]["vcpu"]["instruction"]["insn"], "ud2");
 }
 
 #[test]
@@ -107,4 +113,18 @@ fn hostile_guests_are_listed() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.lines().any(|l| l.starts_with("irq-flood ")));
     assert!(text.lines().any(|l| l.starts_with("self-triple-fault ")));
+}
+
+#[test]
+fn the_exit_budget_is_its_own_cause_not_an_unhandled_exit() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let mut cfg = reference_vmm::config::RunConfig::new(Guest::PioLoop);
+    cfg.count = 1_000_000;
+    cfg.max_exits = 1000;
+    let r = common::run_config(&cfg);
+    assert_eq!(r.outcome, Outcome::ExitLimit);
+    assert_eq!(r.cause, StopCause::ExitBudget { exits: 1000 });
+    assert_eq!(r.exits_total, 1000);
 }

@@ -9,6 +9,7 @@ use reference_vmm::action::Outcome;
 use reference_vmm::config::{HekiDenialAction, NotifyMode, Policy};
 use reference_vmm::exit::HekiAbi;
 use reference_vmm::replay::{replay, Recorded};
+use reference_vmm::stop::{StopCause, TripleFaultReason};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_reference-vmm"))
@@ -18,15 +19,24 @@ fn trace(name: &str) -> String {
     format!("{}/traces/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `replay ARGS --format json`, expecting exit status 0 (the run succeeded).
 fn replay_json(args: &[&str]) -> serde_json::Value {
+    replay_json_status(args, 0)
+}
+
+/// `replay ARGS --format json`, expecting exit `status`: 0 for a trace that
+/// halts, shuts down or ends; 1 for a replayed run that failed (unhandled
+/// exit, internal error, ...).
+fn replay_json_status(args: &[&str], status: i32) -> serde_json::Value {
     let out = bin()
         .arg("replay")
         .args(args)
         .args(["--format", "json"])
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
+    assert_eq!(
+        out.status.code(),
+        Some(status),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -50,8 +60,12 @@ fn notify_invalid_context_shuts_down_in_run_mode() {
     let text = std::fs::read_to_string(trace("notify-invalid-context.jsonl")).unwrap();
     let r = replay("t", text.as_bytes(), Policy::default(), None).unwrap();
     assert_eq!(r.report.outcome, Outcome::Shutdown);
-    assert!(r.report.reason.contains("exit #4"), "{}", r.report.reason);
-    assert!(r.report.reason.contains("synthesized triple fault"));
+    assert_eq!(
+        r.report.cause,
+        StopCause::SynthesizedTripleFault {
+            why: TripleFaultReason::NotifyInvalidContext { nth: 4 }
+        }
+    );
     assert_eq!(r.report.notify.invalid_contexts, 1);
     assert_eq!(r.report.notify.resumed, 2);
     assert_eq!(r.stand_in.recorded, vec![Recorded::TripleFault]);
@@ -61,11 +75,16 @@ fn notify_invalid_context_shuts_down_in_run_mode() {
 
 #[test]
 fn notify_invalid_context_is_an_internal_error_in_internal_error_mode() {
-    let v = replay_json(&[
-        &trace("notify-invalid-context.jsonl"),
-        "--notify-vmexit",
-        "internal-error",
-    ]);
+    // A run stopped as an internal error failed: exit status 1.
+    let v = replay_json_status(
+        &[
+            &trace("notify-invalid-context.jsonl"),
+            "--notify-vmexit",
+            "internal-error",
+        ],
+        1,
+    );
+    assert_eq!(v["cause"]["kind"], "notify-internal-error");
     assert_eq!(v["outcome"], "internal-error");
     assert_eq!(v["notify"]["mode"], "internal-error");
     assert_eq!(v["notify"]["exits"], 3);
@@ -90,15 +109,22 @@ fn heki_pins_are_mirrored_and_the_denial_follows_the_policy() {
     };
     let r = replay("t", text.as_bytes(), shut, None).unwrap().report;
     assert_eq!(r.outcome, Outcome::Shutdown);
-    assert!(r.reason.contains("Heki denial"), "{}", r.reason);
+    assert!(
+        matches!(
+            r.cause,
+            StopCause::SynthesizedTripleFault {
+                why: TripleFaultReason::HekiDenial { nth: 4, .. }
+            }
+        ),
+        "{:?}",
+        r.cause
+    );
 
     // Without a Heki ABI exit 39 is what upstream says: KVM_EXIT_MEMORY_FAULT.
-    let v = replay_json(&[&trace("heki-pin-denial.jsonl"), "--heki-abi", "none"]);
+    let v = replay_json_status(&[&trace("heki-pin-denial.jsonl"), "--heki-abi", "none"], 1);
     assert_eq!(v["outcome"], "unhandled-exit");
-    assert!(v["reason"]
-        .as_str()
-        .unwrap()
-        .contains("KVM_EXIT_MEMORY_FAULT"));
+    assert_eq!(v["cause"]["kind"], "unhandled-exit");
+    assert_eq!(v["cause"]["exit_reason"], 39);
     assert_eq!(v["heki"]["configure_exits"], 0);
 }
 
@@ -257,10 +283,84 @@ fn a_guest_triple_faulting_on_its_own_is_a_reported_shutdown() {
     .unwrap()
     .report;
     assert_eq!(r.outcome, Outcome::Shutdown);
-    assert!(r.reason.contains("on its own"), "{}", r.reason);
+    assert_eq!(r.cause, StopCause::GuestTripleFault { vcpu: None });
     // A sync request for a triple fault goes through the stand-in like on KVM.
     let t = "{\"exit\": \"io_out\", \"port\": 225, \"data\": [4]}\n{\"exit\": \"hlt\"}\n";
     let r = replay("t", t.as_bytes(), Policy::default(), None).unwrap();
     assert_eq!(r.report.outcome, Outcome::Shutdown);
     assert_eq!(r.stand_in.recorded, vec![Recorded::TripleFault]);
+}
+
+#[test]
+fn a_replayed_in_reads_what_the_decide_step_answers() {
+    // irq-flood's status port (0xe2) reads 1 once nothing is left to deliver
+    // (a replay raises nothing); any other port reads 0. The value comes from
+    // the same handler on KVM and in replay (handlers::pio::in_value).
+    let t = "{\"exit\": \"io_in\", \"port\": 226, \"size\": 1}\n\
+             {\"exit_reason\": 2, \"data\": \"00046000010000000000000000000000\"}\n\
+             {\"exit\": \"hlt\"}\n";
+    let r = replay("t", t.as_bytes(), Policy::default(), None).unwrap();
+    assert_eq!(r.report.outcome, Outcome::Halted);
+    assert_eq!(r.report.exits.get("io_in"), Some(&2));
+    assert_eq!(
+        r.stand_in.recorded,
+        vec![
+            Recorded::Read {
+                port: 0xe2,
+                value: 1
+            },
+            Recorded::Read {
+                port: 0x60,
+                value: 0
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_denial_with_an_unknown_reason_is_shown_and_names_are_escaped() {
+    // Heki RFC v2 denial with reason 0x4000 (neither the CR0 nor the CR4 bit).
+    let t = "{\"abi\": \"heki-rfc-v2\"}\n\
+             {\"exit\": \"heki_denial\", \"reason\": \"0x4000\", \"cr_value\": \"0x0\"}\n\
+             {\"exit\": \"hlt\"}\n";
+    let r = replay("evil\x1b[2J\nname", t.as_bytes(), Policy::default(), None)
+        .unwrap()
+        .report;
+    assert_eq!(r.heki.denials, 1);
+    assert_eq!(r.heki.denials_unknown, 1);
+    let text = r.to_text();
+    assert!(text.contains("other 1"), "{text}");
+    assert!(text.starts_with("evil\\x1b[2J\\nname (replayed)"), "{text}");
+    assert!(!text.contains('\x1b'));
+}
+
+#[test]
+fn an_abi_override_warns() {
+    let text = std::fs::read_to_string(trace("heki-pin-denial.jsonl")).unwrap();
+    let r = replay(
+        "t",
+        text.as_bytes(),
+        Policy::default(),
+        Some(HekiAbi::RfcV3),
+    )
+    .unwrap()
+    .report;
+    assert_eq!(r.heki.abi, HekiAbi::RfcV3);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w == "--heki-abi rfc-v3 overrides the trace's abi line (rfc-v2)"),
+        "{:?}",
+        r.warnings
+    );
+    // The same ABI as the trace's line: nothing to warn about.
+    let r = replay(
+        "t",
+        text.as_bytes(),
+        Policy::default(),
+        Some(HekiAbi::RfcV2),
+    )
+    .unwrap()
+    .report;
+    assert!(r.warnings.iter().all(|w| !w.contains("overrides")));
 }

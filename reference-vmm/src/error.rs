@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Printing typed errors: every error type of the crate keeps its cause as a
+//! `#[source]`, and [`chain`] renders the whole chain on one line.
+
+#![deny(unsafe_code)]
+
+/// `error: source: source's source ...` on one line, with control characters
+/// escaped so no input reaches the terminal raw.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        let t = src.to_string();
+        // thiserror's `{0}` forwarding repeats the source's text: say it once.
+        if !s.ends_with(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = src.source();
+    }
+    escape(&s)
+}
+
+/// Escapes control characters (`\n`, `\x1b`, ...) so a message stays one line.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn chain_is_one_line_with_every_source() {
+        let e = Outer(std::io::Error::other("inner\n\x1b[2Jgone"));
+        assert_eq!(chain(&e), "outer: inner\\n\\x1b[2Jgone");
+    }
+}
