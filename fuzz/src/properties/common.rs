@@ -4,10 +4,22 @@
 use super::input::Input;
 use vmx_caps::RawMsrs;
 
-/// Asserts that an error renders a non-empty, single-line message (what a CLI prints).
+/// Asserts that an error renders what a CLI prints on one line: a non-empty message
+/// with no line break and no raw control character (text from the input must come
+/// out escaped, e.g. `\x1b` or `\n`, so it cannot rewrite a terminal).
 pub(super) fn assert_error_message(error: &dyn std::fmt::Display) {
     let message = error.to_string();
     assert!(!message.trim().is_empty(), "error with an empty message");
+    assert_one_clean_line(&message, "error message");
+}
+
+/// Asserts that `text` is one line without raw control characters (`char::is_control`:
+/// C0 including `\n`, `\r`, `\t` and ESC, DEL, C1).
+pub(super) fn assert_one_clean_line(text: &str, what: &str) {
+    assert!(
+        !text.chars().any(char::is_control),
+        "{what} is not one clean line: {text:?}"
+    );
 }
 
 /// Layout of a `vmx_caps_raw` input: 3 bytes of presence bits (bit i = MSR 0x480 + i

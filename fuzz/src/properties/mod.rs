@@ -19,7 +19,8 @@
 //!
 //! Layout: `<target>.rs` holds the target's property function (same name as the
 //! module) and its private helpers; [`common`] and [`input`] hold what several targets
-//! share. Adding a target is one line in the `targets!` list below plus
+//! share; [`vmm_table`] restates the reference VMM's decision table that `vmm_exits` and
+//! `trace_replay` check against. Adding a target is one line in the `targets!` list below plus
 //! its `<target>.rs`, `fuzz_targets/<target>.rs`, `[[bin]]` and `seeds/<target>/`.
 
 // Matches on the crates' enums end in a catch-all arm so that a crate marking an enum
@@ -29,6 +30,7 @@
 
 pub mod common;
 pub mod input;
+pub mod vmm_table;
 
 /// A target's property function: panics exactly when the input violates a property.
 pub type Property = fn(&[u8]);

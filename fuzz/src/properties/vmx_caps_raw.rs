@@ -1,6 +1,6 @@
 //! `vmx_caps_raw`: raw capability MSRs through vmx-caps and vmx-controls.
 
-use super::common::{assert_error_message, raw_msrs_from};
+use super::common::{assert_error_message, assert_one_clean_line, raw_msrs_from};
 use super::input::Input;
 use vmx_caps::{AllowedSettings, CapsError, ControlSetting, ControlWord, Dump, VmxCaps};
 
@@ -61,10 +61,8 @@ pub(super) fn check_caps(caps: &VmxCaps, formats: &[vmx_caps::report::Format], i
     let report = vmx_caps::check::check(caps);
     for finding in &report.findings {
         let line = finding.to_string();
-        assert!(
-            !line.is_empty() && !line.contains('\n'),
-            "finding not one line: {line:?}"
-        );
+        assert!(!line.is_empty(), "empty finding");
+        assert_one_clean_line(&line, "finding");
     }
     assert_eq!(
         report.is_violated(),
@@ -271,7 +269,7 @@ fn check_fleet(caps: &VmxCaps, violated: bool, input: &mut Input<'_>) {
     let _ = diff.render_text("a", "b");
     let base = intersect(&[caps.clone(), other.clone()]).expect("baseline of two sets");
     for note in &base.notes {
-        assert!(!note.to_string().contains('\n'), "note not one line");
+        assert_one_clean_line(&note.to_string(), "baseline note");
     }
     let other_violated = vmx_caps::check::check(&other).is_violated();
     for (name, member, member_violated) in [
@@ -463,43 +461,98 @@ fn check_config(caps: &VmxCaps, violated: bool, options: u8, input: &mut Input<'
         .iter()
         .any(|w| caps.must_be_one(*w) & !caps.may_be_one(*w) != 0)
         || violated;
+    let cleared = fixup_cleared(&setup.diagnostics);
     for v in &violations {
         assert!(
             v.to_string().starts_with("SDM 26.2.1."),
             "violation text {v}"
         );
-        let capability_rule = matches!(
-            v.rule,
-            SdmRule::PinBasedAllowed
-                | SdmRule::PrimaryAllowed
-                | SdmRule::SecondaryAllowed
-                | SdmRule::TertiaryAllowed
-                | SdmRule::ExitAllowed
-                | SdmRule::SecondaryExitAllowed
-                | SdmRule::EntryAllowed
-        );
-        // Known and accepted (reported to the lead): in sanitize mode, like KVM, both
-        // sides of an inconsistent pair are cleared even when the CPU forces one side
-        // to 1, so the entry/exit words can then miss a must-be-one bit. Only MSRs that
-        // force a pair bit on one side and forbid it on the other (vmx-caps warns:
-        // EntryExitPair) get there; no real CPU does.
-        let sanitized_pair = setup
-            .diagnostics
+        let word = match v.rule {
+            SdmRule::PinBasedAllowed => ControlWord::PinBased,
+            SdmRule::PrimaryAllowed => ControlWord::Primary,
+            SdmRule::SecondaryAllowed => ControlWord::Secondary,
+            SdmRule::TertiaryAllowed => ControlWord::Tertiary,
+            SdmRule::ExitAllowed => ControlWord::Exit,
+            SdmRule::SecondaryExitAllowed => ControlWord::SecondaryExit,
+            SdmRule::EntryAllowed => ControlWord::Entry,
+            _ => continue,
+        };
+        if contradictory {
+            continue;
+        }
+        // Sanitizing an inconsistent pair never excuses a forced bit: vmx-controls
+        // refuses that case (SetupError::SanitizeClearsForcedControls). What remains
+        // are KVM's capability-only fix-ups (posted interrupts without virtual-interrupt
+        // delivery, APIC virtualization without TPR shadow, ...), which clear bits
+        // without asking whether the CPU forces them, as KVM does: accepted only for a
+        // forced bit that such a fix-up reports clearing ("allowed bits only" is
+        // asserted strictly above).
+        let value = config.field(field_of(word));
+        let missing = caps.must_be_one(word) & !value;
+        let excused = cleared
             .iter()
-            .any(|d| matches!(d, vmx_controls::Diagnostic::InconsistentPair(_)))
-            && matches!(
-                v.rule,
-                SdmRule::EntryAllowed | SdmRule::ExitAllowed | SdmRule::SecondaryExitAllowed
-            );
-        // Likewise KVM's MSR-only fix-ups (posted interrupts without virtual-interrupt
-        // delivery, APIC virtualization without TPR shadow, ...) clear optional bits
-        // without asking whether the CPU forces them: with MSRs that force such a bit,
-        // a must-be-one bit ends up clear and a diagnostic says which fix-up ran. That
-        // "allowed bits only" holds is asserted strictly above (no must-be-0 bit set).
-        let fixed_up = !setup.diagnostics.is_empty();
+            .find(|(w, _)| *w == word)
+            .map_or(0, |(_, bits)| *bits);
         assert!(
-            !capability_rule || contradictory || sanitized_pair || fixed_up,
-            "computed configuration violates {v}"
+            missing != 0 && missing & !excused == 0,
+            "computed configuration violates {v} (forced bits {missing:#x} clear, \
+             fix-ups cleared {excused:#x}; diagnostics {:?})",
+            setup.diagnostics
         );
     }
+}
+
+/// The control bits KVM's capability-only fix-ups report clearing, per word.
+fn fixup_cleared(diagnostics: &[vmx_controls::Diagnostic]) -> Vec<(ControlWord, u64)> {
+    use vmx_controls::{
+        Diagnostic, EntryControls, ExitControls, PinBasedControls, PrimaryControls,
+        SecondaryControls,
+    };
+    let mut out = Vec::new();
+    for d in diagnostics {
+        match d {
+            Diagnostic::TprShadowWithoutApicAccesses => out.push((
+                ControlWord::Primary,
+                u64::from(PrimaryControls::TPR_SHADOW.bits()),
+            )),
+            Diagnostic::ApicVirtWithoutTprShadow { cleared } => {
+                out.push((ControlWord::Secondary, u64::from(cleared.bits())))
+            }
+            Diagnostic::EptViolationVeWithoutEpt => out.push((
+                ControlWord::Secondary,
+                u64::from(SecondaryControls::EPT_VIOLATION_VE.bits()),
+            )),
+            Diagnostic::EnclsExitingWithoutSgx => out.push((
+                ControlWord::Secondary,
+                u64::from(SecondaryControls::ENCLS_EXITING.bits()),
+            )),
+            Diagnostic::BrokenPreemptionTimer { .. } => out.push((
+                ControlWord::PinBased,
+                u64::from(PinBasedControls::VMX_PREEMPTION_TIMER.bits()),
+            )),
+            Diagnostic::PostedIntrWithoutVid => out.push((
+                ControlWord::PinBased,
+                u64::from(PinBasedControls::POSTED_INTR.bits()),
+            )),
+            Diagnostic::PerfGlobalCtrlErratum { .. } => {
+                out.push((
+                    ControlWord::Entry,
+                    u64::from(EntryControls::LOAD_IA32_PERF_GLOBAL_CTRL.bits()),
+                ));
+                out.push((
+                    ControlWord::Exit,
+                    u64::from(ExitControls::LOAD_IA32_PERF_GLOBAL_CTRL.bits()),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let mut merged: Vec<(ControlWord, u64)> = Vec::new();
+    for (word, bits) in out {
+        match merged.iter_mut().find(|(w, _)| *w == word) {
+            Some((_, b)) => *b |= bits,
+            None => merged.push((word, bits)),
+        }
+    }
+    merged
 }
