@@ -106,12 +106,15 @@ impl Decision {
     }
 }
 
-/// The notify rows' one open choice: whether a valid-context notify exit stops the VM
-/// in internal-error mode (QEMU 7.2) or resumes (the seed QEMU patch, notify-exit's
-/// default, which the VMM configures). Flip per mode once the VMM offers both by name.
+/// Whether the VMM stops on a valid-context notify exit in internal-error mode, as QEMU
+/// 7.2's `kvm_arch_handle_exit` does (`ctx_invalid || mode == internal-error`). No: the
+/// VMM configures notify-exit's default, the seed QEMU patch's semantics, where a valid
+/// context resumes in every mode. The one switch to flip once the VMM offers both by name.
+const QEMU_7_2_INTERNAL_ERROR: bool = false;
+
+/// The notify rows' one open choice: whether a valid-context exit stops under `mode`.
 pub(super) fn notify_stops_valid_context(mode: NotifyMode) -> bool {
-    let _ = mode;
-    false
+    QEMU_7_2_INTERNAL_ERROR && mode == NotifyMode::InternalError
 }
 
 fn u16_at(u: &[u8], at: usize) -> u16 {
