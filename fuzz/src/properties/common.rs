@@ -38,7 +38,7 @@ pub(super) fn raw_msrs_from(input: &mut Input<'_>) -> (RawMsrs, u8) {
     (raw, options)
 }
 
-/// Capability MSRs of three real CPUs (../shared/fixtures/vmx: Skylake-X, Ice Lake-U,
+/// Capability MSRs of three real CPUs (the dumps in vmx-caps/tests/data: Skylake-X, Ice Lake-U,
 /// Penryn without TRUE MSRs), so `sdm_controls` can spend its input on the controls.
 pub(super) const BUILTIN_CAPS: [&[(u32, u64)]; 3] = [
     &[
