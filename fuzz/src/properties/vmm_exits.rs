@@ -31,67 +31,14 @@ const BUDGETS: [Option<u64>; 8] = [None, Some(1), Some(2), Some(3), Some(5), Som
 /// every handled exit is counted once; the report adds up and is JSON.
 pub fn vmm_exits(data: &[u8]) {
     use reference_vmm::apply::apply;
-    use reference_vmm::config::{HekiDenialAction, HekiExits, NotifyMode, Policy, RunConfig};
-    use reference_vmm::exit::{Exit, HekiAbi, RawExit};
+    use reference_vmm::exit::Exit;
     use reference_vmm::handlers;
     use reference_vmm::replay::StandIn;
     use reference_vmm::report::{Report, Source};
 
     let mut input = Input::new(data);
-    let guest_byte = input.u8();
-    let guest = Guest::ALL.get(usize::from(guest_byte & 0x0f)).copied();
-    let budget = BUDGETS[usize::from(guest_byte >> 4) & 7];
-    let p = input.u8();
-    let abi = [HekiAbi::None, HekiAbi::RfcV2, HekiAbi::RfcV3][usize::from(p >> 6) % 3];
-    let policy = Policy {
-        notify_mode: [
-            NotifyMode::Run,
-            NotifyMode::InternalError,
-            NotifyMode::Disable,
-        ][usize::from(p % 3)],
-        notify_window: 0,
-        heki_abi: abi,
-        heki_exits: [
-            HekiExits::All,
-            HekiExits::None,
-            HekiExits::Configure,
-            HekiExits::Denial,
-        ][usize::from((p >> 2) & 3)],
-        heki_denial: [
-            HekiDenialAction::Gp,
-            HekiDenialAction::Shutdown,
-            HekiDenialAction::Audit,
-        ][usize::from((p >> 4) & 3) % 3],
-    };
-    let mut st = match guest {
-        Some(g) => {
-            let mut cfg = RunConfig::new(g);
-            cfg.policy = policy;
-            RunState::new(&cfg)
-        }
-        None => RunState::for_replay(policy),
-    };
-    if let Some(budget) = budget {
-        st.max_exits = budget;
-    }
-    let setting = Setting {
-        notify: policy.notify_mode,
-        heki_abi: abi,
-        heki_denial: policy.heki_denial,
-        plan: (
-            st.exceptions.gp_error_code,
-            st.exceptions.pf_error_code,
-            st.exceptions.pf_cr2,
-        ),
-    };
+    let (mut st, setting, budget) = setup(&mut input);
     let mut stand_in = StandIn::default();
-    let ports = [
-        guests::PORT_TICK,
-        guests::PORT_SYNC,
-        guests::PORT_STATUS,
-        guests::PORT_REPORT,
-        guests::PORT_REPORT + 15,
-    ];
     let mut stop = None;
     let mut handled = 0u64;
     // The cause of a triple fault the VMM synthesized and KVM has not delivered yet.
@@ -101,38 +48,8 @@ pub fn vmm_exits(data: &[u8]) {
         if input.is_empty() {
             break;
         }
-        let selector = input.u8();
-        let reason = match selector % 16 {
-            0..=4 => 2,                              // KVM_EXIT_IO: the guests' report channel
-            5 => 5,                                  // KVM_EXIT_HLT
-            6 => 6,                                  // KVM_EXIT_MMIO
-            7 => 7,                                  // KVM_EXIT_IRQ_WINDOW_OPEN
-            8 => 8,                                  // KVM_EXIT_SHUTDOWN
-            9 => 9,                                  // KVM_EXIT_FAIL_ENTRY
-            10 => 17,                                // KVM_EXIT_INTERNAL_ERROR
-            11 => 24,                                // KVM_EXIT_SYSTEM_EVENT
-            12 => 37,                                // KVM_EXIT_NOTIFY
-            13 => [39, 40, 41, 10][usize::from(selector >> 4) % 4], // Heki / collisions, KVM_EXIT_INTR
-            _ => input.u32(),
-        };
-        let mut raw = RawExit::new(reason);
-        if reason == 2 && selector & 0x10 == 0 {
-            // A well-formed port access on one of the channel ports.
-            let port = ports[usize::from(selector >> 5) % ports.len()];
-            let size = [1u8, 2, 4][usize::from(input.u8()) % 3];
-            raw.union[..8].copy_from_slice(&[1, size, port as u8, (port >> 8) as u8, 1, 0, 0, 0]);
-        } else {
-            let len = usize::from(input.u8());
-            let given = input.bytes(len);
-            raw.union[..given.len()].copy_from_slice(given);
-        }
-        // KVM writes `size` bytes of an `out`; RawExit keeps them zero-extended.
-        raw.io_data = match raw.union[1] {
-            1 => input.u64() & 0xff,
-            2 => input.u64() & 0xffff,
-            4 => input.u64() & 0xffff_ffff,
-            _ => input.u64(),
-        };
+        let raw = next_exit(&mut input);
+        let reason = raw.reason;
         st.now_ns = st.now_ns.saturating_add(u64::from(input.u16()) * 1000);
 
         let nth = handled + 1;
@@ -317,4 +234,108 @@ fn check_applied(exit: &reference_vmm::exit::Exit, actions: &Actions, stopped: O
         _ => None,
     });
     assert_eq!(stopped, stop, "{exit:?}: apply of {actions:?}");
+}
+
+/// The run state, the table's setting and the exit budget from the guest and policy
+/// bytes.
+fn setup(input: &mut Input<'_>) -> (RunState, Setting, Option<u64>) {
+    use reference_vmm::config::{HekiDenialAction, HekiExits, NotifyMode, Policy, RunConfig};
+    use reference_vmm::exit::HekiAbi;
+
+    let guest_byte = input.u8();
+    let guest = Guest::ALL.get(usize::from(guest_byte & 0x0f)).copied();
+    let budget = BUDGETS[usize::from(guest_byte >> 4) & 7];
+    let p = input.u8();
+    let abi = [HekiAbi::None, HekiAbi::RfcV2, HekiAbi::RfcV3][usize::from(p >> 6) % 3];
+    let policy = Policy {
+        notify_mode: [
+            NotifyMode::Run,
+            NotifyMode::InternalError,
+            NotifyMode::Disable,
+        ][usize::from(p % 3)],
+        notify_window: 0,
+        heki_abi: abi,
+        heki_exits: [
+            HekiExits::All,
+            HekiExits::None,
+            HekiExits::Configure,
+            HekiExits::Denial,
+        ][usize::from((p >> 2) & 3)],
+        heki_denial: [
+            HekiDenialAction::Gp,
+            HekiDenialAction::Shutdown,
+            HekiDenialAction::Audit,
+        ][usize::from((p >> 4) & 3) % 3],
+    };
+    let mut st = match guest {
+        Some(g) => {
+            let mut cfg = RunConfig::new(g);
+            cfg.policy = policy;
+            RunState::new(&cfg)
+        }
+        None => RunState::for_replay(policy),
+    };
+    if let Some(budget) = budget {
+        st.max_exits = budget;
+    }
+    let setting = Setting {
+        notify: policy.notify_mode,
+        heki_abi: abi,
+        heki_denial: policy.heki_denial,
+        plan: (
+            st.exceptions.gp_error_code,
+            st.exceptions.pf_error_code,
+            st.exceptions.pf_cr2,
+        ),
+    };
+    (st, setting, budget)
+}
+
+/// The next raw exit: a reason selector (the exits KVM and Heki produce, or any u32),
+/// a well-formed access to a channel port or a length byte and that many union bytes
+/// (rest zero), then the I/O data, cut to the access size as KVM writes it.
+fn next_exit(input: &mut Input<'_>) -> reference_vmm::exit::RawExit {
+    use reference_vmm::exit::RawExit;
+
+    let ports = [
+        guests::PORT_TICK,
+        guests::PORT_SYNC,
+        guests::PORT_STATUS,
+        guests::PORT_REPORT,
+        guests::PORT_REPORT + 15,
+    ];
+    let selector = input.u8();
+    let reason = match selector % 16 {
+        0..=4 => 2, // KVM_EXIT_IO: the guests' report channel
+        5 => 5,     // KVM_EXIT_HLT
+        6 => 6,     // KVM_EXIT_MMIO
+        7 => 7,     // KVM_EXIT_IRQ_WINDOW_OPEN
+        8 => 8,     // KVM_EXIT_SHUTDOWN
+        9 => 9,     // KVM_EXIT_FAIL_ENTRY
+        10 => 17,   // KVM_EXIT_INTERNAL_ERROR
+        11 => 24,   // KVM_EXIT_SYSTEM_EVENT
+        12 => 37,   // KVM_EXIT_NOTIFY
+        // Heki configure / denial and upstream collisions, KVM_EXIT_INTR.
+        13 => [39, 40, 41, 10][usize::from(selector >> 4) % 4],
+        _ => input.u32(),
+    };
+    let mut raw = RawExit::new(reason);
+    if reason == 2 && selector & 0x10 == 0 {
+        // A well-formed port access on one of the channel ports.
+        let port = ports[usize::from(selector >> 5) % ports.len()];
+        let size = [1u8, 2, 4][usize::from(input.u8()) % 3];
+        raw.union[..8].copy_from_slice(&[1, size, port as u8, (port >> 8) as u8, 1, 0, 0, 0]);
+    } else {
+        let len = usize::from(input.u8());
+        let given = input.bytes(len);
+        raw.union[..given.len()].copy_from_slice(given);
+    }
+    // KVM writes `size` bytes of an `out`; RawExit keeps them zero-extended.
+    raw.io_data = match raw.union[1] {
+        1 => input.u64() & 0xff,
+        2 => input.u64() & 0xffff,
+        4 => input.u64() & 0xffff_ffff,
+        _ => input.u64(),
+    };
+    raw
 }
