@@ -3,6 +3,13 @@
 use super::common::{assert_error_message, raw_msrs_from, BUILTIN_CAPS};
 use super::input::Input;
 use vmx_caps::{AllowedSettings, VmxCaps};
+use vmx_controls::pairs::find_inconsistent_pairs;
+use vmx_controls::sdm_checks::{check_vmx_controls, EntryContext};
+use vmx_controls::{
+    sanitize_pairs, ControlBits, ControlValues, EntryControls, ExitControls, OnInconsistent,
+    PinBasedControls, PrimaryControls, SdmRule, SecondaryControls, SecondaryExitControls,
+    TertiaryControls, VmcsFields, VmcsPolicy, ALL_ENTRY_EXIT_PAIRS,
+};
 
 /// `sdm_controls`: the validator of the VM-entry checks on VMX controls, the entry/exit
 /// pair check and sanitizer, and the control-bit views.
@@ -19,14 +26,6 @@ use vmx_caps::{AllowedSettings, VmxCaps};
 /// x2APIC-mode rule (whose choice is per vCPU); sanitizing leaves no inconsistent
 /// pair and only clears both sides of the pairs it reports.
 pub fn sdm_controls(data: &[u8]) {
-    use vmx_controls::pairs::find_inconsistent_pairs;
-    use vmx_controls::sdm_checks::{check_vmx_controls, EntryContext};
-    use vmx_controls::{
-        sanitize_pairs, ControlBits, ControlValues, EntryControls, ExitControls, OnInconsistent,
-        PinBasedControls, PrimaryControls, SdmRule, SecondaryControls, SecondaryExitControls,
-        TertiaryControls, VmcsFields, VmcsPolicy, ALL_ENTRY_EXIT_PAIRS,
-    };
-
     let mut input = Input::new(data);
     let selector = input.u8();
     let caps = if selector < 0xc0 {
@@ -98,10 +97,43 @@ pub fn sdm_controls(data: &[u8]) {
         in_smm: input.bool(),
     };
 
-    let violations = check_vmx_controls(&controls, &fields, &caps, &context);
+    check_rules(&controls, &fields, &caps, &context);
+
+
+    // KVM's configuration for a real CPU, with a VMM's usual fields, passes (the x2APIC
+    // rule aside: virtualize x2APIC mode and APIC accesses are a per-vCPU choice).
+    if selector < 0xc0 && masks.iter().all(|m| *m == 0) {
+        let nominal = VmcsFields {
+            eptp: 6 | (3 << 3),
+            vpid: 1,
+            posted_intr_nv: 0xf2,
+            tsc_multiplier: 1 << 48,
+            ..VmcsFields::default()
+        };
+        let left: Vec<_> = check_vmx_controls(&base, &nominal, &caps, &EntryContext::default())
+            .into_iter()
+            .filter(|v| v.rule != SdmRule::X2apicModeWithApicAccesses)
+            .collect();
+        assert!(left.is_empty(), "KVM's configuration fails: {left:#?}");
+    }
+
+    check_pairs(&controls);
+    check_views(&controls);
+}
+
+/// The validator is deterministic, names the SDM section of every rule, and reports
+/// exactly the capability and control-dependency rules the SDM states (26.2.1.1 -
+/// 26.2.1.3), restated here.
+fn check_rules(
+    controls: &ControlValues,
+    fields: &VmcsFields,
+    caps: &VmxCaps,
+    context: &EntryContext,
+) {
+    let violations = check_vmx_controls(controls, fields, caps, context);
     assert_eq!(
         violations,
-        check_vmx_controls(&controls, &fields, &caps, &context),
+        check_vmx_controls(controls, fields, caps, context),
         "the validator is not deterministic"
     );
     for v in &violations {
@@ -163,24 +195,11 @@ pub fn sdm_controls(data: &[u8]) {
         !context.in_smm && smm_bits != 0,
     );
     expect(SdmRule::EntryToSmmAndDeactDualMonitor, smm_bits == 3 << 10);
+}
 
-    // KVM's configuration for a real CPU, with a VMM's usual fields, passes (the x2APIC
-    // rule aside: virtualize x2APIC mode and APIC accesses are a per-vCPU choice).
-    if selector < 0xc0 && masks.iter().all(|m| *m == 0) {
-        let nominal = VmcsFields {
-            eptp: 6 | (3 << 3),
-            vpid: 1,
-            posted_intr_nv: 0xf2,
-            tsc_multiplier: 1 << 48,
-            ..VmcsFields::default()
-        };
-        let left: Vec<_> = check_vmx_controls(&base, &nominal, &caps, &EntryContext::default())
-            .into_iter()
-            .filter(|v| v.rule != SdmRule::X2apicModeWithApicAccesses)
-            .collect();
-        assert!(left.is_empty(), "KVM's configuration fails: {left:#?}");
-    }
-
+/// The pair check and the sanitizer: strict mode refuses exactly the pairs found,
+/// sanitize mode clears both sides of exactly those pairs and leaves none.
+fn check_pairs(controls: &ControlValues) {
     // The pair check and sanitizer.
     let table = &ALL_ENTRY_EXIT_PAIRS[..];
     let (entry_c, exit_c, exit2_c) = (controls.entry, controls.exit, controls.secondary_exit);
@@ -244,6 +263,10 @@ pub fn sdm_controls(data: &[u8]) {
         "exit2 sanitizing"
     );
 
+}
+
+/// The control-bit views keep every bit.
+fn check_views(controls: &ControlValues) {
     // The control-bit views keep every bit.
     let words: [(vmx_controls::ControlField, u64); 7] = [
         (PinBasedControls::FIELD, controls.pin.raw_u64()),
