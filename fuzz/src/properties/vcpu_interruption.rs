@@ -2,6 +2,13 @@
 
 use super::common::{assert_error_message, event_from};
 use super::input::Input;
+use vcpu_events::interruption::DecodeError;
+use vcpu_events::sdm_checks::{check_entry_interruption, check_guest_event_state};
+use vcpu_events::{
+    check_entry, idt_vectoring, ActivityState, EntryCaps, EntryControls, EntryInterruption,
+    Event, GuestEventState, IdtVectoring, Interruptibility, InterruptionInfo, InterruptionType,
+    Violation,
+};
 
 /// Whether the SDM's VM-entry checks (C1..C8) accept `event` injected into an
 /// active, protected-mode guest with IF = 1 and no blocking, on a CPU without the
@@ -44,13 +51,6 @@ fn well_formed_for_entry(event: &vcpu_events::Event) -> bool {
 /// well-formed typed event encodes to a field every check accepts; re-injection
 /// clears bits 30:12 and re-injects exactly the interrupted event, first.
 pub fn vcpu_interruption(data: &[u8]) {
-    use vcpu_events::interruption::DecodeError;
-    use vcpu_events::sdm_checks::{check_entry_interruption, check_guest_event_state};
-    use vcpu_events::{
-        check_entry, idt_vectoring, ActivityState, EntryCaps, EntryControls, EntryInterruption,
-        Event, GuestEventState, IdtVectoring, Interruptibility, InterruptionInfo, InterruptionType,
-        Violation,
-    };
 
     let mut input = Input::new(data);
     let entry = EntryInterruption {
@@ -82,10 +82,31 @@ pub fn vcpu_interruption(data: &[u8]) {
         debugctl_btf: guest_bits & 8 != 0,
     };
 
-    // The checks: all of them, each naming its rule.
-    let violations = check_entry(&entry, &guest, &controls, &caps);
-    let mut parts = check_entry_interruption(&entry, &caps, &controls, guest.cr0_pe);
-    parts.extend(check_guest_event_state(&entry, &guest, &controls));
+    check_rules(&entry, &guest, &controls, &caps);
+    check_decode(&entry);
+    // IDT-vectoring information: re-inject exactly the interrupted event, first.
+    let vectoring = IdtVectoring {
+        info: InterruptionInfo::from_bits_retain(input.u32()),
+        error_code: input.u32(),
+        exit_instruction_len: input.u32(),
+    };
+    let new_event = event_from(&mut input);
+    check_reinjection(&vectoring, new_event);
+    check_typed(new_event);
+}
+
+/// The checks: all of them, each naming its rule, and each rule the SDM states for the
+/// raw field (C1..C8, G1..G3) fires where it must.
+fn check_rules(
+    entry: &EntryInterruption,
+    guest: &GuestEventState,
+    controls: &EntryControls,
+    caps: &EntryCaps,
+) {
+    let (rflags, interruptibility) = (guest.rflags, guest.interruptibility);
+    let violations = check_entry(entry, guest, controls, caps);
+    let mut parts = check_entry_interruption(entry, caps, controls, guest.cr0_pe);
+    parts.extend(check_guest_event_state(entry, guest, controls));
     assert_eq!(
         violations, parts,
         "check_entry is not C checks followed by G checks"
@@ -158,7 +179,13 @@ pub fn vcpu_interruption(data: &[u8]) {
         );
     }
 
-    // Decode / encode keep every architectural bit.
+}
+
+/// Decoding then encoding keeps every architectural bit; a refusal names its reason.
+fn check_decode(entry: &EntryInterruption) {
+    let info = entry.info;
+    let ty = info.interruption_type();
+    let vector = info.vector();
     match entry.decode() {
         Ok(event) => {
             assert!(info.valid(), "decoded an invalid field");
@@ -204,13 +231,10 @@ pub fn vcpu_interruption(data: &[u8]) {
         }
     }
 
-    // IDT-vectoring information: re-inject exactly the interrupted event, first.
-    let vectoring = IdtVectoring {
-        info: InterruptionInfo::from_bits_retain(input.u32()),
-        error_code: input.u32(),
-        exit_instruction_len: input.u32(),
-    };
-    let new_event = event_from(&mut input);
+}
+
+/// IDT-vectoring information: re-inject exactly the interrupted event, first.
+fn check_reinjection(vectoring: &IdtVectoring, new_event: Event) {
     match vectoring.reinjection() {
         Ok(None) => {
             assert!(
@@ -245,8 +269,11 @@ pub fn vcpu_interruption(data: &[u8]) {
         }
     }
 
-    // A typed event round-trips through the field and, when well formed, passes every
-    // check in a guest that can take it.
+}
+
+/// A typed event round-trips through the field and, when well formed, passes every
+/// check in a guest that can take it.
+fn check_typed(new_event: Event) {
     match EntryInterruption::encode(&new_event) {
         Ok(encoded) => {
             let expected = vcpu_events::interruption::without_payload(new_event);
