@@ -94,7 +94,6 @@ pub fn heki_hypercall(data: &[u8]) {
     }
 }
 
-
 /// KVM_ENABLE_CAP of a Heki cap: allowed exactly for an ABI with exits and a valid
 /// argument; tracks whether the mirror must be exact from here on.
 fn enable_cap(w: &mut World, input: &mut Input<'_>, before: PinnedCrs) {
@@ -102,29 +101,29 @@ fn enable_cap(w: &mut World, input: &mut Input<'_>, before: PinnedCrs) {
     let vm = &mut w.vm;
     let vmm = &mut w.vmm;
     let mirrored_from_start = &mut w.mirrored_from_start;
-        let cap = if input.bool() {
-            HekiCap::Configure
-        } else {
-            HekiCap::Denial
-        };
-        let arg = u64::from(input.u8() % 8);
-        let result = vm.enable_cap(cap, arg);
-        assert_eq!(
-            result.is_ok(),
-            abi.uapi().is_some() && arg & !3 == 0,
-            "enable_cap({cap:?}, {arg:#x}) on {abi:?}: {result:?}"
-        );
-        if let Err(error) = &result {
-            assert_error_message(error);
+    let cap = if input.bool() {
+        HekiCap::Configure
+    } else {
+        HekiCap::Denial
+    };
+    let arg = u64::from(input.u8() % 8);
+    let result = vm.enable_cap(cap, arg);
+    assert_eq!(
+        result.is_ok(),
+        abi.uapi().is_some() && arg & !3 == 0,
+        "enable_cap({cap:?}, {arg:#x}) on {abi:?}: {result:?}"
+    );
+    if let Err(error) = &result {
+        assert_error_message(error);
+    }
+    assert_eq!(HekiExitReasons::from_enable_arg(arg).is_ok(), arg & !3 == 0);
+    for (i, cr) in [0u32, 4].into_iter().enumerate() {
+        if !vm.caps().exits_for(HekiCap::Configure, cr) {
+            mirrored_from_start[i] = false;
+        } else if before.get(cr) == Some(0) && vmm.pins().get(cr) == Some(0) {
+            mirrored_from_start[i] = true;
         }
-        assert_eq!(HekiExitReasons::from_enable_arg(arg).is_ok(), arg & !3 == 0);
-        for (i, cr) in [0u32, 4].into_iter().enumerate() {
-            if !vm.caps().exits_for(HekiCap::Configure, cr) {
-                mirrored_from_start[i] = false;
-            } else if before.get(cr) == Some(0) && vmm.pins().get(cr) == Some(0) {
-                mirrored_from_start[i] = true;
-            }
-        }
+    }
 }
 
 /// A hypercall from the guest; false when the hypervisor ignored it (not its number).
@@ -133,128 +132,128 @@ fn hypercall(w: &mut World, input: &mut Input<'_>, before: PinnedCrs) -> bool {
     let pinnable = abi.cr4_pinnable().bits();
     let vm = &mut w.vm;
     let vmm = &mut w.vmm;
-        let selector = input.u8();
-        let nr = if selector & 1 == 0 {
-            abi.lock_cr_update_nr()
+    let selector = input.u8();
+    let nr = if selector & 1 == 0 {
+        abi.lock_cr_update_nr()
+    } else {
+        input.u64()
+    };
+    let a0 = match (selector >> 1) & 3 {
+        0 => 0,
+        1 => 4,
+        2 => u64::from(input.u8()),
+        _ => input.u64(),
+    };
+    let a1 = input.u64();
+    let a2 = match (selector >> 3) & 3 {
+        0 => 0,
+        1 => 1,
+        _ => input.u64(),
+    };
+    let mode = CallerMode {
+        cpl: if selector & 0x20 != 0 {
+            input.u8() % 4
         } else {
-            input.u64()
-        };
-        let a0 = match (selector >> 1) & 3 {
-            0 => 0,
-            1 => 4,
-            2 => u64::from(input.u8()),
-            _ => input.u64(),
-        };
-        let a1 = input.u64();
-        let a2 = match (selector >> 3) & 3 {
-            0 => 0,
-            1 => 1,
-            _ => input.u64(),
-        };
-        let mode = CallerMode {
-            cpl: if selector & 0x20 != 0 {
-                input.u8() % 4
-            } else {
-                0
-            },
-            long_mode: selector & 0x40 == 0,
-        };
-        let regs = HypercallRegs {
-            nr,
-            a0,
-            a1,
-            a2,
-            a3: 0,
-        };
-        let seen = regs.as_seen_by_kvm(mode.long_mode);
-        let request = decode_request(abi, regs, mode);
-        let handled = vm.on_hypercall(regs, mode, host);
-        let Some((outcome, exit)) = handled else {
-            assert_eq!(request, Ok(None), "a handled hypercall was not decoded");
-            assert_ne!(seen.nr, abi.lock_cr_update_nr(), "own hypercall ignored");
-            assert_eq!(
-                vm.policy().pins(),
-                before,
-                "an ignored hypercall changed pins"
-            );
-            return false;
-        };
+            0
+        },
+        long_mode: selector & 0x40 == 0,
+    };
+    let regs = HypercallRegs {
+        nr,
+        a0,
+        a1,
+        a2,
+        a3: 0,
+    };
+    let seen = regs.as_seen_by_kvm(mode.long_mode);
+    let request = decode_request(abi, regs, mode);
+    let handled = vm.on_hypercall(regs, mode, host);
+    let Some((outcome, exit)) = handled else {
+        assert_eq!(request, Ok(None), "a handled hypercall was not decoded");
+        assert_ne!(seen.nr, abi.lock_cr_update_nr(), "own hypercall ignored");
         assert_eq!(
-            seen.nr,
-            abi.lock_cr_update_nr(),
-            "handled another hypercall"
+            vm.policy().pins(),
+            before,
+            "an ignored hypercall changed pins"
         );
-        if mode.cpl != 0 {
-            assert_eq!(
-                outcome.ret,
-                HypercallRet::Error(KvmHcError::Perm),
-                "CPL > 0"
-            );
+        return false;
+    };
+    assert_eq!(
+        seen.nr,
+        abi.lock_cr_update_nr(),
+        "handled another hypercall"
+    );
+    if mode.cpl != 0 {
+        assert_eq!(
+            outcome.ret,
+            HypercallRet::Error(KvmHcError::Perm),
+            "CPL > 0"
+        );
+    }
+    assert_eq!(
+        outcome.ret == HypercallRet::Success,
+        outcome.grant.is_some()
+    );
+    assert_eq!(
+        outcome.refusal.is_some(),
+        matches!(outcome.ret, HypercallRet::Error(_))
+            && outcome.request != Some(LockCrRequest::VersionQuery),
+        "refusal vs return value: {outcome:?}"
+    );
+    if let Some(refusal) = outcome.refusal {
+        if let Refusal::Request(e) = refusal {
+            assert_error_message(&e);
+        } else if let Refusal::Lock(e) = refusal {
+            assert_error_message(&e);
         }
+    }
+    // The RFC's rules for a lock from CPL 0 without flags.
+    if mode.cpl == 0 && (seen.a2 == 0 || !abi.has_flags()) {
+        let pin = seen.a1;
+        let expected_ok = pin != 0
+            && match seen.a0 {
+                0 => pin & WP != 0 && pin & !host.cr0 == 0,
+                4 => pin & !pinnable == 0,
+                _ => false,
+            };
         assert_eq!(
             outcome.ret == HypercallRet::Success,
-            outcome.grant.is_some()
+            expected_ok,
+            "lock CR{} pin {pin:#x} on {abi:?} (host {host:?}): {outcome:?}",
+            seen.a0
         );
+        if let Some(grant) = outcome.grant {
+            let applied = if seen.a0 == 0 { pin } else { pin & host.cr4 };
+            assert_eq!(grant.applied, applied, "applied pin");
+            assert_eq!(grant.requested, pin);
+            assert_eq!(grant.dropped_not_on_host, pin & !applied);
+        }
+    }
+    if outcome.request == Some(LockCrRequest::VersionQuery) {
+        assert_eq!(outcome.ret, HypercallRet::AbiVersion(1), "version query");
+    }
+    // The guest reads the return value back as the same thing.
+    if let Some(request) = outcome.request {
+        let rax = outcome.ret.to_rax(mode.long_mode);
         assert_eq!(
-            outcome.refusal.is_some(),
-            matches!(outcome.ret, HypercallRet::Error(_))
-                && outcome.request != Some(LockCrRequest::VersionQuery),
-            "refusal vs return value: {outcome:?}"
+            request.interpret_return(rax, mode.long_mode),
+            Ok(outcome.ret),
+            "return value {rax:#x} of {request:?}"
         );
-        if let Some(refusal) = outcome.refusal {
-            if let Refusal::Request(e) = refusal {
-                assert_error_message(&e);
-            } else if let Refusal::Lock(e) = refusal {
-                assert_error_message(&e);
-            }
-        }
-        // The RFC's rules for a lock from CPL 0 without flags.
-        if mode.cpl == 0 && (seen.a2 == 0 || !abi.has_flags()) {
-            let pin = seen.a1;
-            let expected_ok = pin != 0
-                && match seen.a0 {
-                    0 => pin & WP != 0 && pin & !host.cr0 == 0,
-                    4 => pin & !pinnable == 0,
-                    _ => false,
-                };
+        if let Ok(guest_regs) = request.to_regs(abi) {
             assert_eq!(
-                outcome.ret == HypercallRet::Success,
-                expected_ok,
-                "lock CR{} pin {pin:#x} on {abi:?} (host {host:?}): {outcome:?}",
-                seen.a0
+                decode_request(abi, guest_regs, CallerMode::KERNEL_64),
+                Ok(Some(request)),
+                "guest-side registers do not decode to the request"
             );
-            if let Some(grant) = outcome.grant {
-                let applied = if seen.a0 == 0 { pin } else { pin & host.cr4 };
-                assert_eq!(grant.applied, applied, "applied pin");
-                assert_eq!(grant.requested, pin);
-                assert_eq!(grant.dropped_not_on_host, pin & !applied);
-            }
         }
-        if outcome.request == Some(LockCrRequest::VersionQuery) {
-            assert_eq!(outcome.ret, HypercallRet::AbiVersion(1), "version query");
-        }
-        // The guest reads the return value back as the same thing.
-        if let Some(request) = outcome.request {
-            let rax = outcome.ret.to_rax(mode.long_mode);
-            assert_eq!(
-                request.interpret_return(rax, mode.long_mode),
-                Ok(outcome.ret),
-                "return value {rax:#x} of {request:?}"
-            );
-            if let Ok(guest_regs) = request.to_regs(abi) {
-                assert_eq!(
-                    decode_request(abi, guest_regs, CallerMode::KERNEL_64),
-                    Ok(Some(request)),
-                    "guest-side registers do not decode to the request"
-                );
-            }
-        }
-        // A configure exit reports what was applied, through the kvm_run bytes.
-        if let Some(exit) = exit {
-            let grant = outcome.grant.expect("configure exit without a grant");
-            assert_eq!(exit, HekiExit::configure(exit.reason(), grant.applied));
-            deliver_heki_exit(abi, &exit, vmm, now);
-        }
+    }
+    // A configure exit reports what was applied, through the kvm_run bytes.
+    if let Some(exit) = exit {
+        let grant = outcome.grant.expect("configure exit without a grant");
+        assert_eq!(exit, HekiExit::configure(exit.reason(), grant.applied));
+        deliver_heki_exit(abi, &exit, vmm, now);
+    }
     true
 }
 
@@ -264,58 +263,57 @@ fn cr_write(w: &mut World, input: &mut Input<'_>) {
     let (abi, denial_policy, now) = (w.abi, w.denial_policy, w.now);
     let vm = &mut w.vm;
     let vmm = &mut w.vmm;
-        let cr = match input.u8() % 3 {
-            0 => 0,
-            1 => 4,
-            _ => u32::from(input.u8()),
-        };
-        let value = input.u64();
-        let pinned = vm.policy().pins().get(cr).unwrap_or(0);
-        let cleared = pinned & !value;
-        let expected = if cleared == 0 {
-            CrCheck::Allow
-        } else {
-            CrCheck::Deny { cleared }
-        };
+    let cr = match input.u8() % 3 {
+        0 => 0,
+        1 => 4,
+        _ => u32::from(input.u8()),
+    };
+    let value = input.u64();
+    let pinned = vm.policy().pins().get(cr).unwrap_or(0);
+    let cleared = pinned & !value;
+    let expected = if cleared == 0 {
+        CrCheck::Allow
+    } else {
+        CrCheck::Deny { cleared }
+    };
+    assert_eq!(
+        vm.policy().check_cr(cr, value),
+        expected,
+        "CR{cr} <- {value:#x}"
+    );
+    // Setting more bits never turns an allowed write into a denied one.
+    if cleared == 0 {
         assert_eq!(
-            vm.policy().check_cr(cr, value),
-            expected,
-            "CR{cr} <- {value:#x}"
+            vm.policy().check_cr(cr, value | input.u64()),
+            CrCheck::Allow
         );
-        // Setting more bits never turns an allowed write into a denied one.
-        if cleared == 0 {
+    }
+    // (if-let rather than match: the enums are #[non_exhaustive].)
+    let verdict = vm.on_cr_write(cr, value);
+    if verdict == CrWriteVerdict::Allow {
+        assert_eq!(cleared, 0);
+    } else if let CrWriteVerdict::InjectGp { cleared: c } = verdict {
+        assert_eq!(c, cleared);
+        assert!(!vm.caps().exits_for(HekiCap::Denial, cr));
+    } else if let CrWriteVerdict::ExitThenGp { exit, cleared: c } = verdict {
+        {
+            assert_eq!(c, cleared);
+            assert!(vm.caps().exits_for(HekiCap::Denial, cr));
+            let decision = deliver_heki_exit(abi, &exit, vmm, now).expect("denial exit decodes");
             assert_eq!(
-                vm.policy().check_cr(cr, value | input.u64()),
-                CrCheck::Allow
+                decision.denied_bits,
+                vmm.pins().get(cr).unwrap_or(0) & !value,
+                "denied bits"
+            );
+            assert_eq!(
+                decision.action == HekiAction::Shutdown,
+                denial_policy == DenialPolicy::Shutdown,
+                "denial action under {denial_policy:?}"
             );
         }
-        // (if-let rather than match: the enums are #[non_exhaustive].)
-        let verdict = vm.on_cr_write(cr, value);
-        if verdict == CrWriteVerdict::Allow {
-            assert_eq!(cleared, 0);
-        } else if let CrWriteVerdict::InjectGp { cleared: c } = verdict {
-            assert_eq!(c, cleared);
-            assert!(!vm.caps().exits_for(HekiCap::Denial, cr));
-        } else if let CrWriteVerdict::ExitThenGp { exit, cleared: c } = verdict {
-            {
-                assert_eq!(c, cleared);
-                assert!(vm.caps().exits_for(HekiCap::Denial, cr));
-                let decision = deliver_heki_exit(abi, &exit, vmm, now)
-                    .expect("denial exit decodes");
-                assert_eq!(
-                    decision.denied_bits,
-                    vmm.pins().get(cr).unwrap_or(0) & !value,
-                    "denied bits"
-                );
-                assert_eq!(
-                    decision.action == HekiAction::Shutdown,
-                    denial_policy == DenialPolicy::Shutdown,
-                    "denial action under {denial_policy:?}"
-                );
-            }
-        } else {
-            panic!("unexpected CR write verdict {verdict:?}");
-        }
+    } else {
+        panic!("unexpected CR write verdict {verdict:?}");
+    }
 }
 
 /// A reboot: pins kept, or reset on both sides.
@@ -323,26 +321,25 @@ fn reboot(w: &mut World, input: &mut Input<'_>, before: PinnedCrs) {
     let vm = &mut w.vm;
     let vmm = &mut w.vmm;
     let mirrored_from_start = &mut w.mirrored_from_start;
-        let policy = if input.bool() {
-            RebootPolicy::ResetPins
-        } else {
-            RebootPolicy::KeepPins
-        };
-        let dropped = vm.policy_mut().on_reboot(policy);
-        vmm.on_reboot(policy);
-        match policy {
-            RebootPolicy::KeepPins => {
-                assert_eq!(dropped, PinnedCrs::EMPTY);
-                assert_eq!(vm.policy().pins(), before, "KeepPins changed pins");
-            }
-            _ => {
-                assert_eq!(dropped, before, "reset returned other pins");
-                assert!(vm.policy().pins().is_empty(), "reset left pins");
-                assert!(vmm.pins().is_empty(), "reset left mirrored pins");
-                *mirrored_from_start =
-                    [0u32, 4].map(|cr| vm.caps().exits_for(HekiCap::Configure, cr));
-            }
+    let policy = if input.bool() {
+        RebootPolicy::ResetPins
+    } else {
+        RebootPolicy::KeepPins
+    };
+    let dropped = vm.policy_mut().on_reboot(policy);
+    vmm.on_reboot(policy);
+    match policy {
+        RebootPolicy::KeepPins => {
+            assert_eq!(dropped, PinnedCrs::EMPTY);
+            assert_eq!(vm.policy().pins(), before, "KeepPins changed pins");
         }
+        _ => {
+            assert_eq!(dropped, before, "reset returned other pins");
+            assert!(vm.policy().pins().is_empty(), "reset left pins");
+            assert!(vmm.pins().is_empty(), "reset left mirrored pins");
+            *mirrored_from_start = [0u32, 4].map(|cr| vm.caps().exits_for(HekiCap::Configure, cr));
+        }
+    }
 }
 
 /// After an operation: pins never shrink and obey the RFC, the mirror never claims

@@ -4,9 +4,9 @@ use super::common::assert_error_message;
 use super::input::Input;
 use notify_exit::exit::{decode_kvm_run_bytes, KVM_RUN_EXIT_UNION_OFFSET};
 use notify_exit::{
-    decode, CapArgError, DecodeError, HandlerOptions, LogRateLimiter, NotifyAction, NotifyDecision, NotifyExit, NotifyStats,
-    NotifyCapArg, NotifyHandler, NotifyPolicy, NotifyVmexitMode, StormConfig, StormEvent,
-    KVM_EXIT_NOTIFY,
+    decode, CapArgError, DecodeError, HandlerOptions, LogRateLimiter, NotifyAction, NotifyCapArg,
+    NotifyDecision, NotifyExit, NotifyHandler, NotifyPolicy, NotifyStats, NotifyVmexitMode,
+    StormConfig, StormEvent, KVM_EXIT_NOTIFY,
 };
 use std::num::NonZeroU64;
 
@@ -24,7 +24,6 @@ use std::num::NonZeroU64;
 /// takes exactly the pure policy's decision, its counters add up, and storm transitions
 /// agree with its state.
 pub fn notify_exit(data: &[u8]) {
-
     let mut input = Input::new(data);
 
     // KVM_ENABLE_CAP(KVM_CAP_X86_NOTIFY_VMEXIT) argument.
@@ -200,9 +199,7 @@ fn check_decision(exit: NotifyExit, decision: &NotifyDecision, policy: &NotifyPo
     let mode = policy.mode;
     assert_eq!(decision.action, policy.decide(exit), "handler vs policy");
     let expected = match (exit.context_invalid(), mode) {
-        (false, NotifyVmexitMode::InternalError) if policy.qemu_internal_error_semantics => {
-            "stop"
-        }
+        (false, NotifyVmexitMode::InternalError) if policy.qemu_internal_error_semantics => "stop",
         (false, _) => "resume",
         (true, NotifyVmexitMode::Run) if policy.triple_fault_event_enabled => "triple",
         (true, _) => "stop",
@@ -220,7 +217,6 @@ fn check_decision(exit: NotifyExit, decision: &NotifyDecision, policy: &NotifyPo
         got, expected,
         "decision table for {exit:?} under {policy:?}"
     );
-
 }
 
 /// The statistics count the exit once, and every exit ends in exactly one action.
@@ -245,5 +241,4 @@ fn check_counters(before: &NotifyStats, after: &NotifyStats, exit: NotifyExit) {
         after.exits_in_window >= 1,
         "the exit just handled is not in the window"
     );
-
 }

@@ -99,7 +99,6 @@ pub fn sdm_controls(data: &[u8]) {
 
     check_rules(&controls, &fields, &caps, &context);
 
-
     // KVM's configuration for a real CPU, with a VMM's usual fields, passes (the x2APIC
     // rule aside: virtualize x2APIC mode and APIC accesses are a per-vCPU choice).
     if selector < 0xc0 && masks.iter().all(|m| *m == 0) {
@@ -262,7 +261,6 @@ fn check_pairs(controls: &ControlValues) {
         exit2_c.raw() & !exit2_masks,
         "exit2 sanitizing"
     );
-
 }
 
 /// The control-bit views keep every bit.

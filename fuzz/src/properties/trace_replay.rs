@@ -77,14 +77,18 @@ pub fn trace_replay(data: &[u8]) {
         match replay("fuzz", data, policy, forced_abi) {
             Ok(replayed) => {
                 let report = &replayed.report;
-                assert_eq!(Ok(report.outcome), end, "replay outcome ({})", report.reason);
+                assert_eq!(
+                    Ok(report.outcome),
+                    end,
+                    "replay outcome ({})",
+                    report.reason
+                );
                 assert!(!report.reason.is_empty());
                 // Today's report carries the cause as its sentence.
                 if let Some(cause) = expected.cause {
                     assert_eq!(report.reason, cause.to_string(), "stop cause {cause:?}");
                 }
-                let got: BTreeMap<&str, u64> =
-                    report.exits.iter().map(|(k, v)| (*k, *v)).collect();
+                let got: BTreeMap<&str, u64> = report.exits.iter().map(|(k, v)| (*k, *v)).collect();
                 assert_eq!(got, expected.exits, "exits per kind");
                 assert_eq!(report.exits_total, expected.total(), "exits_total");
                 let notify = &report.notify;
@@ -103,9 +107,17 @@ pub fn trace_replay(data: &[u8]) {
                 };
                 assert_eq!((heki.shutdowns, heki.audited), (shutdowns, audited));
                 let stand_in = &replayed.stand_in;
-                assert_eq!(stand_in.applied, expected.applied.len() as u64, "actions applied");
+                assert_eq!(
+                    stand_in.applied,
+                    expected.applied.len() as u64,
+                    "actions applied"
+                );
                 let kept = expected.applied.len().min(StandIn::KEEP);
-                assert_eq!(stand_in.recorded, expected.applied[..kept], "actions recorded");
+                assert_eq!(
+                    stand_in.recorded,
+                    expected.applied[..kept],
+                    "actions recorded"
+                );
                 assert_eq!(
                     serde_json::to_value(report.source).ok(),
                     Some(serde_json::Value::from("replay"))
@@ -193,7 +205,8 @@ fn model(data: &[u8], policy: Policy, forced_abi: Option<HekiAbi>) -> Expected {
             continue;
         };
         *expected.exits.entry(kind).or_default() += 1;
-        let word = |at: usize| u64::from_le_bytes(raw.union[at..at + 8].try_into().unwrap_or([0; 8]));
+        let word =
+            |at: usize| u64::from_le_bytes(raw.union[at..at + 8].try_into().unwrap_or([0; 8]));
         match kind {
             "notify" if raw.union[0] & 1 != 0 => expected.notify_invalid += 1,
             "notify" if decision.resumes() => expected.notify_resumed += 1,

@@ -5,9 +5,8 @@ use super::input::Input;
 use vcpu_events::interruption::DecodeError;
 use vcpu_events::sdm_checks::{check_entry_interruption, check_guest_event_state};
 use vcpu_events::{
-    check_entry, idt_vectoring, ActivityState, EntryCaps, EntryControls, EntryInterruption,
-    Event, GuestEventState, IdtVectoring, Interruptibility, InterruptionInfo, InterruptionType,
-    Violation,
+    check_entry, idt_vectoring, ActivityState, EntryCaps, EntryControls, EntryInterruption, Event,
+    GuestEventState, IdtVectoring, Interruptibility, InterruptionInfo, InterruptionType, Violation,
 };
 
 /// Whether the SDM's VM-entry checks (C1..C8) accept `event` injected into an
@@ -51,7 +50,6 @@ fn well_formed_for_entry(event: &vcpu_events::Event) -> bool {
 /// well-formed typed event encodes to a field every check accepts; re-injection
 /// clears bits 30:12 and re-injects exactly the interrupted event, first.
 pub fn vcpu_interruption(data: &[u8]) {
-
     let mut input = Input::new(data);
     let entry = EntryInterruption {
         info: InterruptionInfo::from_bits_retain(input.u32()),
@@ -178,7 +176,6 @@ fn check_rules(
             "G3 missed"
         );
     }
-
 }
 
 /// Decoding then encoding keeps every architectural bit; a refusal names its reason.
@@ -230,7 +227,6 @@ fn check_decode(entry: &EntryInterruption) {
             }
         }
     }
-
 }
 
 /// IDT-vectoring information: re-inject exactly the interrupted event, first.
@@ -268,7 +264,6 @@ fn check_reinjection(vectoring: &IdtVectoring, new_event: Event) {
             assert_eq!(masked.decode(), Err(error), "re-injection error");
         }
     }
-
 }
 
 /// A typed event round-trips through the field and, when well formed, passes every

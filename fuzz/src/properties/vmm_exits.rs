@@ -10,7 +10,16 @@ use reference_vmm::handlers::RunState;
 
 /// Exit budgets (`RunConfig::max_exits`) selected by bits 4..=6 of the guest byte
 /// (`None`: the default, never reached here).
-const BUDGETS: [Option<u64>; 8] = [None, Some(1), Some(2), Some(3), Some(5), Some(8), Some(13), None];
+const BUDGETS: [Option<u64>; 8] = [
+    None,
+    Some(1),
+    Some(2),
+    Some(3),
+    Some(5),
+    Some(8),
+    Some(13),
+    None,
+];
 
 /// `vmm_exits`: raw `kvm_run` exits, as a hostile guest can shape them, straight into
 /// the reference VMM's decoder, handlers and apply step (the vCPU stand-in), for each
@@ -70,7 +79,11 @@ pub fn vmm_exits(data: &[u8]) {
         let before = st.clone();
         let actions = handlers::handle(&exit, &mut st);
         handled += 1;
-        assert_eq!(st.exits.total(), before.exits.total() + 1, "exit not counted once");
+        assert_eq!(
+            st.exits.total(),
+            before.exits.total() + 1,
+            "exit not counted once"
+        );
         check_decision(&exit, expected, &actions, &before, &st, budget);
         let applied = apply(&actions, &mut st, &mut stand_in);
         check_applied(&exit, &actions, applied.as_ref().map(|s| s.outcome));
@@ -79,7 +92,10 @@ pub fn vmm_exits(data: &[u8]) {
             break;
         }
         if let Some(Action::SynthesizeTripleFault { cause }) = actions.iter().next() {
-            assert!(stand_in.triple_fault_pending, "triple fault not made pending");
+            assert!(
+                stand_in.triple_fault_pending,
+                "triple fault not made pending"
+            );
             pending = Some(cause);
         }
         if stand_in.triple_fault_pending {
@@ -150,7 +166,11 @@ fn check_decision(
     }
     if expected.resumes() && budget.is_some_and(|b| nth >= b) {
         if let [Action::Stop { outcome, cause }] = got[..] {
-            assert_eq!(outcome, Outcome::ExitLimit, "{exit:?} at the budget: {cause:?}");
+            assert_eq!(
+                outcome,
+                Outcome::ExitLimit,
+                "{exit:?} at the budget: {cause:?}"
+            );
             assert!(
                 !matches!(cause, Cause::Unhandled { .. }),
                 "the exit-budget stop of exit {nth} reads as an unhandled exit: {cause:?} \
@@ -181,7 +201,11 @@ fn check_decision(
         }
         Decision::Report { field, value } => {
             assert!(got.is_empty(), "{exit:?}: {got:?}");
-            assert_eq!(after.channel.fields[field], Some(value), "report field {field}");
+            assert_eq!(
+                after.channel.fields[field],
+                Some(value),
+                "report field {field}"
+            );
             assert_eq!(unknown_ports, 0);
         }
         Decision::UnknownPort => {

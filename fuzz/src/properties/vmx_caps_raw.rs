@@ -12,7 +12,6 @@ pub(super) const ALL_FORMATS: [vmx_caps::report::Format; 4] = [
     vmx_caps::report::Format::Json,
 ];
 
-
 /// `vmx_caps_raw`: raw capability values through decode, the allowed-settings views,
 /// adjust, dumps, invariant checks, configuration and every vmxcap output format.
 pub fn vmx_caps_raw(data: &[u8]) {
@@ -46,7 +45,11 @@ pub fn vmx_caps_raw(data: &[u8]) {
 
 /// Properties of one decoded capability set, rendered in `formats`; `input` supplies
 /// probe values. Returns whether the set violates an architectural invariant.
-pub(super) fn check_caps(caps: &VmxCaps, formats: &[vmx_caps::report::Format], input: &mut Input<'_>) -> bool {
+pub(super) fn check_caps(
+    caps: &VmxCaps,
+    formats: &[vmx_caps::report::Format],
+    input: &mut Input<'_>,
+) -> bool {
     // Raw values survive: typed views keep them, a dump reproduces them.
     for index in vmx_caps::msr::ALL {
         assert_eq!(caps.get(index), caps.raw().get(index), "get({index:#x})");
