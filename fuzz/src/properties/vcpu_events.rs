@@ -2,6 +2,9 @@
 
 use super::common::{assert_error_message, event_from};
 use super::input::Input;
+use vcpu_events::validate::KvmReject;
+use vcpu_events::vcpu_events::{BuildError, SizeError};
+use vcpu_events::{validate, Event, EventStatus, GuestContext, KvmContext, Report, VcpuEvents};
 
 /// `vcpu_events`: `struct kvm_vcpu_events` conversion and validation.
 ///
@@ -15,10 +18,6 @@ use super::input::Input;
 /// and vector; a typed event stored with the builder reads back as itself and is not
 /// refused by KVM when its vector is valid.
 pub fn vcpu_events(data: &[u8]) {
-    use vcpu_events::validate::KvmReject;
-    use vcpu_events::vcpu_events::{BuildError, SizeError};
-    use vcpu_events::{validate, Event, EventStatus, GuestContext, KvmContext, Report, VcpuEvents};
-
     let mut input = Input::new(data);
     let head = input.bytes(64);
     let mut bytes = [0u8; 64];
@@ -71,7 +70,15 @@ pub fn vcpu_events(data: &[u8]) {
         .unwrap_or_else(|e| panic!("snapshot {json} does not read back: {e}"));
     assert_eq!(back, events, "serde snapshot round trip");
 
-    // What KVM_SET_VCPU_EVENTS would refuse, read off the raw fields.
+    check_validate(&events, &bytes, &mut input);
+    check_builder(&mut input);
+}
+
+/// What KVM_SET_VCPU_EVENTS would refuse, read off the raw fields (KVM's -EINVAL
+/// reasons), and the report's own consistency.
+fn check_validate(events: &VcpuEvents, bytes: &[u8; 64], input: &mut Input<'_>) {
+    let u32_at =
+        |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
     let context_bits = input.u8();
     let context = KvmContext {
         exception_payload_enabled: context_bits & 1 != 0,
@@ -88,10 +95,10 @@ pub fn vcpu_events(data: &[u8]) {
         virtual_nmis: guest_bits & 4 != 0,
         ..GuestContext::default()
     };
-    let report = validate(&events, &context, &guest);
+    let report = validate(events, &context, &guest);
     assert_eq!(
         report,
-        validate(&events, &context, &guest),
+        validate(events, &context, &guest),
         "validate is not deterministic"
     );
     let flags = u32_at(20);
@@ -141,9 +148,12 @@ pub fn vcpu_events(data: &[u8]) {
         usize::from(events.nmi_pending().unwrap_or(0)),
         "pending NMIs listed"
     );
+}
 
-    // The builder: a typed event reads back as itself.
-    let event = event_from(&mut input);
+/// The builder: a typed event reads back as itself and is not refused by KVM when its
+/// vector is valid.
+fn check_builder(input: &mut Input<'_>) {
+    let event = event_from(input);
     let status = if input.bool() {
         EventStatus::Pending
     } else {
