@@ -2,6 +2,13 @@
 
 use super::common::{assert_error_message, heki_abi_from};
 use super::input::Input;
+use heki_policy::abi::classify_cap;
+use heki_policy::cap::HekiExitReasons;
+use heki_policy::exit::{decode_kvm_run, ExitDecodeError, NotHekiCause};
+use heki_policy::{
+    decode_exit, encode_exit, DenialPolicy, ExitDecode, HekiAbi, HekiExit, HekiExitHandler,
+};
+use std::time::Duration;
 
 /// `heki_exit`: Heki exit decoding from raw kvm_run bytes under every ABI selection,
 /// the VMM's handler on whatever decodes, and the cap arguments.
@@ -16,14 +23,6 @@ use super::input::Input;
 /// error; the handler's mirror only grows, its counters add up and a denial's denied
 /// bits are the mirrored bits the written value clears.
 pub fn heki_exit(data: &[u8]) {
-    use heki_policy::abi::classify_cap;
-    use heki_policy::cap::HekiExitReasons;
-    use heki_policy::exit::{decode_kvm_run, ExitDecodeError, NotHekiCause};
-    use heki_policy::{
-        decode_exit, encode_exit, DenialPolicy, ExitDecode, HekiAbi, HekiExit, HekiExitHandler,
-    };
-    use std::time::Duration;
-
     let mut input = Input::new(data);
     let setup = input.u8();
     let handler_abi = HekiAbi::ALL[usize::from(setup % 3)];
@@ -61,61 +60,7 @@ pub fn heki_exit(data: &[u8]) {
         let bytes = &union[..len];
         now += Duration::from_nanos(u64::from(input.u16()));
 
-        let decoded = decode_exit(abi, exit_reason, bytes);
-        let heki_kind = uapi.and_then(|u| u.exit_kind(exit_reason));
-        // (if-let rather than match: ExitDecode is #[non_exhaustive].)
-        if let Ok(ExitDecode::NotHeki(not)) = &decoded {
-            assert!(
-                heki_kind.is_none(),
-                "a Heki exit number decoded as not Heki"
-            );
-            assert_eq!(not.exit_reason, exit_reason);
-            assert_eq!(
-                not.upstream_name,
-                heki_policy::abi::upstream_exit_name(exit_reason)
-            );
-            let expected_cause = match abi {
-                None => NotHekiCause::NoAbiSelected,
-                Some(a) if a.uapi().is_none() => NotHekiCause::AbiWithoutExits(a),
-                Some(a) => NotHekiCause::OtherExit(a),
-            };
-            assert_eq!(not.cause, expected_cause, "not-Heki cause");
-        } else if let Ok(ExitDecode::Heki(exit)) = &decoded {
-            let kind = heki_kind.expect("decoded as Heki without an ABI or number");
-            assert_eq!(exit.kind(), kind);
-            assert!(len >= 64, "decoded a Heki exit from {len} bytes");
-            assert_eq!(&exit.to_bytes()[..], &bytes[..64], "exit bytes not kept");
-            let mut again = [0u8; 64];
-            let abi = abi.expect("Heki exit with an ABI");
-            assert_eq!(encode_exit(abi, exit, &mut again), Ok(exit_reason));
-            assert_eq!(&again[..], &bytes[..64], "re-encoded bytes differ");
-            assert!(
-                encode_exit(abi, exit, &mut again[..63]).is_err(),
-                "short buffer"
-            );
-        } else if let Err(error) = &decoded {
-            assert_error_message(error);
-            assert!(heki_kind.is_some(), "error for a non-Heki exit: {error:?}");
-            let ExitDecodeError::Truncated { len: l, need } = *error else {
-                panic!("unexpected decode error {error:?}");
-            };
-            assert_eq!((l, need), (len, 64), "truncation report");
-        } else {
-            panic!("unexpected decode result {decoded:?}");
-        }
-        // The same exit read from a whole kvm_run.
-        let mut kvm_run = vec![0u8; 32 + len];
-        kvm_run[8..12].copy_from_slice(&exit_reason.to_le_bytes());
-        kvm_run[32..].copy_from_slice(bytes);
-        match (decode_kvm_run(abi, &kvm_run), &decoded) {
-            (Ok(a), Ok(b)) => assert_eq!(&a, b, "kvm_run decode"),
-            (Err(_), Err(_)) => {}
-            (a, b) => panic!("kvm_run decode {a:?} vs union decode {b:?}"),
-        }
-        assert!(
-            decode_kvm_run(abi, &kvm_run[..11]).is_err(),
-            "kvm_run without a reason"
-        );
+        let decoded = check_decode(abi, exit_reason, bytes);
 
         // The handler on anything that decodes for its ABI.
         if let Ok(ExitDecode::Heki(exit)) = decoded {
@@ -160,9 +105,79 @@ pub fn heki_exit(data: &[u8]) {
         }
     }
 
-    // Cap numbers and arguments: never Heki without an ABI.
-    let cap = input.u32();
-    let arg = input.u64();
+    check_caps(input.u32(), input.u64());
+}
+
+/// Nothing decodes as Heki unless an ABI with exits is selected and the number is that
+/// ABI's; a decoded exit re-encodes to the same bytes and number; short data is a typed
+/// error; a whole kvm_run decodes the same.
+fn check_decode(
+    abi: Option<HekiAbi>,
+    exit_reason: u32,
+    bytes: &[u8],
+) -> Result<ExitDecode, ExitDecodeError> {
+    let len = bytes.len();
+    let uapi = abi.and_then(|a| a.uapi());
+    let decoded = decode_exit(abi, exit_reason, bytes);
+    let heki_kind = uapi.and_then(|u| u.exit_kind(exit_reason));
+    // (if-let rather than match: ExitDecode is #[non_exhaustive].)
+    if let Ok(ExitDecode::NotHeki(not)) = &decoded {
+        assert!(
+            heki_kind.is_none(),
+            "a Heki exit number decoded as not Heki"
+        );
+        assert_eq!(not.exit_reason, exit_reason);
+        assert_eq!(
+            not.upstream_name,
+            heki_policy::abi::upstream_exit_name(exit_reason)
+        );
+        let expected_cause = match abi {
+            None => NotHekiCause::NoAbiSelected,
+            Some(a) if a.uapi().is_none() => NotHekiCause::AbiWithoutExits(a),
+            Some(a) => NotHekiCause::OtherExit(a),
+        };
+        assert_eq!(not.cause, expected_cause, "not-Heki cause");
+    } else if let Ok(ExitDecode::Heki(exit)) = &decoded {
+        let kind = heki_kind.expect("decoded as Heki without an ABI or number");
+        assert_eq!(exit.kind(), kind);
+        assert!(len >= 64, "decoded a Heki exit from {len} bytes");
+        assert_eq!(&exit.to_bytes()[..], &bytes[..64], "exit bytes not kept");
+        let mut again = [0u8; 64];
+        let abi = abi.expect("Heki exit with an ABI");
+        assert_eq!(encode_exit(abi, exit, &mut again), Ok(exit_reason));
+        assert_eq!(&again[..], &bytes[..64], "re-encoded bytes differ");
+        assert!(
+            encode_exit(abi, exit, &mut again[..63]).is_err(),
+            "short buffer"
+        );
+    } else if let Err(error) = &decoded {
+        assert_error_message(error);
+        assert!(heki_kind.is_some(), "error for a non-Heki exit: {error:?}");
+        let ExitDecodeError::Truncated { len: l, need } = *error else {
+            panic!("unexpected decode error {error:?}");
+        };
+        assert_eq!((l, need), (len, 64), "truncation report");
+    } else {
+        panic!("unexpected decode result {decoded:?}");
+    }
+    // The same exit read from a whole kvm_run.
+    let mut kvm_run = vec![0u8; 32 + len];
+    kvm_run[8..12].copy_from_slice(&exit_reason.to_le_bytes());
+    kvm_run[32..].copy_from_slice(bytes);
+    match (decode_kvm_run(abi, &kvm_run), &decoded) {
+        (Ok(a), Ok(b)) => assert_eq!(&a, b, "kvm_run decode"),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("kvm_run decode {a:?} vs union decode {b:?}"),
+    }
+    assert!(
+        decode_kvm_run(abi, &kvm_run[..11]).is_err(),
+        "kvm_run without a reason"
+    );
+    decoded
+}
+
+/// Cap numbers and arguments: never Heki without an ABI.
+fn check_caps(cap: u32, arg: u64) {
     for abi in [
         None,
         Some(HekiAbi::RfcV1),
