@@ -3,8 +3,8 @@
 
 Run from the repository root: `python3 fuzz/tools/make_seeds.py`. Text seeds (JSON
 dumps, option strings, traces) are committed as they are; this script only builds the
-byte layouts that `fuzz/src/properties.rs` reads with its `Input` cursor, from the
-fixtures in ../shared/fixtures/vmx/ and from real kvm_run / kvm_vcpu_events values.
+byte layouts that `fuzz/src/properties/` reads with its `Input` cursor, from the real
+CPU dumps in vmx-caps/tests/data/ and from real kvm_run / kvm_vcpu_events values.
 The script is deterministic; rerunning it rewrites the same files.
 """
 import json
@@ -13,7 +13,7 @@ import struct
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURES = os.path.join(ROOT, "..", "shared", "fixtures", "vmx")
+FIXTURES = os.path.join(ROOT, "vmx-caps", "tests", "data")
 SEEDS = os.path.join(ROOT, "fuzz", "seeds")
 MSRS = list(range(0x480, 0x494))
 
@@ -384,6 +384,15 @@ def vmm_exits():
     exits += raw(9, struct.pack("<QI", 0x80000021, 1)) + raw(10, struct.pack("<I", 3))
     exits += raw(11, struct.pack("<I", 1)) + raw(14, reason=0xFFFFFFFF) + raw(15, reason=100)
     seed("garbage", "self-triple-fault", 0x81, exits + raw(8))
+    # One seed per notify row of the restated decision table (vmm_table.rs), after the
+    # exits that resume (KVM_EXIT_INTR, an irq window, an unknown sync code, an `in`).
+    resumes = raw(13 | 0x30) + raw(7) + out("sync", 9, 1) + raw(0x10, bytes([0, 1, 0xE2, 0]))
+    notify = raw(12, b"\x00\x00\x00\x00") + raw(12, b"\x01\x00\x00\x00") + hlt
+    seed("notify-run-invalid-triple-fault", None, 0, resumes + notify)
+    seed("notify-internal-error-invalid-stops", None, 1, resumes + notify)
+    seed("notify-disable-invalid-stops", None, 2, resumes + notify)
+    # A system event, then exits nobody handles: the first stops as unhandled.
+    seed("unhandled-system-event", "halt", 0, raw(11, struct.pack("<I", 2)) + raw(14, reason=77))
 
 
 def main():

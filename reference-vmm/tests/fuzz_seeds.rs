@@ -1,16 +1,14 @@
 //! Replays the committed fuzz seed corpus under plain `cargo test` (stable Rust).
 //!
 //! Each cargo-fuzz target in `fuzz/fuzz_targets/<target>.rs` is a one-line call of a
-//! property function in `fuzz/src/properties.rs`. This test compiles that same module
-//! and runs every file of `fuzz/seeds/<target>/` through the target's function, so a
-//! property violation (or a panic) on a seed — including every crash reproducer the
-//! fuzzer ever found, which is kept as a seed — fails the normal workspace test run.
-//! It lives in the reference-vmm package because that package depends on all five
-//! library crates.
+//! property function in `fuzz/src/properties/` (one module per target). This test
+//! compiles that same module and runs every file of `fuzz/seeds/<target>/` through the
+//! target's function, so a property violation (or a panic) on a seed — including every
+//! crash reproducer the fuzzer ever found, which is kept as a seed — fails the normal
+//! workspace test run. It lives in the reference-vmm package because that package
+//! depends on all five library crates.
 
-// `properties.rs` reads `Stop::reason` (deprecated: decide from `Stop::cause`).
-#[allow(deprecated)]
-#[path = "../../fuzz/src/properties.rs"]
+#[path = "../../fuzz/src/properties/mod.rs"]
 mod properties;
 
 use std::collections::BTreeSet;

@@ -1,0 +1,251 @@
+//! `trace_replay`: reference-vmm trace reading and replay, the outcome and the counts
+//! checked against a model of the trace built from the restated decision table of
+//! [`super::vmm_table`].
+
+use std::collections::BTreeMap;
+
+use super::common::assert_error_message;
+use super::vmm_table::{self, Decision, Setting};
+use reference_vmm::action::{Cause, Outcome};
+use reference_vmm::config::{HekiDenialAction, Policy};
+use reference_vmm::exit::HekiAbi;
+use reference_vmm::replay::{Recorded, StandIn};
+use reference_vmm::trace::{TraceItem, TraceReader};
+
+/// What replaying a trace must give, worked out from the trace and the table alone.
+#[derive(Debug, Default)]
+struct Expected {
+    /// `Ok(outcome)`, or `Err(line)`: replay fails at that line (read or decode error).
+    end: Option<Result<Outcome, u64>>,
+    /// The cause of the stop (none for `trace-end`).
+    cause: Option<Cause>,
+    /// Exits per kind (report names), the synthesized shutdown included.
+    exits: BTreeMap<&'static str, u64>,
+    /// Notify exits with an invalid context.
+    notify_invalid: u64,
+    /// Notify exits the VMM resumed.
+    notify_resumed: u64,
+    /// Heki denials for CR0 and for CR4.
+    denials_cr: [u64; 2],
+    /// What the vCPU stand-in must be asked to do, in order.
+    applied: Vec<Recorded>,
+}
+
+impl Expected {
+    fn total(&self) -> u64 {
+        self.exits.values().sum()
+    }
+
+    fn count(&self, kind: &str) -> u64 {
+        self.exits.get(kind).copied().unwrap_or(0)
+    }
+}
+
+/// `trace_replay`: a JSON Lines exit trace through the reference VMM's streaming
+/// reader, exit decoder and replay (handlers applied to the vCPU stand-in), under two
+/// policies (defaults with the trace's own ABI; internal-error notify mode, Heki
+/// denial exits that shut down and `--heki-abi rfc-v3` forced).
+///
+/// Garbage gives errors that name a line that exists, in increasing order, each one
+/// clean line; replay fails exactly at the first bad line before the first terminating
+/// exit (a line that does not read, or an exit that does not decode), else it ends as
+/// the table says for the first terminating exit (`trace-end` without one); the report
+/// counts exactly the exits up to that one per kind (plus the `shutdown` a synthesized
+/// triple fault causes), the notify and Heki counters agree with those exits, the
+/// stand-in is asked for exactly the injections the table decides, in order, and the
+/// report says `replay` and serializes to JSON.
+pub fn trace_replay(data: &[u8]) {
+    use reference_vmm::config::{HekiExits, NotifyMode};
+    use reference_vmm::replay::{replay, ReplayError};
+
+    let policies = [
+        (Policy::default(), None),
+        (
+            Policy {
+                notify_mode: NotifyMode::InternalError,
+                notify_window: 128,
+                heki_abi: HekiAbi::RfcV3,
+                heki_exits: HekiExits::Denial,
+                heki_denial: HekiDenialAction::Shutdown,
+            },
+            Some(HekiAbi::RfcV3),
+        ),
+    ];
+    for (policy, forced_abi) in policies {
+        let expected = model(data, policy, forced_abi);
+        let end = expected.end.expect("the model always ends");
+        match replay("fuzz", data, policy, forced_abi) {
+            Ok(replayed) => {
+                let report = &replayed.report;
+                assert_eq!(
+                    Ok(report.outcome),
+                    end,
+                    "replay outcome ({})",
+                    report.reason
+                );
+                assert!(!report.reason.is_empty());
+                // Today's report carries the cause as its sentence.
+                if let Some(cause) = expected.cause {
+                    assert_eq!(report.reason, cause.to_string(), "stop cause {cause:?}");
+                }
+                let got: BTreeMap<&str, u64> = report.exits.iter().map(|(k, v)| (*k, *v)).collect();
+                assert_eq!(got, expected.exits, "exits per kind");
+                assert_eq!(report.exits_total, expected.total(), "exits_total");
+                let notify = &report.notify;
+                assert_eq!(notify.exits, expected.count("notify"), "notify exits");
+                assert_eq!(notify.invalid_contexts, expected.notify_invalid);
+                assert_eq!(notify.resumed, expected.notify_resumed, "notify resumed");
+                let heki = &report.heki;
+                let denials = expected.count("heki_denial");
+                assert_eq!(heki.configure_exits, expected.count("heki_configure"));
+                assert_eq!(heki.denials, denials, "Heki denials");
+                assert_eq!([heki.denials_cr0, heki.denials_cr4], expected.denials_cr);
+                let (shutdowns, audited) = match policy.heki_denial {
+                    HekiDenialAction::Shutdown => (denials, 0),
+                    HekiDenialAction::Audit => (0, denials),
+                    _ => (0, 0),
+                };
+                assert_eq!((heki.shutdowns, heki.audited), (shutdowns, audited));
+                let stand_in = &replayed.stand_in;
+                assert_eq!(
+                    stand_in.applied,
+                    expected.applied.len() as u64,
+                    "actions applied"
+                );
+                let kept = expected.applied.len().min(StandIn::KEEP);
+                assert_eq!(
+                    stand_in.recorded,
+                    expected.applied[..kept],
+                    "actions recorded"
+                );
+                assert_eq!(
+                    serde_json::to_value(report.source).ok(),
+                    Some(serde_json::Value::from("replay"))
+                );
+                let json = report.to_json();
+                serde_json::from_str::<serde::de::IgnoredAny>(&json)
+                    .unwrap_or_else(|e| panic!("replay report is not JSON: {e}\n{json}"));
+                assert!(!report.to_text().is_empty());
+            }
+            Err(error) => {
+                assert_error_message(&error);
+                // (if-let rather than match: ReplayError is #[non_exhaustive].)
+                let ReplayError::Trace(trace_error) = &error else {
+                    panic!("replay failed with {error:?}");
+                };
+                assert_eq!(
+                    Err(trace_error.line),
+                    end,
+                    "replay failed ({error}), the trace says otherwise"
+                );
+            }
+        }
+    }
+}
+
+/// Reads the whole trace once, checking the reader's line numbering and errors, and
+/// works out what replaying it under `policy` must give (up to the first terminating
+/// exit or bad line).
+fn model(data: &[u8], policy: Policy, forced_abi: Option<HekiAbi>) -> Expected {
+    use reference_vmm::exit::Exit;
+    use reference_vmm::handlers::ExceptionPlan;
+
+    let lines = data.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+    let plan = ExceptionPlan::default();
+    let mut expected = Expected::default();
+    let mut reader = TraceReader::new(data, forced_abi);
+    let mut last_line = 0;
+    let mut items = 0;
+    while let Some(item) = reader.next() {
+        items += 1;
+        assert!(items <= lines + 1, "more items than lines");
+        let line = reader.line();
+        assert!(line > last_line, "line numbers do not increase");
+        assert!(line <= lines, "line {line} of a {lines}-line trace");
+        last_line = line;
+        let raw = match item {
+            Ok(TraceItem::Abi(_)) => continue,
+            Ok(TraceItem::Exit(raw)) => raw,
+            Ok(other) => panic!("unexpected trace item {other:?}"),
+            Err(error) => {
+                assert_error_message(&error);
+                assert_eq!(error.line, line, "error names another line");
+                let text = error.to_string();
+                assert!(
+                    text.starts_with(&format!("line {line}: ")),
+                    "error does not name its line: {text}"
+                );
+                expected.end.get_or_insert(Err(line));
+                continue;
+            }
+        };
+        let abi = reader.abi();
+        let decoded = Exit::decode(&raw, abi);
+        if let Err(error) = &decoded {
+            assert_error_message(error);
+        }
+        if expected.end.is_some() {
+            continue;
+        }
+        let setting = Setting {
+            notify: policy.notify_mode,
+            heki_abi: abi,
+            heki_denial: policy.heki_denial,
+            plan: (plan.gp_error_code, plan.pf_error_code, plan.pf_cr2),
+        };
+        let nth = expected.total() + 1;
+        let decision = vmm_table::decide(raw.reason, &raw.union, raw.io_data, nth, &setting, None);
+        assert_eq!(
+            decoded.is_err(),
+            decision == Decision::Malformed,
+            "line {line}: decoded as {decoded:?}, the table says {decision:?}"
+        );
+        let Ok(kind) = vmm_table::kind(raw.reason, &raw.union, abi) else {
+            expected.end = Some(Err(line));
+            continue;
+        };
+        *expected.exits.entry(kind).or_default() += 1;
+        let word =
+            |at: usize| u64::from_le_bytes(raw.union[at..at + 8].try_into().unwrap_or([0; 8]));
+        match kind {
+            "notify" if raw.union[0] & 1 != 0 => expected.notify_invalid += 1,
+            "notify" if decision.resumes() => expected.notify_resumed += 1,
+            "heki_denial" => {
+                let reason = word(0);
+                if reason == heki_policy::cap::HekiExitReasons::CR0.bits() {
+                    expected.denials_cr[0] += 1;
+                } else if reason == heki_policy::cap::HekiExitReasons::CR4.bits() {
+                    expected.denials_cr[1] += 1;
+                }
+            }
+            _ => {}
+        }
+        match decision {
+            Decision::Inject {
+                vector,
+                error_code,
+                payload,
+            } => expected.applied.push(Recorded::Exception {
+                vector,
+                error_code,
+                payload,
+            }),
+            Decision::Nmi => expected.applied.push(Recorded::Nmi),
+            Decision::Stop(outcome, cause) => {
+                expected.end = Some(Ok(outcome));
+                expected.cause = Some(cause);
+            }
+            Decision::TripleFault(cause) => {
+                // KVM delivers the pending triple fault: KVM_EXIT_SHUTDOWN ends the run.
+                expected.applied.push(Recorded::TripleFault);
+                *expected.exits.entry("shutdown").or_default() += 1;
+                expected.end = Some(Ok(Outcome::Shutdown));
+                expected.cause = Some(cause);
+            }
+            _ => {}
+        }
+    }
+    assert!(reader.next().is_none(), "the reader resumed after its end");
+    expected.end.get_or_insert(Ok(Outcome::TraceEnd));
+    expected
+}

@@ -1,0 +1,282 @@
+//! The reference VMM's decision table, restated independently of its decoder and
+//! handlers; `vmm_exits` and `trace_replay` check every decision against it.
+//!
+//! The table reads the raw exit: the `kvm_run.exit_reason` number and the exit union's
+//! bytes at the offsets of Linux's `include/uapi/linux/kvm.h` (`struct kvm_run`), not
+//! reference-vmm's decoded `Exit`, so a decoding mistake shows up as a wrong decision.
+//!
+//! | exit | decision |
+//! | --- | --- |
+//! | `KVM_EXIT_HLT` (5) | stop: `halted` |
+//! | `KVM_EXIT_SHUTDOWN` (8) | stop: `shutdown`, caused by the triple fault the VMM synthesized (if any), else the guest's own |
+//! | `KVM_EXIT_FAIL_ENTRY` (9) | stop: `fail-entry` with `hardware_entry_failure_reason` (u64 at 0) |
+//! | `KVM_EXIT_INTERNAL_ERROR` (17) | stop: `internal-error` with `suberror` (u32 at 0) |
+//! | `KVM_EXIT_IRQ_WINDOW_OPEN` (7), `KVM_EXIT_INTR` (10) | resume |
+//! | `KVM_EXIT_IO` (2), size not 1/2/4 or direction not 0/1 | malformed: a typed error, never handled |
+//! | `KVM_EXIT_IO` in | resume; the guest reads the device |
+//! | `KVM_EXIT_IO` out, tick port | resume; the irq guests may raise interrupts (their vectors only) |
+//! | `KVM_EXIT_IO` out, sync port | the step the guest asks for: #GP / #PF (the plan's error code and CR2) / NMI / a triple fault; another code: resume, counted as unknown |
+//! | `KVM_EXIT_IO` out, report port + k (k < 16) | resume; field k = the bytes written |
+//! | `KVM_EXIT_IO` out, another port | resume, counted as unknown |
+//! | `KVM_EXIT_NOTIFY` (37), valid context | resume |
+//! | `KVM_EXIT_NOTIFY`, `KVM_NOTIFY_CONTEXT_INVALID` | `run`: a triple fault (then `shutdown`); `internal-error`, `disable`: stop: `internal-error` |
+//! | Heki configure (the selected ABI's number) | resume (pins mirrored) |
+//! | Heki denial | `--heki-denial shutdown`: a triple fault (then `shutdown`); `gp`, `audit`: resume (KVM injects #GP) |
+//! | anything else (MMIO 6, SYSTEM_EVENT 24, 39..=41 that no selected ABI claims, any other number) | stop: `unhandled-exit` naming that number |
+//! | a resume at or past the exit budget | stop: `exit-limit` (not an unhandled exit) |
+//!
+//! The notify rows follow notify-exit's policy table as the VMM configures it (the seed
+//! QEMU patch's semantics: a valid context resumes in every mode; QEMU 7.2's
+//! `kvm_arch_handle_exit` would stop on any notify exit in internal-error mode); see
+//! [`notify_stops_valid_context`].
+//!
+//! The table speaks the VMM's vocabulary (`Outcome`, `Cause`) so the comparison is
+//! direct; the decisions themselves are restated here.
+
+use notify_exit::StopReason;
+use reference_vmm::action::{Cause, Outcome};
+use reference_vmm::config::{HekiDenialAction, NotifyMode};
+use reference_vmm::exit::HekiAbi;
+use reference_vmm::guests;
+
+/// The configuration the table depends on.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Setting {
+    /// `--notify-vmexit`.
+    pub notify: NotifyMode,
+    /// The Heki ABI in force.
+    pub heki_abi: HekiAbi,
+    /// `--heki-denial`.
+    pub heki_denial: HekiDenialAction,
+    /// The exceptions the scenario injects: #GP error code, #PF error code, #PF CR2.
+    pub plan: (u32, u32, u64),
+}
+
+/// One decision of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Decision {
+    /// Not an exit KVM produces: a typed decode error, nothing handled.
+    Malformed,
+    /// Resume, nothing else.
+    Resume,
+    /// An `in` from `port`: resume, the guest reads the device.
+    Read {
+        /// Port.
+        port: u16,
+    },
+    /// A tick: resume; the irq guests may raise interrupts.
+    Tick,
+    /// A report field: resume, field `field` = `value`.
+    Report {
+        /// Field index.
+        field: usize,
+        /// The bytes written, zero-extended.
+        value: u32,
+    },
+    /// An `out` nobody owns (or an unknown sync code): resume, counted as unknown.
+    UnknownPort,
+    /// Inject a hardware exception.
+    Inject {
+        /// Vector.
+        vector: u8,
+        /// Error code.
+        error_code: Option<u32>,
+        /// Payload (CR2).
+        payload: Option<u64>,
+    },
+    /// Inject an NMI.
+    Nmi,
+    /// Synthesize a triple fault; the next exit, `KVM_EXIT_SHUTDOWN`, ends the run.
+    TripleFault(Cause),
+    /// Stop the run now.
+    Stop(Outcome, Cause),
+}
+
+impl Decision {
+    /// True when the guest just resumes (no action, no stop).
+    pub fn resumes(self) -> bool {
+        matches!(
+            self,
+            Decision::Resume
+                | Decision::Read { .. }
+                | Decision::Tick
+                | Decision::Report { .. }
+                | Decision::UnknownPort
+        )
+    }
+}
+
+/// Whether the VMM stops on a valid-context notify exit in internal-error mode, as QEMU
+/// 7.2's `kvm_arch_handle_exit` does (`ctx_invalid || mode == internal-error`). No: the
+/// VMM configures notify-exit's default, the seed QEMU patch's semantics, where a valid
+/// context resumes in every mode. The one switch to flip once the VMM offers both by name.
+const QEMU_7_2_INTERNAL_ERROR: bool = false;
+
+/// The notify rows' one open choice: whether a valid-context exit stops under `mode`.
+pub(super) fn notify_stops_valid_context(mode: NotifyMode) -> bool {
+    QEMU_7_2_INTERNAL_ERROR && mode == NotifyMode::InternalError
+}
+
+fn u16_at(u: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([u[at], u[at + 1]])
+}
+
+fn u32_at(u: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([u[at], u[at + 1], u[at + 2], u[at + 3]])
+}
+
+fn u64_at(u: &[u8], at: usize) -> u64 {
+    u64::from(u32_at(u, at)) | u64::from(u32_at(u, at + 4)) << 32
+}
+
+/// Heki (configure, denial) exit numbers of the ABI in force, from heki-policy's uapi.
+fn heki_numbers(abi: HekiAbi) -> Option<(u32, u32)> {
+    let policy_abi = match abi {
+        HekiAbi::RfcV2 => heki_policy::HekiAbi::RfcV2,
+        HekiAbi::RfcV3 => heki_policy::HekiAbi::RfcV3,
+        _ => return None,
+    };
+    let uapi = policy_abi.uapi()?;
+    Some((uapi.exit_configure(), uapi.exit_denial()))
+}
+
+/// The report's name of the exit's kind (`Err(())`: malformed). `union` is the whole
+/// 256-byte exit union.
+pub(super) fn kind(reason: u32, union: &[u8], abi: HekiAbi) -> Result<&'static str, ()> {
+    if let Some((configure, denial)) = heki_numbers(abi) {
+        if reason == configure {
+            return Ok("heki_configure");
+        }
+        if reason == denial {
+            return Ok("heki_denial");
+        }
+    }
+    Ok(match reason {
+        2 => match (union[0], union[1]) {
+            (_, size) if !matches!(size, 1 | 2 | 4) => return Err(()),
+            (0, _) => "io_in",
+            (1, _) => "io_out",
+            _ => return Err(()),
+        },
+        5 => "hlt",
+        6 => "mmio",
+        7 => "irq_window_open",
+        8 => "shutdown",
+        9 => "fail_entry",
+        10 => "intr",
+        17 => "internal_error",
+        24 => "system_event",
+        37 => "notify",
+        39 => "memory_fault",
+        _ => "other",
+    })
+}
+
+/// The decision for the `nth` exit of the run (1-based), given `pending`, the cause of
+/// a triple fault the VMM synthesized and KVM has not delivered yet.
+pub(super) fn decide(
+    reason: u32,
+    union: &[u8],
+    io_data: u64,
+    nth: u64,
+    setting: &Setting,
+    pending: Option<Cause>,
+) -> Decision {
+    let Ok(kind) = kind(reason, union, setting.heki_abi) else {
+        return Decision::Malformed;
+    };
+    let unhandled = Decision::Stop(Outcome::UnhandledExit, Cause::Unhandled { reason });
+    match kind {
+        "hlt" => Decision::Stop(Outcome::Halted, Cause::GuestHalted),
+        "shutdown" => Decision::Stop(
+            Outcome::Shutdown,
+            pending.unwrap_or(Cause::GuestTripleFault),
+        ),
+        "fail_entry" => Decision::Stop(
+            Outcome::FailEntry,
+            Cause::FailEntry {
+                hardware_entry_failure_reason: u64_at(union, 0),
+            },
+        ),
+        "internal_error" => Decision::Stop(
+            Outcome::InternalError,
+            Cause::KvmInternalError {
+                suberror: u32_at(union, 0),
+            },
+        ),
+        "irq_window_open" | "intr" => Decision::Resume,
+        "io_in" => Decision::Read {
+            port: u16_at(union, 2),
+        },
+        "io_out" => port_out(u16_at(union, 2), union[1], io_data, setting),
+        "notify" => notify(u32_at(union, 0), nth, setting),
+        "heki_configure" => Decision::Resume,
+        "heki_denial" => match setting.heki_denial {
+            HekiDenialAction::Shutdown => Decision::TripleFault(Cause::HekiDenialShutdown {
+                nth,
+                cr: u64_at(union, 0),
+                cr_value: u64_at(union, 8),
+            }),
+            _ => Decision::Resume,
+        },
+        _ => unhandled,
+    }
+}
+
+/// An `out` of `size` bytes (`io_data`, little-endian) to `port`: the guests' channel.
+fn port_out(port: u16, size: u8, io_data: u64, setting: &Setting) -> Decision {
+    let written = io_data & (u64::MAX >> (64 - 8 * u32::from(size)));
+    match port {
+        guests::PORT_TICK => Decision::Tick,
+        guests::PORT_SYNC => {
+            let (gp_error_code, pf_error_code, cr2) = setting.plan;
+            match written as u8 {
+                guests::SYNC_INJECT_GP => Decision::Inject {
+                    vector: 13,
+                    error_code: Some(gp_error_code),
+                    payload: None,
+                },
+                guests::SYNC_INJECT_PF => Decision::Inject {
+                    vector: 14,
+                    error_code: Some(pf_error_code),
+                    payload: Some(cr2),
+                },
+                guests::SYNC_INJECT_NMI => Decision::Nmi,
+                guests::SYNC_TRIPLE_FAULT => {
+                    Decision::TripleFault(Cause::GuestRequestedTripleFault)
+                }
+                _ => Decision::UnknownPort,
+            }
+        }
+        p if p >= guests::PORT_REPORT
+            && usize::from(p - guests::PORT_REPORT) < guests::REPORT_FIELDS =>
+        {
+            Decision::Report {
+                field: usize::from(p - guests::PORT_REPORT),
+                value: written as u32,
+            }
+        }
+        _ => Decision::UnknownPort,
+    }
+}
+
+/// `KVM_EXIT_NOTIFY` with `flags` (bit 0: `KVM_NOTIFY_CONTEXT_INVALID`).
+fn notify(flags: u32, nth: u64, setting: &Setting) -> Decision {
+    let invalid = flags & 1 != 0;
+    if !invalid && !notify_stops_valid_context(setting.notify) {
+        return Decision::Resume;
+    }
+    let reason = match setting.notify {
+        // KVM_CAP_X86_TRIPLE_FAULT_EVENT is enabled on every VM the VMM makes.
+        NotifyMode::Run if invalid => {
+            return Decision::TripleFault(Cause::NotifyInvalidContext { nth })
+        }
+        NotifyMode::Disable => StopReason::UnexpectedWhileDisabled,
+        _ if invalid => StopReason::ContextInvalid,
+        _ => StopReason::InternalErrorMode,
+    };
+    Decision::Stop(
+        Outcome::InternalError,
+        Cause::NotifyStop { nth, flags, reason },
+    )
+}
