@@ -217,59 +217,9 @@ pub fn classify_cap(abi: Option<HekiAbi>, cap: u32) -> Result<HekiCap, Option<&'
         .ok_or(upstream_cap_name(cap))
 }
 
-/// The upstream (Linux uapi `KVM_EXIT_*`) name of an exit reason, if upstream defines it.
-///
-/// 0..=39 as in kvm-bindings 0.14.2; 40 (`KVM_EXIT_TDX`, Linux 6.16) and 41
-/// (`KVM_EXIT_ARM_SEA`, Linux 6.19 headers) are newer than kvm-bindings.
-pub fn upstream_exit_name(exit_reason: u32) -> Option<&'static str> {
-    const NAMES: [&str; 42] = [
-        "KVM_EXIT_UNKNOWN",
-        "KVM_EXIT_EXCEPTION",
-        "KVM_EXIT_IO",
-        "KVM_EXIT_HYPERCALL",
-        "KVM_EXIT_DEBUG",
-        "KVM_EXIT_HLT",
-        "KVM_EXIT_MMIO",
-        "KVM_EXIT_IRQ_WINDOW_OPEN",
-        "KVM_EXIT_SHUTDOWN",
-        "KVM_EXIT_FAIL_ENTRY",
-        "KVM_EXIT_INTR",
-        "KVM_EXIT_SET_TPR",
-        "KVM_EXIT_TPR_ACCESS",
-        "KVM_EXIT_S390_SIEIC",
-        "KVM_EXIT_S390_RESET",
-        "KVM_EXIT_DCR",
-        "KVM_EXIT_NMI",
-        "KVM_EXIT_INTERNAL_ERROR",
-        "KVM_EXIT_OSI",
-        "KVM_EXIT_PAPR_HCALL",
-        "KVM_EXIT_S390_UCONTROL",
-        "KVM_EXIT_WATCHDOG",
-        "KVM_EXIT_S390_TSCH",
-        "KVM_EXIT_EPR",
-        "KVM_EXIT_SYSTEM_EVENT",
-        "KVM_EXIT_S390_STSI",
-        "KVM_EXIT_IOAPIC_EOI",
-        "KVM_EXIT_HYPERV",
-        "KVM_EXIT_ARM_NISV",
-        "KVM_EXIT_X86_RDMSR",
-        "KVM_EXIT_X86_WRMSR",
-        "KVM_EXIT_DIRTY_RING_FULL",
-        "KVM_EXIT_AP_RESET_HOLD",
-        "KVM_EXIT_X86_BUS_LOCK",
-        "KVM_EXIT_XEN",
-        "KVM_EXIT_RISCV_SBI",
-        "KVM_EXIT_RISCV_CSR",
-        "KVM_EXIT_NOTIFY",
-        "KVM_EXIT_LOONGARCH_IOCSR",
-        "KVM_EXIT_MEMORY_FAULT",
-        "KVM_EXIT_TDX",
-        "KVM_EXIT_ARM_SEA",
-    ];
-    usize::try_from(exit_reason)
-        .ok()
-        .and_then(|i| NAMES.get(i).copied())
-}
+/// The upstream (Linux uapi `KVM_EXIT_*`) name of an exit reason: moved to
+/// [`x86_kvm_base::exit_reason::upstream_exit_name`].
+pub use x86_kvm_base::exit_reason::upstream_exit_name;
 
 /// The upstream (Linux uapi `KVM_CAP_*`) name of the capability numbers around the Heki
 /// ones (232..=239, kvm-bindings 0.14.2), if upstream defines it.

@@ -140,7 +140,7 @@ impl std::fmt::Display for Cause {
             Cause::Unhandled { reason } => write!(
                 f,
                 "exit reason {reason} ({}) has no handler",
-                crate::exit::upstream_exit_name(*reason)
+                crate::exit::exit_display_name(*reason)
             ),
         }
     }

@@ -17,46 +17,21 @@
 use serde::Serialize;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// Size of the kvm_run exit union (`struct kvm_run`, offset 32).
-pub const EXIT_UNION_SIZE: usize = 256;
+/// Size of the kvm_run exit union, from [`x86_kvm_base::kvm_run`].
+pub use x86_kvm_base::kvm_run::EXIT_UNION_SIZE;
 
-/// `KVM_EXIT_UNKNOWN`.
-pub const KVM_EXIT_UNKNOWN: u32 = 0;
-/// `KVM_EXIT_EXCEPTION`.
-pub const KVM_EXIT_EXCEPTION: u32 = 1;
-/// `KVM_EXIT_IO`.
-pub const KVM_EXIT_IO: u32 = 2;
-/// `KVM_EXIT_HYPERCALL`.
-pub const KVM_EXIT_HYPERCALL: u32 = 3;
-/// `KVM_EXIT_DEBUG`.
-pub const KVM_EXIT_DEBUG: u32 = 4;
-/// `KVM_EXIT_HLT`.
-pub const KVM_EXIT_HLT: u32 = 5;
-/// `KVM_EXIT_MMIO`.
-pub const KVM_EXIT_MMIO: u32 = 6;
-/// `KVM_EXIT_IRQ_WINDOW_OPEN`.
-pub const KVM_EXIT_IRQ_WINDOW_OPEN: u32 = 7;
-/// `KVM_EXIT_SHUTDOWN` (triple fault).
-pub const KVM_EXIT_SHUTDOWN: u32 = 8;
-/// `KVM_EXIT_FAIL_ENTRY` (VM entry failed).
-pub const KVM_EXIT_FAIL_ENTRY: u32 = 9;
-/// `KVM_EXIT_INTR` (a signal interrupted KVM_RUN).
-pub const KVM_EXIT_INTR: u32 = 10;
-/// `KVM_EXIT_INTERNAL_ERROR`.
-pub const KVM_EXIT_INTERNAL_ERROR: u32 = 17;
-/// `KVM_EXIT_SYSTEM_EVENT`.
-pub const KVM_EXIT_SYSTEM_EVENT: u32 = 24;
-/// `KVM_EXIT_NOTIFY` (notify VM exit: no event window for too long).
-pub const KVM_EXIT_NOTIFY: u32 = 37;
-/// `KVM_EXIT_MEMORY_FAULT` (upstream owner of 39).
-pub const KVM_EXIT_MEMORY_FAULT: u32 = 39;
-/// `KVM_EXIT_TDX` (upstream owner of 40, Linux 6.16).
-pub const KVM_EXIT_TDX: u32 = 40;
+/// The `KVM_EXIT_*` numbers this module decodes, from kvm-bindings.
+pub use kvm_bindings::{
+    KVM_EXIT_DEBUG, KVM_EXIT_EXCEPTION, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_HYPERCALL,
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IRQ_WINDOW_OPEN,
+    KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, KVM_EXIT_NOTIFY, KVM_EXIT_SHUTDOWN,
+    KVM_EXIT_SYSTEM_EVENT, KVM_EXIT_UNKNOWN,
+};
 
-/// `KVM_EXIT_IO_IN` / `KVM_EXIT_IO_OUT` direction values in `kvm_run.io.direction`.
-pub const KVM_EXIT_IO_IN: u8 = 0;
-/// See [`KVM_EXIT_IO_IN`].
-pub const KVM_EXIT_IO_OUT: u8 = 1;
+/// `KVM_EXIT_IO_IN`: kvm-bindings' value narrowed to the `__u8 direction` of `kvm_run.io`.
+pub const KVM_EXIT_IO_IN: u8 = kvm_bindings::KVM_EXIT_IO_IN as u8;
+/// `KVM_EXIT_IO_OUT`: kvm-bindings' value narrowed to the `__u8 direction` of `kvm_run.io`.
+pub const KVM_EXIT_IO_OUT: u8 = kvm_bindings::KVM_EXIT_IO_OUT as u8;
 
 /// Heki RFC ABI revision selecting how exits 39..=41 are read.
 ///
@@ -455,29 +430,11 @@ fn le8(u: &[u8], at: usize) -> [u8; 8] {
     b
 }
 
-/// Upstream name of an exit reason number (`KVM_EXIT_*`), for messages.
-pub fn upstream_exit_name(reason: u32) -> &'static str {
-    match reason {
-        0 => "KVM_EXIT_UNKNOWN",
-        1 => "KVM_EXIT_EXCEPTION",
-        2 => "KVM_EXIT_IO",
-        3 => "KVM_EXIT_HYPERCALL",
-        4 => "KVM_EXIT_DEBUG",
-        5 => "KVM_EXIT_HLT",
-        6 => "KVM_EXIT_MMIO",
-        7 => "KVM_EXIT_IRQ_WINDOW_OPEN",
-        8 => "KVM_EXIT_SHUTDOWN",
-        9 => "KVM_EXIT_FAIL_ENTRY",
-        10 => "KVM_EXIT_INTR",
-        17 => "KVM_EXIT_INTERNAL_ERROR",
-        24 => "KVM_EXIT_SYSTEM_EVENT",
-        29 => "KVM_EXIT_X86_RDMSR",
-        30 => "KVM_EXIT_X86_WRMSR",
-        37 => "KVM_EXIT_NOTIFY",
-        39 => "KVM_EXIT_MEMORY_FAULT",
-        40 => "KVM_EXIT_TDX",
-        _ => "KVM_EXIT_?",
-    }
+/// Upstream name of an exit reason number for messages: the name from
+/// [`x86_kvm_base::exit_reason::upstream_exit_name`], or `KVM_EXIT_?` when upstream
+/// defines none.
+pub fn exit_display_name(reason: u32) -> &'static str {
+    x86_kvm_base::exit_reason::upstream_exit_name(reason).unwrap_or("KVM_EXIT_?")
 }
 
 #[cfg(test)]
@@ -488,8 +445,6 @@ mod tests {
     #[test]
     fn layouts_match_kvm_bindings() {
         use kvm_bindings::*;
-        assert_eq!(size_of::<kvm_run__bindgen_ty_1>(), EXIT_UNION_SIZE);
-        assert_eq!(offset_of!(kvm_run, __bindgen_anon_1), 32);
         assert_eq!(
             size_of::<KvmRunIo>(),
             size_of::<kvm_run__bindgen_ty_1__bindgen_ty_4>()
@@ -525,12 +480,6 @@ mod tests {
         assert_eq!(
             offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_6, is_write),
             20
-        );
-        assert_eq!(KVM_EXIT_NOTIFY, kvm_bindings::KVM_EXIT_NOTIFY);
-        assert_eq!(KVM_EXIT_MEMORY_FAULT, kvm_bindings::KVM_EXIT_MEMORY_FAULT);
-        assert_eq!(
-            KVM_EXIT_IRQ_WINDOW_OPEN,
-            kvm_bindings::KVM_EXIT_IRQ_WINDOW_OPEN
         );
     }
 
