@@ -16,23 +16,32 @@
 
 #![deny(unsafe_code)]
 
+use core::str::FromStr;
+
 use crate::cr::{Cr4, CR4_PINNABLE_RFC_V2, CR4_PINNABLE_RFC_V3};
 
 /// One published revision of the Heki RFC series (Mickaël Salaün et al.), which fixes
 /// every number the hypercall and the uapi use.
+///
+/// Spelled `rfc-v1`, `rfc-v2`, `rfc-v3` everywhere ([`HekiAbi::slug`], [`FromStr`], serde);
+/// `heki-rfc-vN` is accepted as an alias when parsing.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum HekiAbi {
     /// "[RFC PATCH v1 0/9] Hypervisor-Enforced Kernel Integrity" (2023-05-05):
     /// `KVM_HC_LOCK_CR_UPDATE` = 14 with two arguments, no flags (so no version
     /// query), no exits, no caps.
+    #[cfg_attr(feature = "serde", serde(alias = "heki-rfc-v1"))]
     RfcV1,
     /// "[RFC PATCH v2 00/19]" (2023-11-13): `KVM_HC_LOCK_CR_UPDATE` = 13 with flags,
     /// exits 39/40, caps 235/236, CR4 pinnable mask without FRED.
+    #[cfg_attr(feature = "serde", serde(alias = "heki-rfc-v2"))]
     RfcV2,
     /// "[RFC PATCH v3 0/5] ... - CR pinning" (2024-05-03): same hypercall as v2,
     /// exits 40/41, caps 236/237, CR4 pinnable mask with FRED.
+    #[cfg_attr(feature = "serde", serde(alias = "heki-rfc-v3"))]
     RfcV3,
 }
 
@@ -199,6 +208,44 @@ impl HekiAbi {
             HekiAbi::RfcV2 => "RFC v2",
             HekiAbi::RfcV3 => "RFC v3",
         }
+    }
+}
+
+impl HekiAbi {
+    /// The one spelling of the revision in configurations, command lines and traces
+    /// (`rfc-v2`).
+    pub const fn slug(self) -> &'static str {
+        match self {
+            HekiAbi::RfcV1 => "rfc-v1",
+            HekiAbi::RfcV2 => "rfc-v2",
+            HekiAbi::RfcV3 => "rfc-v3",
+        }
+    }
+
+    /// The older spelling (`heki-rfc-v2`), accepted as an alias by [`FromStr`].
+    pub const fn alias(self) -> &'static str {
+        match self {
+            HekiAbi::RfcV1 => "heki-rfc-v1",
+            HekiAbi::RfcV2 => "heki-rfc-v2",
+            HekiAbi::RfcV3 => "heki-rfc-v3",
+        }
+    }
+}
+
+/// A string that names no Heki ABI revision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown Heki ABI {0:?} (expected rfc-v1, rfc-v2 or rfc-v3)")]
+pub struct UnknownHekiAbi(pub String);
+
+impl FromStr for HekiAbi {
+    type Err = UnknownHekiAbi;
+
+    /// Parses [`HekiAbi::slug`] or [`HekiAbi::alias`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HekiAbi::ALL
+            .into_iter()
+            .find(|abi| s == abi.slug() || s == abi.alias())
+            .ok_or_else(|| UnknownHekiAbi(s.to_owned()))
     }
 }
 

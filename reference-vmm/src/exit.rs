@@ -33,46 +33,70 @@ pub const KVM_EXIT_IO_IN: u8 = kvm_bindings::KVM_EXIT_IO_IN as u8;
 /// `KVM_EXIT_IO_OUT`: kvm-bindings' value narrowed to the `__u8 direction` of `kvm_run.io`.
 pub const KVM_EXIT_IO_OUT: u8 = kvm_bindings::KVM_EXIT_IO_OUT as u8;
 
-/// Heki RFC ABI revision selecting how exits 39..=41 are read.
+/// `--heki-abi`: which Heki ABI revision, if any, reads exits 39..=41. It is a
+/// selection of heki-policy's one [`heki_policy::HekiAbi`] (`None`: exits mean what
+/// upstream says), with its spelling (`none`, `rfc-v2`, `rfc-v3`; the older
+/// `heki-rfc-v2` / `heki-rfc-v3` are accepted as aliases).
 ///
 /// Not upstream: these numbers collide with upstream exits (see module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum HekiAbi {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HekiAbiSelection(Option<heki_policy::HekiAbi>);
+
+/// The old name of [`HekiAbiSelection`] (it was an enum with its own numbers).
+pub type HekiAbi = HekiAbiSelection;
+
+#[allow(non_upper_case_globals)]
+impl HekiAbiSelection {
     /// No Heki ABI: exits 39..=41 mean what upstream says.
-    None,
+    pub const None: Self = HekiAbiSelection(None);
     /// Heki RFC v2 (Nov 2023): configure = 39, denial = 40.
-    RfcV2,
+    pub const RfcV2: Self = HekiAbiSelection(Some(heki_policy::HekiAbi::RfcV2));
     /// Heki RFC v3 (May 2024): configure = 40, denial = 41.
-    RfcV3,
+    pub const RfcV3: Self = HekiAbiSelection(Some(heki_policy::HekiAbi::RfcV3));
+    /// What the command line offers.
+    pub const CHOICES: [Self; 3] = [Self::None, Self::RfcV2, Self::RfcV3];
+
+    /// The selection of `abi` (`None` for none).
+    pub const fn new(abi: Option<heki_policy::HekiAbi>) -> Self {
+        HekiAbiSelection(abi)
+    }
+
+    /// (configure, denial) exit reasons of the revision, if any (from heki-policy's
+    /// [`heki_policy::HekiUapi`]).
+    pub fn exit_reasons(self) -> Option<(u32, u32)> {
+        let uapi = self.0?.uapi()?;
+        Some((uapi.exit_configure(), uapi.exit_denial()))
+    }
+
+    /// The heki-policy ABI revision (`None` for [`HekiAbiSelection::None`]).
+    pub const fn policy_abi(self) -> Option<heki_policy::HekiAbi> {
+        self.0
+    }
+
+    /// Name as used on the command line and in reports: `none`, or heki-policy's
+    /// [`heki_policy::HekiAbi::slug`] (`rfc-v2`, ...).
+    pub fn name(self) -> &'static str {
+        self.0.map_or("none", heki_policy::HekiAbi::slug)
+    }
 }
 
-impl HekiAbi {
-    /// (configure, denial) exit reasons of the revision, if any.
-    pub fn exit_reasons(self) -> Option<(u32, u32)> {
-        match self {
-            HekiAbi::None => None,
-            HekiAbi::RfcV2 => Some((39, 40)),
-            HekiAbi::RfcV3 => Some((40, 41)),
-        }
+impl Serialize for HekiAbiSelection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl clap::ValueEnum for HekiAbiSelection {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::CHOICES
     }
 
-    /// The heki-policy ABI revision (`None` for [`HekiAbi::None`]).
-    pub fn policy_abi(self) -> Option<heki_policy::HekiAbi> {
-        match self {
-            HekiAbi::None => None,
-            HekiAbi::RfcV2 => Some(heki_policy::HekiAbi::RfcV2),
-            HekiAbi::RfcV3 => Some(heki_policy::HekiAbi::RfcV3),
-        }
-    }
-
-    /// Name as used on the command line and in traces (`heki-rfc-v2`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            HekiAbi::None => "none",
-            HekiAbi::RfcV2 => "rfc-v2",
-            HekiAbi::RfcV3 => "rfc-v3",
-        }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let value = clap::builder::PossibleValue::new(self.name());
+        Some(match self.0 {
+            Some(abi) => value.alias(abi.alias()),
+            None => value,
+        })
     }
 }
 
@@ -510,6 +534,30 @@ mod tests {
         assert_eq!(
             Exit::decode(&raw41, HekiAbi::None),
             Ok(Exit::Other { reason: 41 })
+        );
+    }
+
+    /// One spelling with heki-policy (`rfc-v2`); the old `heki-rfc-v2` is an alias.
+    #[test]
+    fn heki_abi_is_heki_policys_with_its_spelling() {
+        use clap::ValueEnum;
+        for abi in HekiAbi::CHOICES {
+            assert_eq!(HekiAbi::from_str(abi.name(), false), Ok(abi));
+            if let Some(policy) = abi.policy_abi() {
+                assert_eq!(abi.name(), policy.slug());
+                assert_eq!(HekiAbi::from_str(policy.alias(), false), Ok(abi));
+                let uapi = policy.uapi().unwrap();
+                assert_eq!(
+                    abi.exit_reasons(),
+                    Some((uapi.exit_configure(), uapi.exit_denial()))
+                );
+            }
+        }
+        assert_eq!(HekiAbi::RfcV2.exit_reasons(), Some((39, 40)));
+        assert_eq!(HekiAbi::None.exit_reasons(), None);
+        assert_eq!(
+            serde_json::to_string(&HekiAbi::RfcV3).unwrap(),
+            "\"rfc-v3\""
         );
     }
 
