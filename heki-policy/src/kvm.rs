@@ -109,3 +109,26 @@ pub fn write_exit_union(run: &mut kvm_run, bytes: &[u8]) {
 pub fn decode_run(abi: Option<HekiAbi>, run: &kvm_run) -> Result<ExitDecode, ExitDecodeError> {
     decode_run_exit(abi, &KvmRunExit::from_kvm_run(run))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    /// The message names the ioctl once; the errno is the `#[source]`, not repeated.
+    #[test]
+    fn errors_print_their_message_once() {
+        let e = KvmError::EnableCap {
+            cap: 236,
+            source: kvm_ioctls::Error::new(22),
+        };
+        assert_eq!(e.to_string(), "KVM_ENABLE_CAP(236) failed");
+        assert_eq!(
+            e.source().unwrap().to_string(),
+            "Invalid argument (os error 22)"
+        );
+        let e = KvmError::CreateVm(kvm_ioctls::Error::new(24));
+        assert_eq!(e.to_string(), "KVM_CREATE_VM for the scratch VM failed");
+        assert!(e.source().is_some());
+    }
+}

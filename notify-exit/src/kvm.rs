@@ -288,6 +288,25 @@ mod tests {
         );
     }
 
+    /// The message names the ioctl once; the errno is the `#[source]`, not repeated.
+    #[test]
+    fn errors_print_their_message_once() {
+        use std::error::Error;
+        let e = KvmSetupError::EnableCap {
+            cap: KVM_CAP_X86_NOTIFY_VMEXIT,
+            arg: 3,
+            source: kvm_ioctls::Error::new(22),
+        };
+        assert_eq!(e.to_string(), "KVM_ENABLE_CAP(219, 0x3) failed");
+        assert_eq!(
+            e.source().unwrap().to_string(),
+            "Invalid argument (os error 22)"
+        );
+        let e = KvmSetupError::CreateVm(kvm_ioctls::Error::new(24));
+        assert_eq!(e.to_string(), "KVM_CREATE_VM failed");
+        assert!(e.source().is_some());
+    }
+
     fn empty_setup() -> NotifySetup {
         NotifySetup {
             config: NotifyConfig::new(NotifyVmexitMode::Disable, 0),
