@@ -164,6 +164,18 @@ pub fn from_run_exit(exit: &KvmRunExit) -> Result<NotifyExit, DecodeError> {
 /// Decodes the notify exit in a live `kvm_run`, e.g. kvm-ioctls' `VcpuFd::get_kvm_run()`
 /// after `VcpuExit::Unsupported(37)`. Safe, and needs no `kvm` feature: the one `unsafe`
 /// read of the exit union is [`KvmRunExit::from_kvm_run`].
+///
+/// ```
+/// use notify_exit::exit::{from_kvm_run, KVM_EXIT_NOTIFY};
+///
+/// // In the run loop: `Ok(VcpuExit::Unsupported(37)) => from_kvm_run(vcpu.get_kvm_run())`.
+/// // A `kvm_run` value stands in for the vCPU's mapping here.
+/// let mut run = kvm_bindings::kvm_run::default();
+/// run.exit_reason = KVM_EXIT_NOTIFY;
+/// run.__bindgen_anon_1.notify.flags = kvm_bindings::KVM_NOTIFY_CONTEXT_INVALID;
+/// assert!(from_kvm_run(&run)?.context_invalid());
+/// # Ok::<(), notify_exit::DecodeError>(())
+/// ```
 pub fn from_kvm_run(run: &kvm_bindings::kvm_run) -> Result<NotifyExit, DecodeError> {
     from_run_exit(&KvmRunExit::from_kvm_run(run))
 }
