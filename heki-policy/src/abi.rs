@@ -16,23 +16,32 @@
 
 #![deny(unsafe_code)]
 
+use core::str::FromStr;
+
 use crate::cr::{Cr4, CR4_PINNABLE_RFC_V2, CR4_PINNABLE_RFC_V3};
 
 /// One published revision of the Heki RFC series (Mickaël Salaün et al.), which fixes
 /// every number the hypercall and the uapi use.
+///
+/// Spelled `rfc-v1`, `rfc-v2`, `rfc-v3` everywhere ([`HekiAbi::slug`], [`FromStr`], serde);
+/// `heki-rfc-vN` is accepted as an alias when parsing.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum HekiAbi {
     /// "[RFC PATCH v1 0/9] Hypervisor-Enforced Kernel Integrity" (2023-05-05):
     /// `KVM_HC_LOCK_CR_UPDATE` = 14 with two arguments, no flags (so no version
     /// query), no exits, no caps.
+    #[cfg_attr(feature = "serde", serde(alias = "heki-rfc-v1"))]
     RfcV1,
     /// "[RFC PATCH v2 00/19]" (2023-11-13): `KVM_HC_LOCK_CR_UPDATE` = 13 with flags,
     /// exits 39/40, caps 235/236, CR4 pinnable mask without FRED.
+    #[cfg_attr(feature = "serde", serde(alias = "heki-rfc-v2"))]
     RfcV2,
     /// "[RFC PATCH v3 0/5] ... - CR pinning" (2024-05-03): same hypercall as v2,
     /// exits 40/41, caps 236/237, CR4 pinnable mask with FRED.
+    #[cfg_attr(feature = "serde", serde(alias = "heki-rfc-v3"))]
     RfcV3,
 }
 
@@ -202,6 +211,44 @@ impl HekiAbi {
     }
 }
 
+impl HekiAbi {
+    /// The one spelling of the revision in configurations, command lines and traces
+    /// (`rfc-v2`).
+    pub const fn slug(self) -> &'static str {
+        match self {
+            HekiAbi::RfcV1 => "rfc-v1",
+            HekiAbi::RfcV2 => "rfc-v2",
+            HekiAbi::RfcV3 => "rfc-v3",
+        }
+    }
+
+    /// The older spelling (`heki-rfc-v2`), accepted as an alias by [`FromStr`].
+    pub const fn alias(self) -> &'static str {
+        match self {
+            HekiAbi::RfcV1 => "heki-rfc-v1",
+            HekiAbi::RfcV2 => "heki-rfc-v2",
+            HekiAbi::RfcV3 => "heki-rfc-v3",
+        }
+    }
+}
+
+/// A string that names no Heki ABI revision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown Heki ABI {0:?} (expected rfc-v1, rfc-v2 or rfc-v3)")]
+pub struct UnknownHekiAbi(pub String);
+
+impl FromStr for HekiAbi {
+    type Err = UnknownHekiAbi;
+
+    /// Parses [`HekiAbi::slug`] or [`HekiAbi::alias`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HekiAbi::ALL
+            .into_iter()
+            .find(|abi| s == abi.slug() || s == abi.alias())
+            .ok_or_else(|| UnknownHekiAbi(s.to_owned()))
+    }
+}
+
 impl core::fmt::Display for HekiAbi {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(self.name())
@@ -217,59 +264,9 @@ pub fn classify_cap(abi: Option<HekiAbi>, cap: u32) -> Result<HekiCap, Option<&'
         .ok_or(upstream_cap_name(cap))
 }
 
-/// The upstream (Linux uapi `KVM_EXIT_*`) name of an exit reason, if upstream defines it.
-///
-/// 0..=39 as in kvm-bindings 0.14.2; 40 (`KVM_EXIT_TDX`, Linux 6.16) and 41
-/// (`KVM_EXIT_ARM_SEA`, Linux 6.19 headers) are newer than kvm-bindings.
-pub fn upstream_exit_name(exit_reason: u32) -> Option<&'static str> {
-    const NAMES: [&str; 42] = [
-        "KVM_EXIT_UNKNOWN",
-        "KVM_EXIT_EXCEPTION",
-        "KVM_EXIT_IO",
-        "KVM_EXIT_HYPERCALL",
-        "KVM_EXIT_DEBUG",
-        "KVM_EXIT_HLT",
-        "KVM_EXIT_MMIO",
-        "KVM_EXIT_IRQ_WINDOW_OPEN",
-        "KVM_EXIT_SHUTDOWN",
-        "KVM_EXIT_FAIL_ENTRY",
-        "KVM_EXIT_INTR",
-        "KVM_EXIT_SET_TPR",
-        "KVM_EXIT_TPR_ACCESS",
-        "KVM_EXIT_S390_SIEIC",
-        "KVM_EXIT_S390_RESET",
-        "KVM_EXIT_DCR",
-        "KVM_EXIT_NMI",
-        "KVM_EXIT_INTERNAL_ERROR",
-        "KVM_EXIT_OSI",
-        "KVM_EXIT_PAPR_HCALL",
-        "KVM_EXIT_S390_UCONTROL",
-        "KVM_EXIT_WATCHDOG",
-        "KVM_EXIT_S390_TSCH",
-        "KVM_EXIT_EPR",
-        "KVM_EXIT_SYSTEM_EVENT",
-        "KVM_EXIT_S390_STSI",
-        "KVM_EXIT_IOAPIC_EOI",
-        "KVM_EXIT_HYPERV",
-        "KVM_EXIT_ARM_NISV",
-        "KVM_EXIT_X86_RDMSR",
-        "KVM_EXIT_X86_WRMSR",
-        "KVM_EXIT_DIRTY_RING_FULL",
-        "KVM_EXIT_AP_RESET_HOLD",
-        "KVM_EXIT_X86_BUS_LOCK",
-        "KVM_EXIT_XEN",
-        "KVM_EXIT_RISCV_SBI",
-        "KVM_EXIT_RISCV_CSR",
-        "KVM_EXIT_NOTIFY",
-        "KVM_EXIT_LOONGARCH_IOCSR",
-        "KVM_EXIT_MEMORY_FAULT",
-        "KVM_EXIT_TDX",
-        "KVM_EXIT_ARM_SEA",
-    ];
-    usize::try_from(exit_reason)
-        .ok()
-        .and_then(|i| NAMES.get(i).copied())
-}
+/// The upstream (Linux uapi `KVM_EXIT_*`) name of an exit reason: moved to
+/// [`x86_kvm_base::exit_reason::upstream_exit_name`].
+pub use x86_kvm_base::exit_reason::upstream_exit_name;
 
 /// The upstream (Linux uapi `KVM_CAP_*`) name of the capability numbers around the Heki
 /// ones (232..=239, kvm-bindings 0.14.2), if upstream defines it.

@@ -27,12 +27,13 @@ use crate::abi::{upstream_exit_name, HekiAbi, HekiExitKind};
 use crate::cap::HekiExitReasons;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// Byte offset of the exit union (`__bindgen_anon_1`) in `struct kvm_run` on x86-64.
-pub const KVM_RUN_EXIT_UNION_OFFSET: usize = 32;
-/// Size in bytes of the kvm_run exit union (`char padding[256]`).
-pub const KVM_RUN_EXIT_UNION_SIZE: usize = 256;
-/// Byte offset of `exit_reason` (u32) in `struct kvm_run`.
-pub const KVM_RUN_EXIT_REASON_OFFSET: usize = 8;
+use x86_kvm_base::kvm_run::KvmRunExit;
+/// Offsets and size of the `struct kvm_run` fields read here, moved to
+/// [`x86_kvm_base::kvm_run`] (derived from kvm-bindings' `kvm_run`).
+pub use x86_kvm_base::kvm_run::{
+    EXIT_REASON_OFFSET as KVM_RUN_EXIT_REASON_OFFSET,
+    EXIT_UNION_OFFSET as KVM_RUN_EXIT_UNION_OFFSET, EXIT_UNION_SIZE as KVM_RUN_EXIT_UNION_SIZE,
+};
 /// Size in bytes of either Heki union member.
 pub const HEKI_EXIT_SIZE: usize = 64;
 
@@ -316,6 +317,15 @@ pub fn decode_exit(
         return not_heki(NotHekiCause::OtherExit(abi));
     };
     HekiExit::from_bytes(kind, union_bytes).map(ExitDecode::Heki)
+}
+
+/// Decode an exit read by [`x86_kvm_base::kvm_run`] (from a live `kvm_run` or its
+/// bytes) for the caller's ABI selection (see [`decode_exit`]).
+pub fn decode_run_exit(
+    abi: Option<HekiAbi>,
+    exit: &KvmRunExit,
+) -> Result<ExitDecode, ExitDecodeError> {
+    decode_exit(abi, exit.reason(), exit.union())
 }
 
 /// Decode from a whole `struct kvm_run` as bytes (at least 96 bytes: header and the

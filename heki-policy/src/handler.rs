@@ -115,17 +115,12 @@ pub enum HekiAnomaly {
     },
 }
 
-/// Whether a log line was written for this exit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LogDecision {
-    /// Written; `suppressed_before` lines were dropped since the previous one.
-    Emitted {
-        /// Lines suppressed in the previous window.
-        suppressed_before: u64,
-    },
-    /// Dropped by the rate limit (counted).
-    Suppressed,
-}
+/// Whether a log line was written for this exit: [`LogPermit`] of
+/// [`x86_kvm_base::ratelimit`] (`Allow { suppressed }` / `Suppress`; this name was an
+/// enum with variants `Emitted { suppressed_before }` / `Suppressed`).
+pub use x86_kvm_base::ratelimit::LogPermit as LogDecision;
+/// The rate limiter, moved to [`x86_kvm_base::ratelimit`].
+pub use x86_kvm_base::ratelimit::{LogPermit, RateLimit};
 
 /// The handler's answer to one exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -140,7 +135,7 @@ pub struct HekiDecision {
     /// The first anomaly found, if any.
     pub anomaly: Option<HekiAnomaly>,
     /// Whether a log line was written.
-    pub log: LogDecision,
+    pub log: LogPermit,
 }
 
 /// Counters (saturating).
@@ -165,73 +160,6 @@ pub struct HekiStats {
     pub logs_emitted: u64,
     /// Log lines dropped by the rate limit.
     pub logs_suppressed: u64,
-}
-
-/// Linux-style rate limit (`___ratelimit()`): at most `burst` lines per `interval`;
-/// the first line of a new window reports how many were suppressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RateLimit {
-    interval: Duration,
-    burst: u32,
-    window_start: Option<Duration>,
-    printed: u32,
-    missed: u64,
-}
-
-impl RateLimit {
-    /// Linux's default: 10 lines per 5 s (`DEFAULT_RATELIMIT_BURST`/`_INTERVAL`).
-    pub const DEFAULT: RateLimit = RateLimit::new(Duration::from_secs(5), 10);
-
-    /// `burst` lines per `interval`. A zero interval disables limiting; a zero burst
-    /// suppresses everything.
-    pub const fn new(interval: Duration, burst: u32) -> Self {
-        RateLimit {
-            interval,
-            burst,
-            window_start: None,
-            printed: 0,
-            missed: 0,
-        }
-    }
-
-    /// Decide for a line at time `now` (any monotonic clock). A clock going back by less
-    /// than `interval` stays in the current window; going back by `interval` or more is
-    /// taken as a clock reset and opens a new window, so one bogus far-future timestamp
-    /// cannot silence the log until the clock catches up with it.
-    pub fn check(&mut self, now: Duration) -> LogDecision {
-        if self.interval.is_zero() {
-            return LogDecision::Emitted {
-                suppressed_before: 0,
-            };
-        }
-        let mut suppressed_before = 0;
-        let expired = match self.window_start {
-            None => true,
-            Some(start) => now.abs_diff(start) >= self.interval,
-        };
-        if expired {
-            self.window_start = Some(now);
-            self.printed = 0;
-            suppressed_before = core::mem::take(&mut self.missed);
-        }
-        if self.printed < self.burst {
-            self.printed += 1;
-            LogDecision::Emitted { suppressed_before }
-        } else {
-            // Keep a count carried over from an expired window too.
-            self.missed = self
-                .missed
-                .saturating_add(suppressed_before)
-                .saturating_add(1);
-            LogDecision::Suppressed
-        }
-    }
-}
-
-impl Default for RateLimit {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
 }
 
 /// The VMM's handler for both Heki exits of one VM.
@@ -433,16 +361,18 @@ impl HekiExitHandler {
         now: Duration,
         level: log::Level,
         line: impl FnOnce(u64) -> String,
-    ) -> LogDecision {
+    ) -> LogPermit {
         let decision = self.limit.check(now);
         match decision {
-            LogDecision::Emitted { suppressed_before } => {
+            LogPermit::Allow {
+                suppressed: suppressed_before,
+            } => {
                 self.stats.logs_emitted = self.stats.logs_emitted.saturating_add(1);
                 if log::log_enabled!(target: "heki", level) {
                     log::log!(target: "heki", level, "{}", line(suppressed_before));
                 }
             }
-            LogDecision::Suppressed => {
+            LogPermit::Suppress => {
                 self.stats.logs_suppressed = self.stats.logs_suppressed.saturating_add(1);
             }
         }
@@ -455,7 +385,7 @@ impl HekiExitHandler {
         verdict: Verdict,
         denied_bits: u64,
         anomaly: Option<HekiAnomaly>,
-        log: LogDecision,
+        log: LogPermit,
     ) -> HekiDecision {
         if anomaly.is_some() {
             self.stats.anomalies = self.stats.anomalies.saturating_add(1);

@@ -24,7 +24,8 @@
 use crate::abi::HekiAbi;
 
 /// `KVM_LOCK_CR_UPDATE_VERSION` (`arch/x86/include/uapi/asm/kvm_para.h` in RFC v2/v3):
-/// the only defined flag of a2. Not a collision risk: it only has meaning inside this
+/// the only defined flag of a2. **Not upstream uapi**: Heki was never merged, so
+/// kvm-bindings does not have it. Not a collision risk: it only has meaning inside this
 /// hypercall.
 pub const KVM_LOCK_CR_UPDATE_VERSION: u64 = 1 << 0;
 

@@ -47,11 +47,13 @@ use crate::cr::{Cr0, Cr4};
 use crate::policy::PinnedCrs;
 
 /// `KVM_POSSIBLE_CR0_GUEST_BITS` (Linux `arch/x86/kvm/kvm_cache_regs.h`): CR0 bits KVM
-/// may leave guest-owned (TS always, WP with EPT).
+/// may leave guest-owned (TS always, WP with EPT). **Kernel-internal, not uapi**: no
+/// kvm-bindings counterpart.
 pub const KVM_POSSIBLE_CR0_GUEST_BITS: Cr0 = Cr0::TS.union(Cr0::WP);
 
 /// `KVM_POSSIBLE_CR4_GUEST_BITS` as of Linux 6.16 (`arch/x86/kvm/kvm_cache_regs.h`): CR4
-/// bits KVM may leave guest-owned. Newer kernels add CET; see
+/// bits KVM may leave guest-owned. **Kernel-internal, not uapi**. Newer kernels add CET;
+/// see
 /// [`KVM_POSSIBLE_CR4_GUEST_BITS_WITH_CET`].
 pub const KVM_POSSIBLE_CR4_GUEST_BITS: Cr4 = Cr4::PVI
     .union(Cr4::DE)

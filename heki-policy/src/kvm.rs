@@ -1,28 +1,31 @@
 //! KVM glue (feature `kvm`): the probe over real ioctls, enabling the caps, and the
 //! kvm_run exit union as bytes.
 //!
-//! The only module with `unsafe` (reading/writing the kvm_run exit union as bytes).
+//! No `unsafe`: the exit union is read by [`x86_kvm_base::kvm_run`].
 
 use crate::abi::{HekiAbi, HekiCap};
 use crate::cap::{CapError, HekiExitReasons};
-use crate::exit::{decode_exit, ExitDecode, ExitDecodeError, KVM_RUN_EXIT_UNION_SIZE};
+use crate::exit::{decode_run_exit, ExitDecode, ExitDecodeError, KVM_RUN_EXIT_UNION_SIZE};
 use crate::probe::{probe as probe_with, CapQuery, HekiSupport, HekiSupported};
-use kvm_bindings::{kvm_enable_cap, kvm_run};
+use kvm_bindings::kvm_run;
 use kvm_ioctls::{Kvm, VmFd};
+use x86_kvm_base::cap::enable_cap_request;
+use x86_kvm_base::kvm_run::KvmRunExit;
 
 /// Errors of the KVM glue.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum KvmError {
     /// `KVM_CREATE_VM` for the probe's scratch VM failed.
-    #[error("KVM_CREATE_VM for the scratch VM failed: {0}")]
-    CreateVm(kvm_ioctls::Error),
+    #[error("KVM_CREATE_VM for the scratch VM failed")]
+    CreateVm(#[source] kvm_ioctls::Error),
     /// `KVM_ENABLE_CAP` failed.
-    #[error("KVM_ENABLE_CAP({cap}) failed: {source}")]
+    #[error("KVM_ENABLE_CAP({cap}) failed")]
     EnableCap {
         /// The cap number.
         cap: u32,
         /// The ioctl error.
+        #[source]
         source: kvm_ioctls::Error,
     },
     /// The reasons have bits the RFC rejects.
@@ -55,12 +58,9 @@ impl CapQuery for KvmCapQuery<'_> {
         i64::from(self.vm.check_extension_raw(cap.into()))
     }
     fn enable_on_scratch_vm(&mut self, cap: u32, arg: u64) -> Result<(), i32> {
-        let req = kvm_enable_cap {
-            cap,
-            args: [arg, 0, 0, 0],
-            ..Default::default()
-        };
-        self.vm.enable_cap(&req).map_err(|e| e.errno())
+        self.vm
+            .enable_cap(&enable_cap_request(cap, arg))
+            .map_err(|e| e.errno())
     }
 }
 
@@ -82,29 +82,16 @@ pub fn enable_cap(
     reasons: HekiExitReasons,
 ) -> Result<(), KvmError> {
     let number = proof.uapi().cap(cap);
-    let req = kvm_enable_cap {
-        cap: number,
-        args: [reasons.to_enable_arg()?, 0, 0, 0],
-        ..Default::default()
-    };
+    let req = enable_cap_request(number, reasons.to_enable_arg()?);
     vm.enable_cap(&req).map_err(|source| KvmError::EnableCap {
         cap: number,
         source,
     })
 }
 
-/// A copy of the kvm_run exit union as bytes.
+/// A copy of the kvm_run exit union as bytes (read by [`KvmRunExit::from_kvm_run`]).
 pub fn exit_union_bytes(run: &kvm_run) -> [u8; KVM_RUN_EXIT_UNION_SIZE] {
-    const _: () = assert!(
-        core::mem::size_of::<kvm_bindings::kvm_run__bindgen_ty_1>() == KVM_RUN_EXIT_UNION_SIZE
-    );
-    let union_ptr =
-        core::ptr::addr_of!(run.__bindgen_anon_1).cast::<[u8; KVM_RUN_EXIT_UNION_SIZE]>();
-    // SAFETY: the union is exactly KVM_RUN_EXIT_UNION_SIZE bytes (asserted above), lives
-    // inside `run` which we borrow, and every byte of it is initialised (it starts with
-    // `char padding[256]`, and kvm_run is shared memory the kernel fills); [u8; N] has
-    // no invalid values and alignment 1, so reading it unaligned is fine.
-    unsafe { core::ptr::read_unaligned(union_ptr) }
+    *KvmRunExit::from_kvm_run(run).union()
 }
 
 /// Write `bytes` at the start of the kvm_run exit union (for a stand-in or a test that
@@ -114,15 +101,34 @@ pub fn write_exit_union(run: &mut kvm_run, bytes: &[u8]) {
     for (dst, src) in union.iter_mut().zip(bytes) {
         *dst = *src;
     }
-    let union_ptr =
-        core::ptr::addr_of_mut!(run.__bindgen_anon_1).cast::<[u8; KVM_RUN_EXIT_UNION_SIZE]>();
-    // SAFETY: same region as in exit_union_bytes, borrowed mutably; every byte pattern is
-    // a valid value of the union (it contains `char padding[256]`).
-    unsafe { core::ptr::write_unaligned(union_ptr, union) }
+    KvmRunExit::new(run.exit_reason, &union).write_to(run);
 }
 
 /// Decode the exit in `run` for the caller's ABI selection (see
-/// [`decode_exit`]).
+/// [`decode_exit`](crate::exit::decode_exit)).
 pub fn decode_run(abi: Option<HekiAbi>, run: &kvm_run) -> Result<ExitDecode, ExitDecodeError> {
-    decode_exit(abi, run.exit_reason, &exit_union_bytes(run))
+    decode_run_exit(abi, &KvmRunExit::from_kvm_run(run))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    /// The message names the ioctl once; the errno is the `#[source]`, not repeated.
+    #[test]
+    fn errors_print_their_message_once() {
+        let e = KvmError::EnableCap {
+            cap: 236,
+            source: kvm_ioctls::Error::new(22),
+        };
+        assert_eq!(e.to_string(), "KVM_ENABLE_CAP(236) failed");
+        assert_eq!(
+            e.source().unwrap().to_string(),
+            "Invalid argument (os error 22)"
+        );
+        let e = KvmError::CreateVm(kvm_ioctls::Error::new(24));
+        assert_eq!(e.to_string(), "KVM_CREATE_VM for the scratch VM failed");
+        assert!(e.source().is_some());
+    }
 }

@@ -15,7 +15,7 @@
 //! - [`probe`]: deciding whether a kernel really has a revision's uapi;
 //! - `kvm` (feature `kvm`): the probe and cap enabling over kvm-ioctls.
 
-#![cfg_attr(not(feature = "kvm"), forbid(unsafe_code))]
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod abi;

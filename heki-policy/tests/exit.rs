@@ -346,3 +346,31 @@ fn upstream_names_match_kvm_bindings() {
         }
     }
 }
+
+/// One spelling (`rfc-v2`), the old one (`heki-rfc-v2`) accepted as an alias.
+#[test]
+fn abi_has_one_spelling_and_accepts_the_old_one() {
+    use heki_policy::abi::UnknownHekiAbi;
+    for abi in HekiAbi::ALL {
+        assert_eq!(abi.slug().parse::<HekiAbi>(), Ok(abi));
+        assert_eq!(abi.alias().parse::<HekiAbi>(), Ok(abi));
+        assert_eq!(abi.alias(), format!("heki-{}", abi.slug()));
+    }
+    assert_eq!(HekiAbi::RfcV2.slug(), "rfc-v2");
+    assert_eq!(
+        "rfc-v9".parse::<HekiAbi>(),
+        Err(UnknownHekiAbi("rfc-v9".to_owned()))
+    );
+}
+
+/// serde uses the same spelling and accepts the alias.
+#[cfg(feature = "serde")]
+#[test]
+fn abi_serde_spelling() {
+    assert_eq!(
+        serde_json::to_string(&HekiAbi::RfcV3).unwrap(),
+        "\"rfc-v3\""
+    );
+    let old: HekiAbi = serde_json::from_str("\"heki-rfc-v2\"").unwrap();
+    assert_eq!(old, HekiAbi::RfcV2);
+}

@@ -10,16 +10,7 @@ use heki_policy::{ExitDecode, HekiAbi, HekiExit, HekiExitReason, HekiSupport};
 use kvm_ioctls::Kvm;
 
 fn open_kvm() -> Option<Kvm> {
-    match Kvm::new() {
-        Ok(k) => Some(k),
-        Err(e) => {
-            if std::env::var("VMM_TEST_REQUIRE_KVM").as_deref() == Ok("1") {
-                panic!("skipping: /dev/kvm not available ({e})");
-            }
-            println!("skipping: /dev/kvm not available");
-            None
-        }
-    }
+    test_support::kvm_or_skip()
 }
 
 #[test]

@@ -25,19 +25,18 @@ use std::fmt;
 
 use crate::config::NotifyConfig;
 
-/// `KVM_CAP_X86_TRIPLE_FAULT_EVENT`: `KVM_{GET,SET}_VCPU_EVENTS` carry a pending triple
-/// fault (`KVM_VCPUEVENT_VALID_TRIPLE_FAULT`). Needed to synthesize a triple fault.
-pub const KVM_CAP_X86_TRIPLE_FAULT_EVENT: u32 = 218;
-/// `KVM_CAP_X86_NOTIFY_VMEXIT`: Intel Notify VM exit (VMX secondary control bit 31).
-pub const KVM_CAP_X86_NOTIFY_VMEXIT: u32 = 219;
+/// `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (218: `KVM_{GET,SET}_VCPU_EVENTS` carry a pending
+/// triple fault, needed to synthesize one), `KVM_CAP_X86_NOTIFY_VMEXIT` (219: Intel Notify
+/// VM exit, VMX secondary control bit 31), and the flags of its argument
+/// (`KVM_X86_NOTIFY_VMEXIT_ENABLED`: turn the exit on for every vCPU;
+/// `KVM_X86_NOTIFY_VMEXIT_USER`: also exit to userspace for valid-context exits), from
+/// kvm-bindings.
+pub use kvm_bindings::{
+    KVM_CAP_X86_NOTIFY_VMEXIT, KVM_CAP_X86_TRIPLE_FAULT_EVENT, KVM_X86_NOTIFY_VMEXIT_ENABLED,
+    KVM_X86_NOTIFY_VMEXIT_USER,
+};
 /// `args[0]` that enables `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (KVM stores it as a boolean).
 pub const TRIPLE_FAULT_EVENT_ENABLE_ARG: u64 = 1;
-
-/// `KVM_X86_NOTIFY_VMEXIT_ENABLED`: turn the Notify VM exit on for every vCPU.
-pub const KVM_X86_NOTIFY_VMEXIT_ENABLED: u32 = 1 << 0;
-/// `KVM_X86_NOTIFY_VMEXIT_USER`: also exit to userspace for valid-context exits (KVM
-/// always exits to userspace for invalid-context ones).
-pub const KVM_X86_NOTIFY_VMEXIT_USER: u32 = 1 << 1;
 
 /// Flags in bits 31:0 of the `KVM_CAP_X86_NOTIFY_VMEXIT` argument. Unknown bits are kept
 /// (see [`NotifyVmexitFlags::unknown_bits`]) so a value can be carried unchanged.
@@ -203,8 +202,8 @@ impl NotifyCaps {
     /// Interprets raw `KVM_CHECK_EXTENSION` results (negative or zero means absent).
     pub const fn from_check_extension(notify_vmexit: i32, triple_fault_event: i32) -> Self {
         NotifyCaps {
-            notify_vmexit: notify_vmexit > 0,
-            triple_fault_event: triple_fault_event > 0,
+            notify_vmexit: x86_kvm_base::cap::is_supported(notify_vmexit),
+            triple_fault_event: x86_kvm_base::cap::is_supported(triple_fault_event),
         }
     }
 }
@@ -215,26 +214,6 @@ mod tests {
     use crate::config::NotifyVmexitMode;
 
     const WINDOWS: [u32; 4] = [0, 1, 128, u32::MAX];
-
-    #[test]
-    fn constants_match_kvm_bindings() {
-        assert_eq!(
-            KVM_CAP_X86_NOTIFY_VMEXIT,
-            kvm_bindings::KVM_CAP_X86_NOTIFY_VMEXIT
-        );
-        assert_eq!(
-            KVM_CAP_X86_TRIPLE_FAULT_EVENT,
-            kvm_bindings::KVM_CAP_X86_TRIPLE_FAULT_EVENT
-        );
-        assert_eq!(
-            u64::from(KVM_X86_NOTIFY_VMEXIT_ENABLED),
-            u64::from(kvm_bindings::KVM_X86_NOTIFY_VMEXIT_ENABLED)
-        );
-        assert_eq!(
-            u64::from(KVM_X86_NOTIFY_VMEXIT_USER),
-            u64::from(kvm_bindings::KVM_X86_NOTIFY_VMEXIT_USER)
-        );
-    }
 
     #[test]
     fn encodes_exactly_what_qemu_requests() {

@@ -14,8 +14,8 @@
 //!
 //! kvm-ioctls 0.25 has no variant for this exit: `VcpuFd::run()` returns
 //! `VcpuExit::Unsupported(37)`. [`decode`] takes the exit reason and the union bytes, so
-//! the same code serves a live `kvm_run` (see `kvm::exit_from_kvm_run` with the `kvm`
-//! feature) and a replayed trace.
+//! the same code serves a live `kvm_run` ([`from_kvm_run`], no feature needed) and a replayed
+//! trace.
 
 #![deny(unsafe_code)]
 
@@ -23,24 +23,24 @@ use std::fmt;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// `KVM_EXIT_NOTIFY`: `kvm_run.exit_reason` of a Notify VM exit.
-pub const KVM_EXIT_NOTIFY: u32 = 37;
-/// `KVM_EXIT_SHUTDOWN`: the exit a synthesized (or real) triple fault produces.
-pub const KVM_EXIT_SHUTDOWN: u32 = 8;
-/// `KVM_EXIT_INTERNAL_ERROR`: what QEMU reports for a notify exit it refuses to resume.
-pub const KVM_EXIT_INTERNAL_ERROR: u32 = 17;
-/// `KVM_NOTIFY_CONTEXT_INVALID`: bit 0 of `kvm_run.notify.flags`.
-pub const KVM_NOTIFY_CONTEXT_INVALID: u32 = 1 << 0;
+/// `KVM_EXIT_NOTIFY` (37), `KVM_EXIT_SHUTDOWN` (8: the exit a synthesized or real triple
+/// fault produces), `KVM_EXIT_INTERNAL_ERROR` (17: what QEMU reports for a notify exit it
+/// refuses to resume) and `KVM_NOTIFY_CONTEXT_INVALID` (bit 0 of `kvm_run.notify.flags`),
+/// from kvm-bindings.
+pub use kvm_bindings::{
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_NOTIFY, KVM_EXIT_SHUTDOWN, KVM_NOTIFY_CONTEXT_INVALID,
+};
 /// VMX basic exit reason of the Notify VM exit (`EXIT_REASON_NOTIFY`), for traces taken
 /// below KVM.
 pub const EXIT_REASON_NOTIFY: u32 = 75;
 
-/// Byte offset of `exit_reason` (`__u32`) in `struct kvm_run`.
-pub const KVM_RUN_EXIT_REASON_OFFSET: usize = 8;
-/// Byte offset of the exit union in `struct kvm_run`.
-pub const KVM_RUN_EXIT_UNION_OFFSET: usize = 32;
-/// Size of the exit union in `struct kvm_run` (its `padding[256]` member).
-pub const KVM_RUN_EXIT_UNION_SIZE: usize = 256;
+use x86_kvm_base::kvm_run::{KvmRunError, KvmRunExit};
+/// Offsets and size of the `struct kvm_run` fields read here, moved to
+/// [`x86_kvm_base::kvm_run`] (derived from kvm-bindings' `kvm_run`).
+pub use x86_kvm_base::kvm_run::{
+    EXIT_REASON_OFFSET as KVM_RUN_EXIT_REASON_OFFSET,
+    EXIT_UNION_OFFSET as KVM_RUN_EXIT_UNION_OFFSET, EXIT_UNION_SIZE as KVM_RUN_EXIT_UNION_SIZE,
+};
 
 /// `kvm_run.notify`: the exit-union member of `KVM_EXIT_NOTIFY`, as C lays it out.
 #[repr(C)]
@@ -155,21 +155,50 @@ pub fn decode(exit_reason: u32, union_bytes: &[u8]) -> Result<NotifyExit, Decode
     Ok(member.into())
 }
 
-/// Decodes a `KVM_EXIT_NOTIFY` from the bytes of a whole `struct kvm_run` (or at least its
-/// first 36 bytes): `exit_reason` at offset 8, the union at offset 32.
+/// Decodes a `KVM_EXIT_NOTIFY` from a [`KvmRunExit`], the exit as
+/// [`x86_kvm_base::kvm_run`] reads it out of `kvm_run` (live or from bytes).
+pub fn from_run_exit(exit: &KvmRunExit) -> Result<NotifyExit, DecodeError> {
+    decode(exit.reason(), exit.union())
+}
+
+/// Decodes the notify exit in a live `kvm_run`, e.g. kvm-ioctls' `VcpuFd::get_kvm_run()`
+/// after `VcpuExit::Unsupported(37)`. Safe, and needs no `kvm` feature: the one `unsafe`
+/// read of the exit union is [`KvmRunExit::from_kvm_run`].
+///
+/// ```
+/// use notify_exit::exit::{from_kvm_run, KVM_EXIT_NOTIFY};
+///
+/// // In the run loop: `Ok(VcpuExit::Unsupported(37)) => from_kvm_run(vcpu.get_kvm_run())`.
+/// // A `kvm_run` value stands in for the vCPU's mapping here.
+/// let mut run = kvm_bindings::kvm_run::default();
+/// run.exit_reason = KVM_EXIT_NOTIFY;
+/// run.__bindgen_anon_1.notify.flags = kvm_bindings::KVM_NOTIFY_CONTEXT_INVALID;
+/// assert!(from_kvm_run(&run)?.context_invalid());
+/// # Ok::<(), notify_exit::DecodeError>(())
+/// ```
+pub fn from_kvm_run(run: &kvm_bindings::kvm_run) -> Result<NotifyExit, DecodeError> {
+    from_run_exit(&KvmRunExit::from_kvm_run(run))
+}
+
+/// Decodes a `KVM_EXIT_NOTIFY` from the bytes of a whole `struct kvm_run` (at least up to
+/// the end of the exit union, 288 bytes): `exit_reason` at offset 8, the union at 32.
 pub fn decode_kvm_run_bytes(kvm_run: &[u8]) -> Result<NotifyExit, DecodeError> {
-    let needed = KVM_RUN_EXIT_UNION_OFFSET + size_of::<KvmRunNotify>();
-    let truncated = DecodeError::Truncated {
-        needed,
-        got: kvm_run.len(),
-    };
-    let reason_bytes = kvm_run.get(KVM_RUN_EXIT_REASON_OFFSET..).ok_or(truncated)?;
-    let (exit_reason, _) = u32::read_from_prefix(reason_bytes).map_err(|_| truncated)?;
-    if exit_reason != KVM_EXIT_NOTIFY {
-        return Err(DecodeError::NotNotifyExit { exit_reason });
+    let exit = KvmRunExit::from_kvm_run_bytes(kvm_run).map_err(DecodeError::from)?;
+    from_run_exit(&exit)
+}
+
+impl From<KvmRunError> for DecodeError {
+    fn from(e: KvmRunError) -> Self {
+        match e {
+            KvmRunError::Truncated { needed, got } => DecodeError::Truncated { needed, got },
+            // A reader error added by a newer x86-kvm-base: report it as truncation of
+            // the whole structure.
+            _ => DecodeError::Truncated {
+                needed: KVM_RUN_EXIT_UNION_OFFSET + KVM_RUN_EXIT_UNION_SIZE,
+                got: 0,
+            },
+        }
     }
-    let union = kvm_run.get(KVM_RUN_EXIT_UNION_OFFSET..).ok_or(truncated)?;
-    decode(exit_reason, union).map_err(|_| truncated)
 }
 
 /// Why bytes did not decode as a notify exit.
@@ -199,32 +228,32 @@ mod tests {
 
     #[test]
     fn layout_matches_kvm_bindings() {
-        use kvm_bindings::{kvm_run, kvm_run__bindgen_ty_1, kvm_run__bindgen_ty_1__bindgen_ty_26};
+        use kvm_bindings::kvm_run__bindgen_ty_1__bindgen_ty_26;
         assert_eq!(
             size_of::<KvmRunNotify>(),
             size_of::<kvm_run__bindgen_ty_1__bindgen_ty_26>()
         );
         assert_eq!(offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_26, flags), 0);
         assert_eq!(offset_of!(KvmRunNotify, flags), 0);
-        assert_eq!(
-            offset_of!(kvm_run, __bindgen_anon_1),
-            KVM_RUN_EXIT_UNION_OFFSET
-        );
-        assert_eq!(offset_of!(kvm_run, exit_reason), KVM_RUN_EXIT_REASON_OFFSET);
-        assert_eq!(size_of::<kvm_run__bindgen_ty_1>(), KVM_RUN_EXIT_UNION_SIZE);
     }
 
+    /// A live `kvm_run` (as kvm-ioctls' `get_kvm_run()` returns) decodes with no unsafe.
     #[test]
-    fn constants_match_kvm_bindings() {
-        assert_eq!(KVM_EXIT_NOTIFY, kvm_bindings::KVM_EXIT_NOTIFY);
-        assert_eq!(KVM_EXIT_SHUTDOWN, kvm_bindings::KVM_EXIT_SHUTDOWN);
+    fn decodes_a_kvm_run_value_safely() {
+        let mut run = kvm_bindings::kvm_run {
+            exit_reason: KVM_EXIT_NOTIFY,
+            ..Default::default()
+        };
+        run.__bindgen_anon_1.notify.flags = KVM_NOTIFY_CONTEXT_INVALID | 0x100;
+        let e = from_kvm_run(&run).unwrap();
+        assert!(e.context_invalid());
+        assert_eq!(e.flags.unknown_bits(), 0x100);
+        run.exit_reason = kvm_bindings::KVM_EXIT_HLT;
         assert_eq!(
-            KVM_EXIT_INTERNAL_ERROR,
-            kvm_bindings::KVM_EXIT_INTERNAL_ERROR
-        );
-        assert_eq!(
-            KVM_NOTIFY_CONTEXT_INVALID,
-            kvm_bindings::KVM_NOTIFY_CONTEXT_INVALID
+            from_kvm_run(&run),
+            Err(DecodeError::NotNotifyExit {
+                exit_reason: kvm_bindings::KVM_EXIT_HLT
+            })
         );
     }
 
@@ -277,15 +306,18 @@ mod tests {
         let e = decode_kvm_run_bytes(&bytes).unwrap();
         assert_eq!(e.flags.bits(), 0x11);
         assert_eq!(
-            decode_kvm_run_bytes(&bytes[..35]),
+            decode_kvm_run_bytes(&bytes[..287]),
             Err(DecodeError::Truncated {
-                needed: 36,
-                got: 35
+                needed: 288,
+                got: 287
             })
         );
         assert_eq!(
             decode_kvm_run_bytes(&bytes[..4]),
-            Err(DecodeError::Truncated { needed: 36, got: 4 })
+            Err(DecodeError::Truncated {
+                needed: 288,
+                got: 4
+            })
         );
         bytes[KVM_RUN_EXIT_REASON_OFFSET] = 8;
         assert_eq!(

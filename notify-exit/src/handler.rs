@@ -16,6 +16,7 @@
 
 use crate::exit::{self, DecodeError, NotifyExit};
 use crate::policy::{NotifyAction, NotifyPolicy};
+
 use crate::ratelimit::{LogPermit, LogRateLimiter};
 use crate::stats::{NotifyStats, StormConfig, StormDetector, StormEvent};
 

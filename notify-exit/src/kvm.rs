@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! KVM glue (feature `kvm`): probing, enabling the caps in the right order, and reading a
-//! notify exit out of a live `kvm_run`. Every ioctl and every `unsafe` of the crate is here.
+//! notify exit out of a live `kvm_run`. Every ioctl of the crate is here; the crate has no
+//! `unsafe` (the exit union is read by [`x86_kvm_base::kvm_run`]).
 //!
 //! # Ordering by construction
 //!
@@ -27,8 +28,9 @@
 
 use std::os::raw::c_ulong;
 
-use kvm_bindings::{kvm_enable_cap, kvm_run};
+use kvm_bindings::kvm_run;
 use kvm_ioctls::{Kvm, VmFd};
+use x86_kvm_base::cap::{enable_cap_request, plan};
 
 use crate::cap::{
     NotifyCapArg, NotifyCaps, KVM_CAP_X86_NOTIFY_VMEXIT, KVM_CAP_X86_TRIPLE_FAULT_EVENT,
@@ -36,7 +38,11 @@ use crate::cap::{
 };
 use crate::config::{NotifyConfig, NotifyVmexitMode};
 use crate::exit::{self, DecodeError, NotifyExit};
+
 use crate::policy::NotifyPolicy;
+/// [`CapOutcome`] and [`Requirement`] moved to [`x86_kvm_base::cap`], shared with
+/// vcpu-events.
+pub use x86_kvm_base::cap::{CapOutcome, Requirement};
 
 /// Probes both caps with `KVM_CHECK_EXTENSION` on the system fd (`/dev/kvm`).
 pub fn probe_kvm(kvm: &Kvm) -> NotifyCaps {
@@ -54,43 +60,12 @@ pub fn probe_vm(vm: &VmFd) -> NotifyCaps {
     )
 }
 
-/// Whether a missing capability is acceptable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Requirement {
-    /// Report a missing cap as [`CapOutcome::NotSupportedByHost`] (QEMU's behaviour).
-    #[default]
-    Optional,
-    /// Fail with [`KvmSetupError::NotSupportedByHost`] when the cap is missing.
-    Required,
-}
-
-/// What enabling a cap did.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum CapOutcome {
-    /// `KVM_ENABLE_CAP` succeeded.
-    Enabled,
-    /// `KVM_CHECK_EXTENSION` reported the cap absent; nothing was called.
-    NotSupportedByHost,
-    /// The configuration does not ask for it (`notify-vmexit=disable`), or it was not
-    /// attempted; nothing was called.
-    NotRequested,
-}
-
-impl CapOutcome {
-    /// Whether the cap is on.
-    pub const fn is_enabled(self) -> bool {
-        matches!(self, CapOutcome::Enabled)
-    }
-}
-
 /// Why setting up the caps failed.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum KvmSetupError {
     /// `KVM_CREATE_VM` failed.
-    #[error("KVM_CREATE_VM failed: {0}")]
+    #[error("KVM_CREATE_VM failed")]
     CreateVm(#[source] kvm_ioctls::Error),
     /// The cap is absent and the caller required it.
     #[error("KVM capability {cap} is not supported by this host's KVM")]
@@ -100,7 +75,7 @@ pub enum KvmSetupError {
     },
     /// The host has the cap but `KVM_ENABLE_CAP` failed (for 219: `-EINVAL` if a vCPU
     /// already exists).
-    #[error("KVM_ENABLE_CAP({cap}, {arg:#x}) failed: {source}")]
+    #[error("KVM_ENABLE_CAP({cap}, {arg:#x}) failed")]
     EnableCap {
         /// The capability number.
         cap: u32,
@@ -273,30 +248,20 @@ fn enable(
     arg: u64,
     requirement: Requirement,
 ) -> Result<CapOutcome, KvmSetupError> {
-    if !supported {
-        return match requirement {
-            Requirement::Optional => Ok(CapOutcome::NotSupportedByHost),
-            Requirement::Required => Err(KvmSetupError::NotSupportedByHost { cap }),
-        };
+    match plan(cap, supported, requirement) {
+        Ok(None) => {}
+        Ok(Some(skipped)) => return Ok(skipped),
+        Err(missing) => return Err(KvmSetupError::NotSupportedByHost { cap: missing.cap }),
     }
-    let mut enable_cap = kvm_enable_cap {
-        cap,
-        ..Default::default()
-    };
-    enable_cap.args[0] = arg;
-    vm.enable_cap(&enable_cap)
+    vm.enable_cap(&enable_cap_request(cap, arg))
         .map_err(|source| KvmSetupError::EnableCap { cap, arg, source })?;
     Ok(CapOutcome::Enabled)
 }
 
 /// Decodes the notify exit in a live `kvm_run` (from `VcpuFd::get_kvm_run()` after
-/// `VcpuExit::Unsupported(37)`).
+/// `VcpuExit::Unsupported(37)`). Same as [`exit::from_kvm_run`], which needs no feature.
 pub fn exit_from_kvm_run(run: &kvm_run) -> Result<NotifyExit, DecodeError> {
-    // SAFETY: every member of the exit union is plain integers, and the union is 256
-    // initialized bytes (KVM's mmap of the vCPU, or a Default-zeroed value), so reading
-    // `notify.flags`, the first 4 bytes, is defined whichever member KVM last wrote.
-    let flags = unsafe { run.__bindgen_anon_1.notify.flags };
-    exit::decode(run.exit_reason, &flags.to_ne_bytes())
+    exit::from_kvm_run(run)
 }
 
 #[cfg(test)]
@@ -321,6 +286,25 @@ mod tests {
                 exit_reason: kvm_bindings::KVM_EXIT_HLT
             })
         );
+    }
+
+    /// The message names the ioctl once; the errno is the `#[source]`, not repeated.
+    #[test]
+    fn errors_print_their_message_once() {
+        use std::error::Error;
+        let e = KvmSetupError::EnableCap {
+            cap: KVM_CAP_X86_NOTIFY_VMEXIT,
+            arg: 3,
+            source: kvm_ioctls::Error::new(22),
+        };
+        assert_eq!(e.to_string(), "KVM_ENABLE_CAP(219, 0x3) failed");
+        assert_eq!(
+            e.source().unwrap().to_string(),
+            "Invalid argument (os error 22)"
+        );
+        let e = KvmSetupError::CreateVm(kvm_ioctls::Error::new(24));
+        assert_eq!(e.to_string(), "KVM_CREATE_VM failed");
+        assert!(e.source().is_some());
     }
 
     fn empty_setup() -> NotifySetup {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 #![doc = include_str!("../README.md")]
-#![cfg_attr(not(feature = "kvm"), forbid(unsafe_code))]
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod cap;

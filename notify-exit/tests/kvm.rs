@@ -20,19 +20,8 @@ use notify_exit::{
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-/// Opens /dev/kvm, or returns None after printing the skip message (panics instead when
-/// VMM_TEST_REQUIRE_KVM=1).
 fn kvm() -> Option<Kvm> {
-    match Kvm::new() {
-        Ok(kvm) => Some(kvm),
-        Err(e) => {
-            if std::env::var("VMM_TEST_REQUIRE_KVM").as_deref() == Ok("1") {
-                panic!("skipping: /dev/kvm not available ({e})");
-            }
-            println!("skipping: /dev/kvm not available");
-            None
-        }
-    }
+    test_support::kvm_or_skip()
 }
 
 const GUEST_MEM: usize = 0x10000;

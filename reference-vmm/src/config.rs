@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::exit::HekiAbi;
+use crate::exit::HekiAbiSelection;
 use crate::guests::Guest;
 
 /// `--notify-vmexit`: what to do with notify VM exits (QEMU's accelerator property).
@@ -56,8 +56,8 @@ pub struct Policy {
     pub notify_mode: NotifyMode,
     /// `--notify-window` (crystal clock cycles; 0 is safe, hardware adds a threshold).
     pub notify_window: u32,
-    /// `--heki-abi`.
-    pub heki_abi: HekiAbi,
+    /// `--heki-abi`: a selection of heki-policy's `HekiAbi` (`none`, `rfc-v2`, `rfc-v3`).
+    pub heki_abi: HekiAbiSelection,
     /// `--heki-exits`.
     pub heki_exits: HekiExits,
     /// `--heki-denial`.
@@ -69,7 +69,7 @@ impl Default for Policy {
         Policy {
             notify_mode: NotifyMode::Run,
             notify_window: 0,
-            heki_abi: HekiAbi::None,
+            heki_abi: HekiAbiSelection::None,
             heki_exits: HekiExits::All,
             heki_denial: HekiDenialAction::Gp,
         }

@@ -17,87 +17,86 @@
 use serde::Serialize;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// Size of the kvm_run exit union (`struct kvm_run`, offset 32).
-pub const EXIT_UNION_SIZE: usize = 256;
+/// Size of the kvm_run exit union, from [`x86_kvm_base::kvm_run`].
+pub use x86_kvm_base::kvm_run::EXIT_UNION_SIZE;
 
-/// `KVM_EXIT_UNKNOWN`.
-pub const KVM_EXIT_UNKNOWN: u32 = 0;
-/// `KVM_EXIT_EXCEPTION`.
-pub const KVM_EXIT_EXCEPTION: u32 = 1;
-/// `KVM_EXIT_IO`.
-pub const KVM_EXIT_IO: u32 = 2;
-/// `KVM_EXIT_HYPERCALL`.
-pub const KVM_EXIT_HYPERCALL: u32 = 3;
-/// `KVM_EXIT_DEBUG`.
-pub const KVM_EXIT_DEBUG: u32 = 4;
-/// `KVM_EXIT_HLT`.
-pub const KVM_EXIT_HLT: u32 = 5;
-/// `KVM_EXIT_MMIO`.
-pub const KVM_EXIT_MMIO: u32 = 6;
-/// `KVM_EXIT_IRQ_WINDOW_OPEN`.
-pub const KVM_EXIT_IRQ_WINDOW_OPEN: u32 = 7;
-/// `KVM_EXIT_SHUTDOWN` (triple fault).
-pub const KVM_EXIT_SHUTDOWN: u32 = 8;
-/// `KVM_EXIT_FAIL_ENTRY` (VM entry failed).
-pub const KVM_EXIT_FAIL_ENTRY: u32 = 9;
-/// `KVM_EXIT_INTR` (a signal interrupted KVM_RUN).
-pub const KVM_EXIT_INTR: u32 = 10;
-/// `KVM_EXIT_INTERNAL_ERROR`.
-pub const KVM_EXIT_INTERNAL_ERROR: u32 = 17;
-/// `KVM_EXIT_SYSTEM_EVENT`.
-pub const KVM_EXIT_SYSTEM_EVENT: u32 = 24;
-/// `KVM_EXIT_NOTIFY` (notify VM exit: no event window for too long).
-pub const KVM_EXIT_NOTIFY: u32 = 37;
-/// `KVM_EXIT_MEMORY_FAULT` (upstream owner of 39).
-pub const KVM_EXIT_MEMORY_FAULT: u32 = 39;
-/// `KVM_EXIT_TDX` (upstream owner of 40, Linux 6.16).
-pub const KVM_EXIT_TDX: u32 = 40;
+/// The `KVM_EXIT_*` numbers this module decodes, from kvm-bindings.
+pub use kvm_bindings::{
+    KVM_EXIT_DEBUG, KVM_EXIT_EXCEPTION, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_HYPERCALL,
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IRQ_WINDOW_OPEN,
+    KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, KVM_EXIT_NOTIFY, KVM_EXIT_SHUTDOWN,
+    KVM_EXIT_SYSTEM_EVENT, KVM_EXIT_UNKNOWN,
+};
 
-/// `KVM_EXIT_IO_IN` / `KVM_EXIT_IO_OUT` direction values in `kvm_run.io.direction`.
-pub const KVM_EXIT_IO_IN: u8 = 0;
-/// See [`KVM_EXIT_IO_IN`].
-pub const KVM_EXIT_IO_OUT: u8 = 1;
+/// `KVM_EXIT_IO_IN`: kvm-bindings' value narrowed to the `__u8 direction` of `kvm_run.io`.
+pub const KVM_EXIT_IO_IN: u8 = kvm_bindings::KVM_EXIT_IO_IN as u8;
+/// `KVM_EXIT_IO_OUT`: kvm-bindings' value narrowed to the `__u8 direction` of `kvm_run.io`.
+pub const KVM_EXIT_IO_OUT: u8 = kvm_bindings::KVM_EXIT_IO_OUT as u8;
 
-/// Heki RFC ABI revision selecting how exits 39..=41 are read.
+/// `--heki-abi`: which Heki ABI revision, if any, reads exits 39..=41. It is a
+/// selection of heki-policy's one [`heki_policy::HekiAbi`] (`None`: exits mean what
+/// upstream says), with its spelling (`none`, `rfc-v2`, `rfc-v3`; the older
+/// `heki-rfc-v2` / `heki-rfc-v3` are accepted as aliases).
 ///
 /// Not upstream: these numbers collide with upstream exits (see module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum HekiAbi {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HekiAbiSelection(Option<heki_policy::HekiAbi>);
+
+/// The old name of [`HekiAbiSelection`] (it was an enum with its own numbers).
+pub type HekiAbi = HekiAbiSelection;
+
+#[allow(non_upper_case_globals)]
+impl HekiAbiSelection {
     /// No Heki ABI: exits 39..=41 mean what upstream says.
-    None,
+    pub const None: Self = HekiAbiSelection(None);
     /// Heki RFC v2 (Nov 2023): configure = 39, denial = 40.
-    RfcV2,
+    pub const RfcV2: Self = HekiAbiSelection(Some(heki_policy::HekiAbi::RfcV2));
     /// Heki RFC v3 (May 2024): configure = 40, denial = 41.
-    RfcV3,
+    pub const RfcV3: Self = HekiAbiSelection(Some(heki_policy::HekiAbi::RfcV3));
+    /// What the command line offers.
+    pub const CHOICES: [Self; 3] = [Self::None, Self::RfcV2, Self::RfcV3];
+
+    /// The selection of `abi` (`None` for none).
+    pub const fn new(abi: Option<heki_policy::HekiAbi>) -> Self {
+        HekiAbiSelection(abi)
+    }
+
+    /// (configure, denial) exit reasons of the revision, if any (from heki-policy's
+    /// [`heki_policy::HekiUapi`]).
+    pub fn exit_reasons(self) -> Option<(u32, u32)> {
+        let uapi = self.0?.uapi()?;
+        Some((uapi.exit_configure(), uapi.exit_denial()))
+    }
+
+    /// The heki-policy ABI revision (`None` for [`HekiAbiSelection::None`]).
+    pub const fn policy_abi(self) -> Option<heki_policy::HekiAbi> {
+        self.0
+    }
+
+    /// Name as used on the command line and in reports: `none`, or heki-policy's
+    /// [`heki_policy::HekiAbi::slug`] (`rfc-v2`, ...).
+    pub fn name(self) -> &'static str {
+        self.0.map_or("none", heki_policy::HekiAbi::slug)
+    }
 }
 
-impl HekiAbi {
-    /// (configure, denial) exit reasons of the revision, if any.
-    pub fn exit_reasons(self) -> Option<(u32, u32)> {
-        match self {
-            HekiAbi::None => None,
-            HekiAbi::RfcV2 => Some((39, 40)),
-            HekiAbi::RfcV3 => Some((40, 41)),
-        }
+impl Serialize for HekiAbiSelection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl clap::ValueEnum for HekiAbiSelection {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::CHOICES
     }
 
-    /// The heki-policy ABI revision (`None` for [`HekiAbi::None`]).
-    pub fn policy_abi(self) -> Option<heki_policy::HekiAbi> {
-        match self {
-            HekiAbi::None => None,
-            HekiAbi::RfcV2 => Some(heki_policy::HekiAbi::RfcV2),
-            HekiAbi::RfcV3 => Some(heki_policy::HekiAbi::RfcV3),
-        }
-    }
-
-    /// Name as used on the command line and in traces (`heki-rfc-v2`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            HekiAbi::None => "none",
-            HekiAbi::RfcV2 => "rfc-v2",
-            HekiAbi::RfcV3 => "rfc-v3",
-        }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let value = clap::builder::PossibleValue::new(self.name());
+        Some(match self.0 {
+            Some(abi) => value.alias(abi.alias()),
+            None => value,
+        })
     }
 }
 
@@ -461,29 +460,11 @@ fn le8(u: &[u8], at: usize) -> [u8; 8] {
     b
 }
 
-/// Upstream name of an exit reason number (`KVM_EXIT_*`), for messages.
-pub fn upstream_exit_name(reason: u32) -> &'static str {
-    match reason {
-        0 => "KVM_EXIT_UNKNOWN",
-        1 => "KVM_EXIT_EXCEPTION",
-        2 => "KVM_EXIT_IO",
-        3 => "KVM_EXIT_HYPERCALL",
-        4 => "KVM_EXIT_DEBUG",
-        5 => "KVM_EXIT_HLT",
-        6 => "KVM_EXIT_MMIO",
-        7 => "KVM_EXIT_IRQ_WINDOW_OPEN",
-        8 => "KVM_EXIT_SHUTDOWN",
-        9 => "KVM_EXIT_FAIL_ENTRY",
-        10 => "KVM_EXIT_INTR",
-        17 => "KVM_EXIT_INTERNAL_ERROR",
-        24 => "KVM_EXIT_SYSTEM_EVENT",
-        29 => "KVM_EXIT_X86_RDMSR",
-        30 => "KVM_EXIT_X86_WRMSR",
-        37 => "KVM_EXIT_NOTIFY",
-        39 => "KVM_EXIT_MEMORY_FAULT",
-        40 => "KVM_EXIT_TDX",
-        _ => "KVM_EXIT_?",
-    }
+/// Upstream name of an exit reason number for messages: the name from
+/// [`x86_kvm_base::exit_reason::upstream_exit_name`], or `KVM_EXIT_?` when upstream
+/// defines none.
+pub fn exit_display_name(reason: u32) -> &'static str {
+    x86_kvm_base::exit_reason::upstream_exit_name(reason).unwrap_or("KVM_EXIT_?")
 }
 
 #[cfg(test)]
@@ -494,8 +475,6 @@ mod tests {
     #[test]
     fn layouts_match_kvm_bindings() {
         use kvm_bindings::*;
-        assert_eq!(size_of::<kvm_run__bindgen_ty_1>(), EXIT_UNION_SIZE);
-        assert_eq!(offset_of!(kvm_run, __bindgen_anon_1), 32);
         assert_eq!(
             size_of::<KvmRunIo>(),
             size_of::<kvm_run__bindgen_ty_1__bindgen_ty_4>()
@@ -532,12 +511,6 @@ mod tests {
             offset_of!(kvm_run__bindgen_ty_1__bindgen_ty_6, is_write),
             20
         );
-        assert_eq!(KVM_EXIT_NOTIFY, kvm_bindings::KVM_EXIT_NOTIFY);
-        assert_eq!(KVM_EXIT_MEMORY_FAULT, kvm_bindings::KVM_EXIT_MEMORY_FAULT);
-        assert_eq!(
-            KVM_EXIT_IRQ_WINDOW_OPEN,
-            kvm_bindings::KVM_EXIT_IRQ_WINDOW_OPEN
-        );
     }
 
     #[test]
@@ -567,6 +540,30 @@ mod tests {
         assert_eq!(
             Exit::decode(&raw41, HekiAbi::None),
             Ok(Exit::Other { reason: 41 })
+        );
+    }
+
+    /// One spelling with heki-policy (`rfc-v2`); the old `heki-rfc-v2` is an alias.
+    #[test]
+    fn heki_abi_is_heki_policys_with_its_spelling() {
+        use clap::ValueEnum;
+        for abi in HekiAbi::CHOICES {
+            assert_eq!(HekiAbi::from_str(abi.name(), false), Ok(abi));
+            if let Some(policy) = abi.policy_abi() {
+                assert_eq!(abi.name(), policy.slug());
+                assert_eq!(HekiAbi::from_str(policy.alias(), false), Ok(abi));
+                let uapi = policy.uapi().unwrap();
+                assert_eq!(
+                    abi.exit_reasons(),
+                    Some((uapi.exit_configure(), uapi.exit_denial()))
+                );
+            }
+        }
+        assert_eq!(HekiAbi::RfcV2.exit_reasons(), Some((39, 40)));
+        assert_eq!(HekiAbi::None.exit_reasons(), None);
+        assert_eq!(
+            serde_json::to_string(&HekiAbi::RfcV3).unwrap(),
+            "\"rfc-v3\""
         );
     }
 

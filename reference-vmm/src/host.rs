@@ -38,7 +38,7 @@ pub struct HostReport {
 }
 
 /// The fixture decoded when the host has no VMX.
-pub const VMX_FIXTURE: &str = include_str!("../fixtures/arrowlake-core-ultra-5-245k.json");
+pub const VMX_FIXTURE: &str = include_str!("../../fixtures/vmx/arrowlake-core-ultra-5-245k.json");
 
 /// VMX part of the host section.
 #[derive(Clone, Debug, Serialize)]

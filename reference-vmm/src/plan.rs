@@ -10,12 +10,10 @@ use serde::{Serialize, Serializer};
 use crate::config::{HekiExits, NotifyMode, Policy};
 use crate::exit::HekiAbi;
 
-/// `KVM_CAP_EXCEPTION_PAYLOAD`.
-pub const KVM_CAP_EXCEPTION_PAYLOAD: u32 = 164;
-/// `KVM_CAP_X86_TRIPLE_FAULT_EVENT`.
-pub const KVM_CAP_X86_TRIPLE_FAULT_EVENT: u32 = 218;
-/// `KVM_CAP_X86_NOTIFY_VMEXIT`.
-pub const KVM_CAP_X86_NOTIFY_VMEXIT: u32 = 219;
+/// The capabilities a run enables, from kvm-bindings.
+pub use kvm_bindings::{
+    KVM_CAP_EXCEPTION_PAYLOAD, KVM_CAP_X86_NOTIFY_VMEXIT, KVM_CAP_X86_TRIPLE_FAULT_EVENT,
+};
 
 /// One `KVM_ENABLE_CAP` step.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

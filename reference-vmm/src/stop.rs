@@ -320,7 +320,7 @@ impl std::fmt::Display for StopCause {
             StopCause::UnhandledExit { exit_reason } => write!(
                 f,
                 "exit reason {exit_reason} ({}) has no handler",
-                crate::exit::upstream_exit_name(*exit_reason)
+                crate::exit::exit_display_name(*exit_reason)
             ),
             StopCause::HekiExitWithoutAbi => {
                 write!(f, "a Heki exit reached the handlers without a Heki ABI")

@@ -18,7 +18,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use crate::action::Actions;
 use crate::apply::{ApplyError, Target};
 use crate::config::RunConfig;
-use crate::exit::{Exit, HekiAbi, RawExit, EXIT_UNION_SIZE};
+use crate::exit::{Exit, HekiAbi, RawExit};
 use crate::guests::{Guest, GUEST_LOAD_ADDR};
 use crate::handlers::{self, RunState};
 use crate::plan::{self, CapStep};
@@ -605,19 +605,11 @@ impl ExitSource for KvmSource<'_> {
     }
 }
 
-/// Reads the exit union (offset 32 of kvm_run) after `KVM_RUN` returned `reason`.
+/// Reads the exit union of kvm_run after `KVM_RUN` returned `reason` (through
+/// [`x86_kvm_base::kvm_run::KvmRunExit`], the one reader of the union).
 fn raw_exit(vcpu: &mut VcpuFd, reason: u32) -> RawExit {
-    let run = vcpu.get_kvm_run();
-    // SAFETY: `padding` is the `[c_char; 256]` member spanning the whole exit
-    // union; every bit pattern is a valid byte array, and KVM wrote the union
-    // before KVM_RUN returned.
-    #[allow(unsafe_code)]
-    let bytes: [std::os::raw::c_char; EXIT_UNION_SIZE] = unsafe { run.__bindgen_anon_1.padding };
-    let mut raw = RawExit::new(reason);
-    for (d, s) in raw.union.iter_mut().zip(bytes.iter()) {
-        *d = *s as u8;
-    }
-    raw
+    let exit = x86_kvm_base::kvm_run::KvmRunExit::from_kvm_run(vcpu.get_kvm_run());
+    RawExit::new(reason).with_union(exit.union())
 }
 
 /// What `VcpuFd::run` returned, decoded without the exit's data borrow.

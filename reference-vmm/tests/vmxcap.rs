@@ -2,13 +2,13 @@
 
 //! The `vmxcap` binary: output formats, exit statuses and error lines of every
 //! subcommand. (Byte-exactness of every format is tested in vmx-caps itself; here the
-//! built binary is run on the fixtures vmx-caps ships.)
+//! built binary is run on the repository's fixtures, `fixtures/vmx/`.)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../vmx-caps/tests/data")
+    test_support::vmx_fixtures_dir()
 }
 
 fn fixture(name: &str) -> PathBuf {

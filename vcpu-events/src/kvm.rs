@@ -14,7 +14,7 @@
 //!   [`Injector`] against a `VcpuFd`.
 //! * [`VcpuStateIo`] for `VcpuFd`, so [`crate::restore`] works on a real vCPU.
 
-use kvm_bindings::{kvm_enable_cap, kvm_interrupt, kvm_regs, kvm_sregs, KVMIO};
+use kvm_bindings::{kvm_interrupt, kvm_regs, kvm_sregs, KVMIO};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use vmm_sys_util::errno;
 use vmm_sys_util::ioctl::ioctl_with_ref;
@@ -25,12 +25,15 @@ use crate::restore::VcpuStateIo;
 use crate::validate::{validate, GuestContext, KvmContext, Report};
 use crate::vcpu_events::{BuildError, VcpuEvents};
 
-/// `KVM_CAP_EXCEPTION_PAYLOAD`.
-pub const KVM_CAP_EXCEPTION_PAYLOAD: u32 = 164;
-/// `KVM_CAP_X86_TRIPLE_FAULT_EVENT`.
-pub const KVM_CAP_X86_TRIPLE_FAULT_EVENT: u32 = 218;
-/// `KVM_CAP_X86_SMM`.
-pub const KVM_CAP_X86_SMM: u32 = 117;
+/// `KVM_CAP_EXCEPTION_PAYLOAD`, `KVM_CAP_X86_TRIPLE_FAULT_EVENT` and `KVM_CAP_X86_SMM`,
+/// from kvm-bindings.
+pub use kvm_bindings::{
+    KVM_CAP_EXCEPTION_PAYLOAD, KVM_CAP_X86_SMM, KVM_CAP_X86_TRIPLE_FAULT_EVENT,
+};
+/// [`CapOutcome`] moved to [`x86_kvm_base::cap`] (shared with notify-exit); what was
+/// `CapOutcome::Unsupported` is [`CapOutcome::NotSupportedByHost`].
+pub use x86_kvm_base::cap::CapOutcome;
+use x86_kvm_base::cap::{enable_cap_request, is_supported};
 
 mod ioctls {
     use super::*;
@@ -90,23 +93,6 @@ pub enum KvmError {
     Injector(#[from] InjectorError),
 }
 
-/// Outcome of enabling one capability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CapOutcome {
-    /// KVM_ENABLE_CAP succeeded.
-    Enabled,
-    /// KVM_CHECK_EXTENSION reports 0: the kernel does not have it.
-    Unsupported,
-}
-
-impl CapOutcome {
-    /// Enabled.
-    pub fn is_enabled(self) -> bool {
-        self == CapOutcome::Enabled
-    }
-}
-
 /// The event capabilities of a VM after [`enable_event_caps`].
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,15 +119,10 @@ impl VmEventCaps {
 
 /// Enables `cap` with args\[0\] = 1 if KVM reports it.
 pub fn enable_cap(vm: &VmFd, cap: u32) -> Result<CapOutcome, KvmError> {
-    if vm.check_extension_raw(u64::from(cap) as _) <= 0 {
-        return Ok(CapOutcome::Unsupported);
+    if !is_supported(vm.check_extension_raw(u64::from(cap) as _)) {
+        return Ok(CapOutcome::NotSupportedByHost);
     }
-    let req = kvm_enable_cap {
-        cap,
-        args: [1, 0, 0, 0],
-        ..Default::default()
-    };
-    vm.enable_cap(&req)
+    vm.enable_cap(&enable_cap_request(cap, 1))
         .map(|()| CapOutcome::Enabled)
         .map_err(|source| KvmError::EnableCap { cap, source })
 }
@@ -153,7 +134,7 @@ pub fn enable_event_caps(vm: &VmFd) -> Result<VmEventCaps, KvmError> {
     Ok(VmEventCaps {
         exception_payload: enable_cap(vm, KVM_CAP_EXCEPTION_PAYLOAD)?,
         triple_fault_event: enable_cap(vm, KVM_CAP_X86_TRIPLE_FAULT_EVENT)?,
-        smm: vm.check_extension_raw(u64::from(KVM_CAP_X86_SMM) as _) > 0,
+        smm: is_supported(vm.check_extension_raw(u64::from(KVM_CAP_X86_SMM) as _)),
     })
 }
 
@@ -334,18 +315,5 @@ mod tests {
     fn kvm_interrupt_number_matches_uapi() {
         // _IOW(0xAE, 0x86, 4 bytes) = dir 1 << 30 | size 4 << 16 | 0xAE << 8 | 0x86.
         assert_eq!(kvm_interrupt_request(), 0x4004_ae86);
-    }
-
-    #[test]
-    fn cap_numbers_match_bindings() {
-        assert_eq!(
-            KVM_CAP_EXCEPTION_PAYLOAD,
-            kvm_bindings::KVM_CAP_EXCEPTION_PAYLOAD
-        );
-        assert_eq!(
-            KVM_CAP_X86_TRIPLE_FAULT_EVENT,
-            kvm_bindings::KVM_CAP_X86_TRIPLE_FAULT_EVENT
-        );
-        assert_eq!(KVM_CAP_X86_SMM, kvm_bindings::KVM_CAP_X86_SMM);
     }
 }

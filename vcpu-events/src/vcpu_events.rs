@@ -24,24 +24,22 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::event::{Event, EventStatus, ExceptionPayload, HardwareException, Interruptibility};
 
-/// `KVM_VCPUEVENT_VALID_NMI_PENDING`: on SET, `nmi.pending` is written.
-pub const KVM_VCPUEVENT_VALID_NMI_PENDING: u32 = 0x01;
-/// `KVM_VCPUEVENT_VALID_SIPI_VECTOR`: on SET, `sipi_vector` is written.
-pub const KVM_VCPUEVENT_VALID_SIPI_VECTOR: u32 = 0x02;
-/// `KVM_VCPUEVENT_VALID_SHADOW`: `interrupt.shadow` is valid.
-pub const KVM_VCPUEVENT_VALID_SHADOW: u32 = 0x04;
-/// `KVM_VCPUEVENT_VALID_SMM`: the `smi` sub-struct is valid.
-pub const KVM_VCPUEVENT_VALID_SMM: u32 = 0x08;
-/// `KVM_VCPUEVENT_VALID_PAYLOAD`: `exception.pending`, `exception_has_payload`
-/// and `exception_payload` are valid (needs KVM_CAP_EXCEPTION_PAYLOAD).
-pub const KVM_VCPUEVENT_VALID_PAYLOAD: u32 = 0x10;
-/// `KVM_VCPUEVENT_VALID_TRIPLE_FAULT`: `triple_fault.pending` is valid (needs
-/// KVM_CAP_X86_TRIPLE_FAULT_EVENT).
-pub const KVM_VCPUEVENT_VALID_TRIPLE_FAULT: u32 = 0x20;
+/// The `KVM_VCPUEVENT_VALID_*` flags of `kvm_vcpu_events.flags`, from kvm-bindings:
+/// `NMI_PENDING` (on SET, `nmi.pending` is written), `SIPI_VECTOR` (on SET, `sipi_vector`
+/// is written), `SHADOW` (`interrupt.shadow` is valid), `SMM` (the `smi` sub-struct is
+/// valid), `PAYLOAD` (`exception.pending`, `exception_has_payload` and
+/// `exception_payload` are valid; needs KVM_CAP_EXCEPTION_PAYLOAD) and `TRIPLE_FAULT`
+/// (`triple_fault.pending` is valid; needs KVM_CAP_X86_TRIPLE_FAULT_EVENT).
+pub use kvm_bindings::{
+    KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD, KVM_VCPUEVENT_VALID_SHADOW,
+    KVM_VCPUEVENT_VALID_SIPI_VECTOR, KVM_VCPUEVENT_VALID_SMM, KVM_VCPUEVENT_VALID_TRIPLE_FAULT,
+};
 /// `KVM_X86_SHADOW_INT_MOV_SS`: blocking by MOV SS / POP SS.
-pub const KVM_X86_SHADOW_INT_MOV_SS: u8 = 0x01;
+/// kvm-bindings' value narrowed to the `__u8 shadow` field it is used in.
+pub const KVM_X86_SHADOW_INT_MOV_SS: u8 = kvm_bindings::KVM_X86_SHADOW_INT_MOV_SS as u8;
 /// `KVM_X86_SHADOW_INT_STI`: blocking by STI.
-pub const KVM_X86_SHADOW_INT_STI: u8 = 0x02;
+/// kvm-bindings' value narrowed to the `__u8 shadow` field it is used in.
+pub const KVM_X86_SHADOW_INT_STI: u8 = kvm_bindings::KVM_X86_SHADOW_INT_STI as u8;
 
 /// The 64-byte `struct kvm_vcpu_events`, read and written as bytes.
 #[repr(C)]
@@ -98,7 +96,7 @@ pub struct RawVcpuEvents {
 }
 
 /// Size of `struct kvm_vcpu_events`.
-pub const KVM_VCPU_EVENTS_SIZE: usize = 64;
+pub const KVM_VCPU_EVENTS_SIZE: usize = core::mem::size_of::<kvm_vcpu_events>();
 
 /// The byte slice given to [`RawVcpuEvents::from_bytes`] is not 64 bytes long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -762,32 +760,10 @@ mod tests {
         assert_eq!(offset_of!(K, exception_payload), 56);
     }
 
+    /// The `__u8 shadow` narrowing keeps every bit of kvm-bindings' values, and the
+    /// size is the 64 bytes of `struct kvm_vcpu_events` in `include/uapi/asm/kvm.h`.
     #[test]
-    fn constants_match_kvm_bindings() {
-        assert_eq!(
-            KVM_VCPUEVENT_VALID_NMI_PENDING,
-            kvm_bindings::KVM_VCPUEVENT_VALID_NMI_PENDING
-        );
-        assert_eq!(
-            KVM_VCPUEVENT_VALID_SIPI_VECTOR,
-            kvm_bindings::KVM_VCPUEVENT_VALID_SIPI_VECTOR
-        );
-        assert_eq!(
-            KVM_VCPUEVENT_VALID_SHADOW,
-            kvm_bindings::KVM_VCPUEVENT_VALID_SHADOW
-        );
-        assert_eq!(
-            KVM_VCPUEVENT_VALID_SMM,
-            kvm_bindings::KVM_VCPUEVENT_VALID_SMM
-        );
-        assert_eq!(
-            KVM_VCPUEVENT_VALID_PAYLOAD,
-            kvm_bindings::KVM_VCPUEVENT_VALID_PAYLOAD
-        );
-        assert_eq!(
-            KVM_VCPUEVENT_VALID_TRIPLE_FAULT,
-            kvm_bindings::KVM_VCPUEVENT_VALID_TRIPLE_FAULT
-        );
+    fn narrowed_constants_keep_their_bits() {
         assert_eq!(
             u32::from(KVM_X86_SHADOW_INT_MOV_SS),
             kvm_bindings::KVM_X86_SHADOW_INT_MOV_SS
@@ -796,6 +772,7 @@ mod tests {
             u32::from(KVM_X86_SHADOW_INT_STI),
             kvm_bindings::KVM_X86_SHADOW_INT_STI
         );
+        assert_eq!(KVM_VCPU_EVENTS_SIZE, 64);
     }
 
     #[test]

@@ -139,16 +139,7 @@ fn idt_gate(handler: u64) -> [u8; 16] {
 }
 
 fn kvm_or_skip() -> Option<Kvm> {
-    match Kvm::new() {
-        Ok(k) => Some(k),
-        Err(_) if std::env::var("VMM_TEST_REQUIRE_KVM").as_deref() == Ok("1") => {
-            panic!("skipping: /dev/kvm not available")
-        }
-        Err(_) => {
-            println!("skipping: /dev/kvm not available");
-            None
-        }
-    }
+    test_support::kvm_or_skip()
 }
 
 struct Guest {

@@ -11,8 +11,8 @@ use vmx_caps::check::check;
 use vmx_caps::report::{self, Format};
 use vmx_caps::{Dump, VmxCaps};
 
-const ARL: &str = include_str!("../tests/data/arrowlake-core-ultra-5-245k.json");
-const SKX: &str = include_str!("../tests/data/skylake-x-i7-7800x.json");
+const ARL: &str = include_str!("../../fixtures/vmx/arrowlake-core-ultra-5-245k.json");
+const SKX: &str = include_str!("../../fixtures/vmx/skylake-x-i7-7800x.json");
 
 fn benches(c: &mut Criterion) {
     let dump = Dump::from_json(ARL).unwrap();

@@ -9,7 +9,7 @@ use vmx_caps::check::{check, Invariant, Severity};
 use vmx_caps::{msr, Dump, RawMsrs, VmxCaps};
 
 fn data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+    test_support::vmx_fixtures_dir()
 }
 
 fn load(name: &str) -> RawMsrs {

@@ -8,7 +8,7 @@ use vmx_caps::report::{self, Format};
 use vmx_caps::Dump;
 
 fn data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+    test_support::vmx_fixtures_dir()
 }
 
 fn fixtures() -> Vec<String> {

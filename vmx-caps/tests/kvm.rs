@@ -8,20 +8,7 @@ use vmx_caps::check::check;
 use vmx_caps::CapsError;
 
 fn kvm_available() -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(_) if std::env::var("VMM_TEST_REQUIRE_KVM").as_deref() == Ok("1") => {
-            panic!("skipping: /dev/kvm not available")
-        }
-        Err(_) => {
-            println!("skipping: /dev/kvm not available");
-            false
-        }
-    }
+    test_support::kvm_or_skip().is_some()
 }
 
 #[test]

@@ -4,14 +4,12 @@
 //! `vmx_restore_*` (reference vmx.md §3.6): each rule accepts a less capable value and
 //! rejects a more capable one, naming the MSR and the bits.
 
-use std::path::PathBuf;
-
 use vmx_caps::baseline::{is_subset_of, Note};
 use vmx_caps::{Dump, RawMsrs, VmxCaps};
 
 /// The target: what KVM (here: a real Skylake-X) offers.
 fn skx() -> RawMsrs {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/skylake-x-i7-7800x.json");
+    let path = test_support::vmx_fixture("skylake-x-i7-7800x.json");
     Dump::read(&path).unwrap().msrs
 }
 

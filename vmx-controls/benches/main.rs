@@ -13,7 +13,7 @@ use vmx_controls::*;
 
 fn caps(name: &str) -> VmxCaps {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
+        .join("../fixtures/vmx")
         .join(name);
     Dump::read(&path).unwrap().caps().unwrap()
 }

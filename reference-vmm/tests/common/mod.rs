@@ -15,14 +15,7 @@ use reference_vmm::report::Report;
 /// available" and returns false, or panics with that message when
 /// VMM_TEST_REQUIRE_KVM=1 (CI).
 pub fn kvm_or_skip() -> bool {
-    if std::fs::File::open("/dev/kvm").is_ok() && reference_vmm::vmm::kvm_available() {
-        return true;
-    }
-    if std::env::var("VMM_TEST_REQUIRE_KVM").as_deref() == Ok("1") {
-        panic!("skipping: /dev/kvm not available");
-    }
-    println!("skipping: /dev/kvm not available");
-    false
+    test_support::kvm_or_skip().is_some() && reference_vmm::vmm::kvm_available()
 }
 
 /// Runs `guest` (with its `--count`) on /dev/kvm through the library and

@@ -19,9 +19,7 @@ pub const PENRYN: &str = "penryn-core2-t9600.json";
 pub const ALL: [&str; 7] = [SKX, ICL, TGL, ARL, BDW, CFL, PENRYN];
 
 pub fn path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
+    test_support::vmx_fixture(name)
 }
 
 pub fn raw(name: &str) -> RawMsrs {
