@@ -528,6 +528,14 @@ fn explore(cfg: Config, raisers: &[&[u8]]) -> (usize, usize) {
 }
 
 #[test]
+fn handles_are_clone_send_sync_and_the_vcpu_side_is_send() {
+    fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+    fn send<T: Send + 'static>() {}
+    clone_send_sync::<RaiseHandle>();
+    send::<VcpuInterrupts>();
+}
+
+#[test]
 fn model_every_interleaving_of_two_raisers_and_the_vcpu_loop() {
     // Two raisers, overlapping vectors (coalescing), the guest starting
     // masked or not and toggling IF twice, one spontaneous exit.
