@@ -495,8 +495,21 @@ impl RaiseHandle {
     }
 
     /// Asks the vCPU to leave KVM_RUN now (to pause or stop it): kicks it if
-    /// it is inside, else its next [`VcpuInterrupts::enter`] returns
-    /// [`Entry::Skip`]`(`[`SkipReason::ExitRequested`]`)`.
+    /// it is inside, and its next [`VcpuInterrupts::enter`] returns
+    /// [`Entry::Skip`]`(`[`SkipReason::ExitRequested`]`)` (so a kicked run
+    /// may be followed by one skipped round). Set the VMM's own stop flag
+    /// before calling this, and check it after each round.
+    ///
+    /// ```
+    /// use vcpu_events::injector::Injector;
+    /// use vcpu_events::raise::{Entry, SkipReason, VcpuInterrupts};
+    ///
+    /// let vcpu = VcpuInterrupts::new(Injector::new());
+    /// let control = vcpu.handle();
+    /// control.kick(); // the vCPU is outside KVM_RUN: its next run is skipped
+    /// assert_eq!(vcpu.enter(true), Entry::Skip(SkipReason::ExitRequested));
+    /// assert_eq!(vcpu.enter(true), Entry::Run);
+    /// ```
     pub fn kick(&self) {
         self.shared.exit_requested.store(true, SeqCst);
         if self.shared.phase.load(SeqCst) != OUT {

@@ -109,7 +109,10 @@ pub struct KickSignal {
 impl KickSignal {
     /// Installs the kick handler for `SIGRTMIN() + offset` (process-wide;
     /// installing it again is harmless). Pick an offset nothing else in the
-    /// process uses: the handler replaces any previous one.
+    /// process uses: the handler replaces any previous one. It is installed
+    /// without `SA_RESTART` (vmm-sys-util), which is what makes KVM_RUN
+    /// return -EINTR; other blocking system calls on a vCPU thread may return
+    /// -EINTR too when a kick arrives.
     ///
     /// ```
     /// use vcpu_events::kvm::kick::{KickError, KickSignal};
@@ -136,6 +139,17 @@ impl KickSignal {
 /// `kvm_arch_vcpu_ioctl`, which answers -EINVAL without one). Run before the
 /// first KVM_INTERRUPT, so a VM set up with KVM_CREATE_IRQCHIP is refused at
 /// set-up rather than at the first interrupt.
+///
+/// ```no_run
+/// use kvm_ioctls::Kvm;
+/// use vcpu_events::kvm::kick::{check_userspace_irqchip, KickError};
+///
+/// let kvm = Kvm::new().unwrap();
+/// let vm = kvm.create_vm().unwrap();
+/// vm.create_irq_chip().unwrap(); // KVM_CREATE_IRQCHIP
+/// let vcpu = vm.create_vcpu(0).unwrap();
+/// assert!(matches!(check_userspace_irqchip(&vcpu), Err(KickError::InKernelIrqchip)));
+/// ```
 pub fn check_userspace_irqchip(vcpu: &VcpuFd) -> Result<(), KickError> {
     match vcpu.get_lapic() {
         Ok(_) => Err(KickError::InKernelIrqchip),

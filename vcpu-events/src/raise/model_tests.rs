@@ -20,6 +20,7 @@
 //! sets `immediate_exit` (QEMU `kvm_ipi_signal`).
 
 use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -109,20 +110,6 @@ struct World {
     delivered_by_guest: [u32; 4],
 }
 
-#[derive(PartialEq, Eq, Hash)]
-struct Key {
-    raisers: Vec<Raiser>,
-    controller: CPc,
-    stop: bool,
-    vpc: VPc,
-    runs_left: u8,
-    model: (Option<u8>, bool, bool, bool, bool, u8, u8, bool, bool, bool),
-    report: Option<(u8, bool)>,
-    counts: ([u32; 4], [u32; 4]),
-    shared: (u8, bool, bool, bool, Vec<u8>),
-    counters: [u64; 8],
-}
-
 const V0: u8 = 0x20;
 
 impl World {
@@ -184,48 +171,56 @@ impl World {
         }
     }
 
-    fn key(&self) -> Key {
+    /// A 64-bit fingerprint of everything that determines the future: the
+    /// threads' positions, the KVM model and the real shared state.
+    fn key(&self) -> u64 {
         let s = &self.vcpu.shared;
         let a = s.accounting();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &self.raisers,
+            self.controller,
+            self.stop,
+            self.vpc,
+            self.runs_left,
+        )
+            .hash(&mut h);
+        (
+            self.slot,
+            self.window,
+            self.immediate_exit,
+            self.signal_pending,
+            self.guest_if,
+            self.if_toggles_left,
+            self.spontaneous_left,
+            self.last.ready_for_interrupt_injection,
+            self.last.if_flag,
+            self.exit == ExitKind::IrqWindowOpen,
+            self.report,
+        )
+            .hash(&mut h);
+        (self.queued_by_raisers, self.delivered_by_guest).hash(&mut h);
         let inner = lock(&s.inner);
-        Key {
-            raisers: self.raisers.clone(),
-            controller: self.controller,
-            stop: self.stop,
-            vpc: self.vpc,
-            runs_left: self.runs_left,
-            model: (
-                self.slot,
-                self.window,
-                self.immediate_exit,
-                self.signal_pending,
-                self.guest_if,
-                self.if_toggles_left,
-                self.spontaneous_left,
-                self.last.ready_for_interrupt_injection,
-                self.last.if_flag,
-                self.exit == ExitKind::IrqWindowOpen,
-            ),
-            report: self.report,
-            counts: (self.queued_by_raisers, self.delivered_by_guest),
-            shared: (
-                s.phase.load(SeqCst),
-                s.new_vector.load(SeqCst),
-                s.exit_requested.load(SeqCst),
-                inner.injector.slot_busy(),
-                inner.injector.pending().collect(),
-            ),
-            counters: [
-                a.requested,
-                a.delivered,
-                a.coalesced,
-                a.refused,
-                a.in_flight,
-                a.delivered_while_masked,
-                a.kicks,
-                u64::from(lock(&s.kick).target.is_some()),
-            ],
-        }
+        (
+            s.phase.load(SeqCst),
+            s.new_vector.load(SeqCst),
+            s.exit_requested.load(SeqCst),
+            inner.injector.slot_busy(),
+        )
+            .hash(&mut h);
+        inner.injector.pending().for_each(|v| v.hash(&mut h));
+        [
+            a.requested,
+            a.delivered,
+            a.coalesced,
+            a.refused,
+            a.in_flight,
+            a.delivered_while_masked,
+            a.kicks,
+            u64::from(lock(&s.kick).target.is_some()),
+        ]
+        .hash(&mut h);
+        h.finish()
     }
 
     fn v_in_userspace(&self) -> bool {
