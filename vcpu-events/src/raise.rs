@@ -61,6 +61,8 @@
 //! [`VcpuInterrupts::on_delivered_while_masked`] (the guest said it was
 //! interrupted with interrupts masked); the injector's protocol keeps it 0.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
@@ -266,7 +268,8 @@ impl Shared {
 }
 
 /// The vCPU thread's side: the injector shared with the [`RaiseHandle`]s and
-/// the run protocol (module docs).
+/// the run protocol (module docs). Drive `decide` / `enter` / `exited` from
+/// the one thread that runs the vCPU.
 ///
 /// ```
 /// use vcpu_events::injector::{ExitKind, Injector, RunState};

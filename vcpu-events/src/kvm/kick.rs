@@ -195,7 +195,8 @@ pub enum KickedRun<'a> {
     Skipped(SkipReason),
 }
 
-/// A vCPU inside [`run_with_kicks`].
+/// A vCPU inside [`run_with_kicks`]. Not `Send`: it runs on the thread
+/// registered as the kick target.
 #[derive(Debug)]
 pub struct KickedVcpu<'a> {
     vcpu: &'a mut VcpuFd,
