@@ -197,6 +197,11 @@ pub enum KickedRun<'a> {
 
 /// A vCPU inside [`run_with_kicks`]. Not `Send`: it runs on the thread
 /// registered as the kick target.
+///
+/// ```compile_fail
+/// fn send<T: Send>() {}
+/// send::<vcpu_events::kvm::kick::KickedVcpu<'static>>();
+/// ```
 #[derive(Debug)]
 pub struct KickedVcpu<'a> {
     vcpu: &'a mut VcpuFd,
