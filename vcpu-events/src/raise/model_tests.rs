@@ -71,6 +71,8 @@ enum VPc {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum CPc {
     Idle,
+    Request,
+    Check,
     Kick,
     Done,
 }
@@ -330,10 +332,17 @@ impl World {
 
     fn controller_step(&mut self) {
         match self.controller {
+            // The VMM's stop flag, then RaiseHandle::kick split at its
+            // atomic accesses.
             CPc::Idle => {
-                // RaiseHandle::kick, split at its atomic accesses.
                 self.stop = true;
+                self.controller = CPc::Request;
+            }
+            CPc::Request => {
                 self.vcpu.shared.exit_requested.store(true, SeqCst);
+                self.controller = CPc::Check;
+            }
+            CPc::Check => {
                 self.controller = if self.vcpu.shared.phase.load(SeqCst) != OUT {
                     CPc::Kick
                 } else {
