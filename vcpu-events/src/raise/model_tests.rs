@@ -461,6 +461,30 @@ impl World {
         let a = self.vcpu.accounting();
         assert!(a.is_balanced(), "{a:?}");
         assert_eq!(a.delivered_while_masked, 0, "{a:?}");
+        if self.vpc == VPc::InGuest {
+            assert!(!self.lost_wakeup(), "lost wakeup: {a:?}");
+            assert!(
+                !(self.stop && self.controller == CPc::Done && !self.signal_pending),
+                "stop request lost: the vCPU is in KVM_RUN and nobody will kick it"
+            );
+        }
+    }
+
+    /// The vCPU is in KVM_RUN, the guest could take a queued vector, and
+    /// nothing will bring the vCPU out but the guest itself: no window was
+    /// requested, no signal is pending and no raiser is about to kick.
+    fn lost_wakeup(&self) -> bool {
+        let queued = !lock(&self.vcpu.shared.inner).injector.is_empty();
+        let kick_coming = self
+            .raisers
+            .iter()
+            .any(|r| matches!(r.pc, RPc::CheckKick | RPc::Kick));
+        self.vpc == VPc::InGuest
+            && self.guest_if
+            && queued
+            && !self.window
+            && !self.signal_pending
+            && !kick_coming
     }
 
     /// A state with no enabled step.
@@ -607,10 +631,8 @@ fn model_finds_the_lost_wakeup_without_the_new_vector_check() {
         if !seen.insert(w.key()) {
             continue;
         }
+        lost |= w.lost_wakeup();
         let steps = w.enabled();
-        if steps.is_empty() && w.vpc == VPc::InGuest && w.vcpu.accounting().queued > 0 {
-            lost = true;
-        }
         for s in steps {
             let mut next = w.fork();
             if let (Step::Vcpu, VPc::Enter) = (s, next.vpc) {
