@@ -28,6 +28,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 const EINVAL: i32 = 22;
 const ENXIO: i32 = 6;
+const EINTR: i32 = 4;
 
 fn kvm_or_skip() -> Option<Kvm> {
     match Kvm::new() {
@@ -366,4 +367,42 @@ fn example_guest_code_matches_its_assembly() {
         assert_eq!(out, *bytes, "{name}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The kick protocol records every KVM_RUN return, -EINTR included, as an
+/// exit (the injector's slot-busy mark is cleared) and relies on KVM to say
+/// whether its KVM_INTERRUPT slot is still occupied: `post_kvm_run_save`
+/// (Linux `arch/x86/kvm/x86.c`) runs on every return from KVM_RUN, also the
+/// `immediate_exit` one, and computes `ready_for_interrupt_injection` = 0
+/// while the slot holds a vector. Both sides are checked against stale
+/// values written before the run.
+#[test]
+fn an_interrupted_run_reports_whether_the_slot_is_occupied() {
+    let Some(kvm) = kvm_or_skip() else { return };
+    for occupied in [true, false] {
+        let mut g = build_guest(&kvm).unwrap();
+        g.mem
+            .write_slice(&[0xfb, 0xeb, 0xfe], GuestAddress(MAIN))
+            .unwrap();
+        let mut regs = g.vcpu.get_regs().unwrap();
+        regs.rflags = 0x202;
+        g.vcpu.set_regs(&regs).unwrap();
+        if occupied {
+            glue::interrupt(&g.vcpu, 0x20).unwrap();
+        }
+        let run = g.vcpu.get_kvm_run();
+        run.ready_for_interrupt_injection = u8::from(occupied); // stale on purpose
+        run.immediate_exit = 1;
+        let err = g.vcpu.run().unwrap_err();
+        assert_eq!(err.errno(), EINTR);
+        let run = g.vcpu.get_kvm_run();
+        assert_eq!(
+            run.ready_for_interrupt_injection,
+            u8::from(!occupied),
+            "occupied={occupied}"
+        );
+        assert_eq!(run.if_flag, 1);
+        let want = occupied.then_some(vcpu_events::Event::ExternalInterrupt { vector: 0x20 });
+        assert_eq!(glue::get_vcpu_events(&g.vcpu).unwrap().interrupt(), want);
+    }
 }
