@@ -8,9 +8,10 @@
 //! *protocol*. The kick itself is a [`Kick`] target registered by the vCPU
 //! thread; the KVM glue (`kvm::kick`, feature `kvm`) provides one that sends a
 //! signal to the vCPU thread whose handler sets `kvm_run.immediate_exit`, as
-//! QEMU's cpu kick does (QEMU `accel/kvm/kvm-all.c`: `kvm_ipi_signal` ->
-//! `kvm_cpu_kick` sets `immediate_exit`; `qemu_cpu_kick_thread` sends the
-//! signal) and as kvm-ioctls documents for `VcpuFd::set_kvm_immediate_exit`.
+//! QEMU's cpu kick does (`qemu_cpu_kick_thread` in QEMU's `cpus.c` sends the
+//! signal; its handler `kvm_ipi_signal` -> `kvm_cpu_kick` in
+//! `accel/kvm/kvm-all.c` sets `immediate_exit`) and as kvm-ioctls documents
+//! for `VcpuFd::set_kvm_immediate_exit`.
 //!
 //! # The two sides
 //!
@@ -50,7 +51,12 @@
 //! [`VcpuInterrupts::with_kick_target`] (a scope, so it cannot be leaked), and
 //! every kick runs under the lock that the end of the scope takes to
 //! unregister it: once the scope is left, no kick is in progress and none will
-//! be sent. The vCPU thread is alive for the whole scope.
+//! be sent. The KVM glue registers the calling thread, which is alive for the
+//! whole scope.
+//!
+//! The protocol is model-checked: every interleaving of raisers, a stop
+//! request and the vCPU loop against a model of KVM's interrupt slot, window
+//! exits, signals and `immediate_exit` (see the crate README, "Tests").
 //!
 //! # Accounting
 //!
