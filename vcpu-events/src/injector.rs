@@ -308,6 +308,13 @@ impl Injector {
         self.stats
     }
 
+    /// Whether an injection or re-injection was committed since the last
+    /// exit (the model checker's view of the hidden state).
+    #[cfg(test)]
+    pub(crate) fn slot_busy(&self) -> bool {
+        self.injected_since_exit
+    }
+
     fn set_queued(&mut self, vector: u8, on: bool) {
         let word = &mut self.queued[usize::from(vector >> 6)];
         if on {

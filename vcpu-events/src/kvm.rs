@@ -307,6 +307,8 @@ impl VcpuStateIo for VcpuFd {
     }
 }
 
+pub mod kick;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod event;
 pub mod idt_vectoring;
 pub mod injector;
 pub mod interruption;
+pub mod raise;
 pub mod restore;
 pub mod sdm_checks;
 pub mod validate;
@@ -24,6 +25,7 @@ pub use injector::{
     Decision, ExitKind, Injector, InjectorStats, RaiseError, RaiseOutcome, RunState, WaitReason,
 };
 pub use interruption::{EntryInterruption, InterruptionInfo, InterruptionType};
+pub use raise::{Accounting, RaiseHandle, VcpuInterrupts};
 pub use sdm_checks::{
     check_entry, EntryCaps, EntryControls, EventRule, GuestEventState, GuestRule, Rule, Violation,
 };
