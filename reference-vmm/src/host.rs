@@ -148,12 +148,12 @@ fn nested_lines(caps: &vmx_caps::VmxCaps) -> Vec<String> {
     let passed = v
         .bits
         .iter()
-        .filter(|b| b.provenance.word() == "passed")
+        .filter(|b| matches!(b.provenance, Provenance::PassedThrough { .. }))
         .count();
     let emulated = v
         .bits
         .iter()
-        .filter(|b| b.provenance.word() == "emulated")
+        .filter(|b| matches!(b.provenance, Provenance::Emulated { .. }))
         .count();
     vec![
         format!("L1 under KVM ({LINUX_VERSION} model): basic={} secondary={} ept_vpid={} vmfunc={}", hex(0x480), hex(0x48B), hex(0x48C), hex(0x491)),
