@@ -6,7 +6,7 @@
 //! ```text
 //! vmxcap [--dump FILE | --host [--cpu N] | --kvm] [--format text|qemu|qemu-2024|json]
 //! vmxcap check    (--dump FILE | --host [--cpu N] | --kvm) [--format text|json]
-//! vmxcap diff A B [--format text|json]
+//! vmxcap diff A (B | --kvm) [--format text|json]
 //! vmxcap baseline [--nested] A B ... [--out FILE]
 //! vmxcap config   (--dump FILE... | --host) [--on-inconsistent error|sanitize] [--format text|json]
 //! vmxcap nested   (--dump FILE | --host [--cpu N] | --kvm) [--format text|qemu|json] [--l1]

@@ -102,6 +102,7 @@ pub(crate) struct WordBuilder {
     field: Option<ControlField>,
     rule: &'static str,
     from: &'static str,
+    lacks: &'static str,
     width: u32,
     l0: u64,
     pub(crate) high: u64,
@@ -127,6 +128,7 @@ impl WordBuilder {
             field,
             rule,
             from: "L0's VMCS configuration",
+            lacks: NOT_IN_L0,
             width,
             l0,
             high: 0,
@@ -138,9 +140,11 @@ impl WordBuilder {
         }
     }
 
-    /// Names where passed-through bits come from (default: L0's VMCS configuration).
-    pub(crate) fn from(mut self, from: &'static str) -> Self {
+    /// Names where passed-through bits come from (default: L0's VMCS configuration)
+    /// and why a bit L0 lacks is masked.
+    pub(crate) fn from(mut self, from: &'static str, lacks: &'static str) -> Self {
         self.from = from;
+        self.lacks = lacks;
         self
     }
 
@@ -222,7 +226,7 @@ impl WordBuilder {
         } else {
             let why = match &self.masked[b] {
                 Some(w) => w.clone(),
-                None if self.allowed & bit != 0 => NOT_IN_L0.to_owned(),
+                None if self.allowed & bit != 0 => self.lacks.to_owned(),
                 None => NOT_EXPOSED.to_owned(),
             };
             Provenance::Masked {

@@ -303,8 +303,10 @@ fn secondary(setup: &VmcsSetup, p: &EffectiveParams) -> SecondaryParts {
     );
     // EPT capabilities start from the hardware's (vmx_capability.ept).
     let hw_ept = u64::from(cfg.ept_cap);
-    let mut e =
-        WordBuilder::new(0x48C, None, SEC_RULE, 64, hw_ept).from("the CPU's IA32_VMX_EPT_VPID_CAP");
+    let mut e = WordBuilder::new(0x48C, None, SEC_RULE, 64, hw_ept).from(
+        "the CPU's IA32_VMX_EPT_VPID_CAP",
+        "the CPU's IA32_VMX_EPT_VPID_CAP lacks it",
+    );
     let mut f = WordBuilder::new(0x491, None, SEC_RULE, 64, 0);
     let ept = param_gate(p.ept).map_err(|e| format!("EPT off: {e}"));
     w.pass_if(u(S::ENABLE_EPT.bits()), ept.clone());
