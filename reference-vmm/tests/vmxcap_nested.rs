@@ -376,3 +376,28 @@ fn diff_predicted_against_dump_or_kvm() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn config_host_reads_every_cpu_or_fails_clearly() {
+    let out = vmxcap(&["config", "--host"]);
+    match out.status.code() {
+        // A VMX host with the msr module: the boot CPU's configuration and the verdict.
+        Some(0) | Some(1) => {
+            let s = String::from_utf8_lossy(&out.stdout);
+            assert!(s.contains("vmx_check_processor_compat over"), "{s}");
+        }
+        // No VMX, no msr module or not root: one error line, status 2.
+        Some(2) => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.starts_with("vmxcap: error: "), "{err}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // --host and --dump together are refused by the parser.
+    let f = fixture("tigerlake-i5-1135g7");
+    assert_eq!(
+        vmxcap(&["config", "--host", "--dump", p(&f)]).status.code(),
+        Some(2)
+    );
+}

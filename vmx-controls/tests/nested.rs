@@ -421,3 +421,30 @@ fn processor_compat_like_vmx_check_processor_compat() {
     ));
     assert_eq!(check_processor_compat(&[], &a), Err(CompatError::NoCpu));
 }
+
+/// `error_on_inconsistent_vmcs_config`: strict L0 refuses a CPU whose PAT pair is
+/// one-sided (no nested view); with sanitizing L0 loads and L1 gets neither PAT control.
+#[test]
+fn l0_policy_decides_refusal_of_inconsistent_pairs() {
+    use vmx_controls::nested::nested_view_with;
+    use vmx_controls::OnInconsistent;
+    // Skylake-X without exit LOAD_IA32_PAT (bit 19) in the allowed-1 half.
+    let one_sided = caps_with(SKX, &[(0x483, Some(0x01f7_ffff_0003_6dff))]);
+    let a = NestedAssumptions::default();
+    assert!(matches!(
+        nested_view(&one_sided, &a),
+        Err(NestedError::L0Refuses(SetupError::InconsistentPairs(_)))
+    ));
+    let sanitize = a.l0_policy().with_on_inconsistent(OnInconsistent::Sanitize);
+    let v = nested_view_with(&one_sided, &a, &sanitize).expect("sanitized L0 loads");
+    assert_eq!(
+        v.caps.entry().may_be_one() & (1 << 14),
+        0,
+        "entry LOAD_IA32_PAT"
+    );
+    assert_eq!(
+        v.caps.exit().may_be_one() & (1 << 19),
+        0,
+        "exit LOAD_IA32_PAT"
+    );
+}

@@ -515,7 +515,8 @@ fn host_cpus() -> Result<Vec<u32>, CliError> {
 }
 
 /// `config` over several CPUs: the boot CPU's configuration, then what
-/// vmx_check_processor_compat says about every other CPU (policy: Linux defaults).
+/// vmx_check_processor_compat says about every other CPU (host SGX assumed, as by
+/// `vmxcap nested`).
 fn config_cpus(args: &ConfigArgs) -> Result<ExitCode, CliError> {
     let mut sets = Vec::new();
     if args.host {
@@ -528,8 +529,14 @@ fn config_cpus(args: &ConfigArgs) -> Result<ExitCode, CliError> {
         }
     }
     let assume = NestedAssumptions::default();
+    let policy = assume
+        .l0_policy()
+        .with_on_inconsistent(match args.on_inconsistent {
+            OnInconsistentArg::Error => vmx_controls::OnInconsistent::Error,
+            OnInconsistentArg::Sanitize => vmx_controls::OnInconsistent::Sanitize,
+        });
     let first = sets.first().ok_or(CliError::NoSource)?;
-    let boot = match vmx_controls::setup_vmcs_config(first, &assume.l0_policy()) {
+    let boot = match vmx_controls::setup_vmcs_config(first, &policy) {
         Ok(b) => b,
         Err(e) => {
             emit_err(&format!(
@@ -538,7 +545,7 @@ fn config_cpus(args: &ConfigArgs) -> Result<ExitCode, CliError> {
             return Ok(ExitCode::from(1));
         }
     };
-    let report = match nested::check_processor_compat(&sets, &assume) {
+    let report = match nested::check_processor_compat_with(&sets, &assume, &policy) {
         Ok(r) => r,
         Err(e) => {
             emit_err(&format!("error: {e}\n"));

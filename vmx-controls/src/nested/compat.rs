@@ -11,8 +11,9 @@ use serde::Serialize;
 use vmx_caps::VmxCaps;
 
 use super::assumptions::NestedAssumptions;
-use super::view::{nested_view, NestedError};
+use super::view::{nested_view_with, NestedError};
 use crate::controls::ControlField;
+use crate::policy::VmcsPolicy;
 use crate::setup::{setup_vmcs_config, SetupError, VmcsConfig};
 
 /// The boot CPU (index 0) cannot be configured: kvm_intel does not load at all.
@@ -97,11 +98,15 @@ fn config_fields(c: &VmcsConfig) -> Vec<(String, u64)> {
     v
 }
 
-fn snapshot(caps: &VmxCaps, a: &NestedAssumptions) -> Result<Vec<(String, u64)>, SetupError> {
-    let setup = setup_vmcs_config(caps, &a.l0_policy())?;
+fn snapshot(
+    caps: &VmxCaps,
+    a: &NestedAssumptions,
+    policy: &VmcsPolicy,
+) -> Result<Vec<(String, u64)>, SetupError> {
+    let setup = setup_vmcs_config(caps, policy)?;
     let mut v = config_fields(&setup.config);
     if a.nested {
-        match nested_view(caps, a) {
+        match nested_view_with(caps, a, policy) {
             Ok(n) => v.extend(
                 n.caps
                     .raw()
@@ -120,14 +125,23 @@ pub fn check_processor_compat(
     cpus: &[VmxCaps],
     a: &NestedAssumptions,
 ) -> Result<CompatReport, CompatError> {
+    check_processor_compat_with(cpus, a, &a.l0_policy())
+}
+
+/// [`check_processor_compat`] with `setup_vmcs_config` run under `policy`.
+pub fn check_processor_compat_with(
+    cpus: &[VmxCaps],
+    a: &NestedAssumptions,
+    policy: &VmcsPolicy,
+) -> Result<CompatReport, CompatError> {
     let (boot, rest) = cpus.split_first().ok_or(CompatError::NoCpu)?;
-    let reference = snapshot(boot, a)?;
+    let reference = snapshot(boot, a, policy)?;
     let cpus = rest
         .iter()
         .enumerate()
         .map(|(i, caps)| {
             let cpu = i + 1;
-            match snapshot(caps, a) {
+            match snapshot(caps, a, policy) {
                 Err(e) => CpuCompat::SetupFailed {
                     cpu,
                     reason: e.to_string(),

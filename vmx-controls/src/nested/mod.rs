@@ -61,11 +61,13 @@ mod render;
 mod view;
 
 pub use assumptions::{EffectiveParams, NestedAssumptions, Param, X86_CR4_UMIP};
-pub use compat::{check_processor_compat, CompatError, CompatReport, CpuCompat};
+pub use compat::{
+    check_processor_compat, check_processor_compat_with, CompatError, CompatReport, CpuCompat,
+};
 pub use l1::{l1_config, L1Outcome};
 pub use provenance::{BitProvenance, Provenance};
 pub use render::render_text;
-pub use view::{nested_view, MsrNote, NestedError, NestedView, NESTED_VMCS_ENUM};
+pub use view::{nested_view, nested_view_with, MsrNote, NestedError, NestedView, NESTED_VMCS_ENUM};
 
 /// The Linux version this model follows.
 pub const LINUX_VERSION: &str = "Linux v6.18";

@@ -14,6 +14,7 @@ use crate::controls::{
     ControlField, EntryControls as N, ExitControls as X, PinBasedControls as P,
     PrimaryControls as C, SecondaryControls as S,
 };
+use crate::policy::VmcsPolicy;
 use crate::setup::{setup_vmcs_config, SetupError, VmcsSetup};
 
 /// Why there is no nested view.
@@ -459,7 +460,17 @@ fn true_msr(low: u64, high: u64) -> u64 {
 ///
 /// Fails when L0 itself does not load ([`NestedError::L0Refuses`]) or with `nested=0`.
 pub fn nested_view(caps: &VmxCaps, a: &NestedAssumptions) -> Result<NestedView, NestedError> {
-    let setup = setup_vmcs_config(caps, &a.l0_policy())?;
+    nested_view_with(caps, a, &a.l0_policy())
+}
+
+/// [`nested_view`] with L0's `setup_vmcs_config` run under `policy` (e.g.
+/// `error_on_inconsistent_vmcs_config=0`) instead of [`NestedAssumptions::l0_policy`].
+pub fn nested_view_with(
+    caps: &VmxCaps,
+    a: &NestedAssumptions,
+    policy: &VmcsPolicy,
+) -> Result<NestedView, NestedError> {
+    let setup = setup_vmcs_config(caps, policy)?;
     if !a.nested {
         return Err(NestedError::NestedDisabled);
     }
