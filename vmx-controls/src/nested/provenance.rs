@@ -74,7 +74,7 @@ impl fmt::Display for Provenance {
 /// The provenance of one bit of one nested MSR.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct BitProvenance {
-    /// The MSR (the legacy one for the four words with TRUE variants).
+    /// The MSR (the TRUE one for the four words that have TRUE variants).
     pub msr: u32,
     /// The control field, for control MSRs.
     #[serde(skip)]
