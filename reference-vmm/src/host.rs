@@ -57,6 +57,9 @@ pub struct VmxSection {
     pub vmcs_config: Option<BTreeMap<&'static str, String>>,
     /// Diagnostics or the error of the configuration.
     pub vmcs_notes: Vec<String>,
+    /// What KVM would give an L1 hypervisor on this CPU (vmx-controls' nested model,
+    /// upstream defaults), a few lines.
+    pub nested: Vec<String>,
 }
 
 /// Reads VMX caps through KVM's feature MSRs (vmx-caps), or decodes the
@@ -92,6 +95,7 @@ pub fn vmx_from_dump(
         notify_vm_exiting_allowed: None,
         vmcs_config: None,
         vmcs_notes: Vec::new(),
+        nested: Vec::new(),
     };
     let caps = match dump.and_then(|d| {
         out.cpu = d.cpu.clone();
@@ -127,7 +131,34 @@ pub fn vmx_from_dump(
         }
         Err(e) => out.vmcs_notes.push(format!("vmx-controls: {e}")),
     }
+    out.nested = nested_lines(&caps);
     out
+}
+
+/// The nested view of `caps` in a few lines (`vmxcap nested` has the full report).
+fn nested_lines(caps: &vmx_caps::VmxCaps) -> Vec<String> {
+    use vmx_controls::nested::{
+        l1_config, nested_view, NestedAssumptions, Provenance, LINUX_VERSION,
+    };
+    let v = match nested_view(caps, &NestedAssumptions::default()) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("no nested view: {e}")],
+    };
+    let hex = |i: u32| format!("{:#018x}", v.caps.get(i).unwrap_or(0));
+    let passed = v
+        .bits
+        .iter()
+        .filter(|b| matches!(b.provenance, Provenance::PassedThrough { .. }))
+        .count();
+    let emulated = v
+        .bits
+        .iter()
+        .filter(|b| matches!(b.provenance, Provenance::Emulated { .. }))
+        .count();
+    vec![
+        format!("L1 under KVM ({LINUX_VERSION} model): basic={} secondary={} ept_vpid={} vmfunc={}", hex(0x480), hex(0x48B), hex(0x48C), hex(0x491)),
+        format!("{passed} control/capability bits passed through, {emulated} emulated by KVM; L1's KVM loads: {}", if l1_config(&v).loads() { "yes" } else { "no" }),
+    ]
 }
 
 /// Checks an extension on /dev/kvm (`None` without KVM).
@@ -210,6 +241,9 @@ impl HostReport {
         for n in &x.vmcs_notes {
             s.push_str(&format!("  note: {n}\n"));
         }
+        for n in &x.nested {
+            s.push_str(&format!("  nested: {n}\n"));
+        }
         s
     }
 }
@@ -248,6 +282,17 @@ mod tests {
         assert_eq!(x.notify_vm_exiting_allowed, Some(true));
         let cfg = x.vmcs_config.expect("vmcs config");
         assert!(cfg.contains_key("secondary") && cfg.contains_key("entry"));
+        // The nested view of Arrow Lake (vmx-controls' model of nested_vmx_setup_ctls_msrs).
+        assert!(
+            x.nested[0].contains("basic=0x01d8100011e57ed0"),
+            "{:?}",
+            x.nested
+        );
+        assert!(
+            x.nested[1].ends_with("L1's KVM loads: yes"),
+            "{:?}",
+            x.nested
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod controls;
+pub mod nested;
 pub mod pairs;
 pub mod policy;
 pub mod report;
@@ -14,6 +15,9 @@ pub mod setup;
 pub use controls::{
     ControlBits, ControlField, EntryControls, ExitControls, PinBasedControls, PrimaryControls,
     SecondaryControls, SecondaryExitControls, TertiaryControls,
+};
+pub use nested::{
+    check_processor_compat, l1_config, nested_view, NestedAssumptions, NestedError, NestedView,
 };
 pub use pairs::{
     sanitize_pairs, EntryExitPair, InconsistentPair, InconsistentPairsError, OnInconsistent,

@@ -6,14 +6,17 @@
 //! ```text
 //! vmxcap [--dump FILE | --host [--cpu N] | --kvm] [--format text|qemu|qemu-2024|json]
 //! vmxcap check    (--dump FILE | --host [--cpu N] | --kvm) [--format text|json]
-//! vmxcap diff A B [--format text|json]
-//! vmxcap baseline A B ... [--out FILE]
-//! vmxcap config   --dump FILE [--on-inconsistent error|sanitize] [--format text|json]
+//! vmxcap diff A (B | --kvm) [--format text|json]
+//! vmxcap baseline [--nested] A B ... [--out FILE]
+//! vmxcap config   (--dump FILE... | --host) [--on-inconsistent error|sanitize] [--format text|json]
+//! vmxcap nested   (--dump FILE | --host [--cpu N] | --kvm) [--format text|qemu|json] [--l1]
+//!                 [--ept 0|1 ... --host-shstk 0|1 ...]
 //! ```
 //!
 //! Exit status: 0 success (check: no violation; diff: no difference), 1 check found a
-//! violation / diff found a difference / config: the VMCS configuration fails, 2 unreadable
-//! or malformed input, or no VMX.
+//! violation / diff found a difference / config: the VMCS configuration fails or CPUs are
+//! inconsistent / nested: KVM would not load (no nested view) or L1's KVM would not, 2
+//! unreadable or malformed input, or no VMX.
 //!
 //! Adding a subcommand: one `Command` variant and one function called from `run`.
 
@@ -21,12 +24,14 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use vmx_caps::baseline;
 use vmx_caps::check::{self, Severity};
 use vmx_caps::diff;
 use vmx_caps::report::{self, Format};
 use vmx_caps::{CapsError, Dump, VmxCaps};
+use vmx_controls::nested::{self, NestedAssumptions, NestedError, NestedView};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,8 +58,12 @@ enum Command {
     /// Intersect capability sets (the common VMX baseline of a fleet) into a dump.
     Baseline(BaselineArgs),
     /// Compute the VMCS configuration KVM's setup_vmcs_config would use (vmx-controls);
-    /// exit 1 when it fails.
+    /// exit 1 when it fails. Several dumps (one per logical CPU) or --host: also what
+    /// vmx_check_processor_compat says; exit 1 when the CPUs are inconsistent.
     Config(ConfigArgs),
+    /// Predict the VMX capability MSRs KVM gives an L1 guest on this CPU (Linux v6.18
+    /// nested_vmx_setup_ctls_msrs); exit 1 when KVM would not load.
+    Nested(NestedArgs),
 }
 
 /// Where the capability MSRs come from.
@@ -113,7 +122,13 @@ struct DiffArgs {
     /// First dump.
     a: PathBuf,
     /// Second dump.
-    b: PathBuf,
+    #[arg(required_unless_present = "kvm")]
+    b: Option<PathBuf>,
+    /// Compare with what KVM offers nested guests on this host (its feature MSRs on
+    /// /dev/kvm) instead of a second dump, e.g. a predicted `vmxcap nested` view against
+    /// the real one.
+    #[arg(long, conflicts_with = "b")]
+    kvm: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutFormat::Text)]
     format: OutFormat,
@@ -127,13 +142,24 @@ struct BaselineArgs {
     /// Write the baseline dump here (default: standard output).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Intersect the predicted L1 views (vmxcap nested) of the dumps instead: the VMX an
+    /// L1 hypervisor can count on anywhere in the fleet.
+    #[arg(long)]
+    nested: bool,
+    #[command(flatten)]
+    assume: AssumeArgs,
 }
 
 #[derive(Args, Debug)]
 struct ConfigArgs {
-    /// The dump to configure from.
-    #[arg(long, value_name = "FILE")]
-    dump: PathBuf,
+    /// The dump to configure from; several (one per logical CPU, the first is the boot
+    /// CPU) also run vmx_check_processor_compat.
+    #[arg(long, value_name = "FILE", num_args = 1.., required_unless_present = "host", conflicts_with = "host")]
+    dump: Vec<PathBuf>,
+    /// Every logical CPU of this host (/dev/cpu/N/msr, needs root and the msr module),
+    /// checked like vmx_check_processor_compat.
+    #[arg(long)]
+    host: bool,
     /// What an inconsistent VM-entry/VM-exit control pair does: fail, like KVM's
     /// error_on_inconsistent_vmcs_config=1 (the default), or clear both sides.
     #[arg(long, value_enum, default_value_t = OnInconsistentArg::Error)]
@@ -141,6 +167,91 @@ struct ConfigArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutFormat::Text)]
     format: OutFormat,
+}
+
+#[derive(Args, Debug)]
+struct NestedArgs {
+    #[command(flatten)]
+    source: Source,
+    /// text: every control bit marked passed/emulated/masked and why; qemu: what QEMU's
+    /// vmxcap prints inside that L1; json: a dump in the fixtures' format.
+    #[arg(long, value_enum, default_value_t = NestedFormat::Text)]
+    format: NestedFormat,
+    /// Run L1's own KVM on the nested view: does it load, with which VMCS configuration,
+    /// and what its L2 gets (qemu: L2's view; json: L1's configuration and L2's dump).
+    #[arg(long)]
+    l1: bool,
+    #[command(flatten)]
+    assume: AssumeArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum NestedFormat {
+    Text,
+    Qemu,
+    Json,
+}
+
+/// Assumptions of the nested model (upstream defaults): kvm_intel module parameters
+/// and host CPUID features.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "KVM assumptions (0|1)")]
+struct AssumeArgs {
+    /// kvm_intel.nested.
+    #[arg(long = "kvm-nested", value_name = "0|1", value_parser = BoolishValueParser::new(), default_value = "1", action = ArgAction::Set)]
+    kvm_nested: bool,
+    /// kvm_intel.ept.
+    #[arg(long, value_name = "0|1", value_parser = BoolishValueParser::new(), default_value = "1", action = ArgAction::Set)]
+    ept: bool,
+    /// kvm_intel.vpid.
+    #[arg(long, value_name = "0|1", value_parser = BoolishValueParser::new(), default_value = "1", action = ArgAction::Set)]
+    vpid: bool,
+    /// kvm_intel.unrestricted_guest.
+    #[arg(long, value_name = "0|1", value_parser = BoolishValueParser::new(), default_value = "1", action = ArgAction::Set)]
+    unrestricted_guest: bool,
+    /// kvm_intel.flexpriority.
+    #[arg(long, value_name = "0|1", value_parser = BoolishValueParser::new(), default_value = "1", action = ArgAction::Set)]
+    flexpriority: bool,
+    /// kvm_intel.eptad.
+    #[arg(long, value_name = "0|1", value_parser = BoolishValueParser::new(), default_value = "1", action = ArgAction::Set)]
+    eptad: bool,
+    /// kvm_intel.enable_apicv.
+    #[arg(long, value_name = "0|1", value_parser = BoolishValueParser::new(), default_value = "1", action = ArgAction::Set)]
+    enable_apicv: bool,
+    /// kvm_intel.sgx.
+    #[arg(long, value_name = "0|1", value_parser = BoolishValueParser::new(), default_value = "1", action = ArgAction::Set)]
+    sgx: bool,
+    /// Host UMIP (default: inferred from IA32_VMX_CR4_FIXED1 bit 11).
+    #[arg(long, value_name = "0|1", value_parser = BoolishValueParser::new())]
+    host_umip: Option<bool>,
+    /// Host CET shadow stacks (default: assumed present).
+    #[arg(long, value_name = "0|1", value_parser = BoolishValueParser::new(), default_value = "1", action = ArgAction::Set)]
+    host_shstk: bool,
+    /// Host CET indirect-branch tracking (default: assumed present).
+    #[arg(long, value_name = "0|1", value_parser = BoolishValueParser::new(), default_value = "1", action = ArgAction::Set)]
+    host_ibt: bool,
+    /// Host SGX (default: assumed present).
+    #[arg(long, value_name = "0|1", value_parser = BoolishValueParser::new(), default_value = "1", action = ArgAction::Set)]
+    host_sgx: bool,
+}
+
+impl AssumeArgs {
+    fn assumptions(&self) -> NestedAssumptions {
+        NestedAssumptions {
+            nested: self.kvm_nested,
+            ept: self.ept,
+            vpid: self.vpid,
+            unrestricted_guest: self.unrestricted_guest,
+            flexpriority: self.flexpriority,
+            eptad: self.eptad,
+            enable_apicv: self.enable_apicv,
+            sgx: self.sgx,
+            host_umip: self.host_umip,
+            host_shstk: self.host_shstk,
+            host_ibt: self.host_ibt,
+            host_sgx: self.host_sgx,
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -156,6 +267,8 @@ enum CliError {
     Caps(#[from] CapsError),
     #[error("no source: give --dump FILE, --host [--cpu N] or --kvm")]
     NoSource,
+    #[error("no CPU listed in /proc/cpuinfo")]
+    NoCpus,
     #[error("{path}: {source}")]
     Context {
         path: String,
@@ -259,8 +372,6 @@ fn check(args: &CheckArgs) -> Result<ExitCode, CliError> {
 
 fn diff_cmd(args: &DiffArgs) -> Result<ExitCode, CliError> {
     let (da, a) = load_dump(&args.a)?;
-    let (db, b) = load_dump(&args.b)?;
-    let d = diff::diff(&a, &b);
     let label = |d: &Dump, p: &std::path::Path| {
         if d.cpu.is_empty() {
             p.display().to_string()
@@ -268,8 +379,22 @@ fn diff_cmd(args: &DiffArgs) -> Result<ExitCode, CliError> {
             format!("{} ({})", d.cpu, p.display())
         }
     };
+    let (lb, b) = match &args.b {
+        Some(path) => {
+            let (db, b) = load_dump(path)?;
+            (label(&db, path), b)
+        }
+        None => {
+            let db = vmx_caps::kvm::read_kvm()?;
+            (
+                "KVM feature MSRs on this host (/dev/kvm)".to_owned(),
+                db.caps()?,
+            )
+        }
+    };
+    let d = diff::diff(&a, &b);
     match args.format {
-        OutFormat::Text => emit(&d.render_text(&label(&da, &args.a), &label(&db, &args.b))),
+        OutFormat::Text => emit(&d.render_text(&label(&da, &args.a), &lb)),
         OutFormat::Json => {
             let mut s = serde_json::to_string_pretty(&d).unwrap_or_default();
             s.push('\n');
@@ -286,20 +411,39 @@ fn diff_cmd(args: &DiffArgs) -> Result<ExitCode, CliError> {
 fn baseline_cmd(args: &BaselineArgs) -> Result<ExitCode, CliError> {
     let mut sets = Vec::with_capacity(args.dumps.len());
     let mut names = Vec::with_capacity(args.dumps.len());
+    let assume = args.assume.assumptions();
     for p in &args.dumps {
         let (d, c) = load_dump(p)?;
-        names.push(if d.cpu.is_empty() {
+        let name = if d.cpu.is_empty() {
             p.display().to_string()
         } else {
             d.cpu
-        });
-        sets.push(c);
+        };
+        if args.nested {
+            match nested::nested_view(&c, &assume) {
+                Ok(v) => sets.push(v.caps),
+                Err(e) => return Ok(nested_refused(&format!("{} ({})", name, p.display()), &e)),
+            }
+            names.push(format!("L1 on {name}"));
+        } else {
+            sets.push(c);
+            names.push(name);
+        }
     }
     let base = baseline::intersect(&sets)?;
+    let source = if args.nested {
+        format!(
+            "vmxcap baseline --nested (intersection of predicted L1 views, {} model; {})",
+            nested::LINUX_VERSION,
+            args_summary(&assume)
+        )
+    } else {
+        "vmxcap baseline (intersection of capability sets)".to_owned()
+    };
     let dump = Dump::from_caps(
         &base.caps,
         format!("baseline of: {}", names.join("; ")),
-        "vmxcap baseline (intersection of capability sets)",
+        source,
     );
     match &args.out {
         Some(path) => {
@@ -328,6 +472,9 @@ fn config_cmd(args: &ConfigArgs) -> Result<ExitCode, CliError> {
     use vmx_controls::report::{config_from_dump_file, render_outcome, Format as ConfigFormat};
     use vmx_controls::{OnInconsistent, VmcsPolicy};
 
+    if args.host || args.dump.len() > 1 {
+        return config_cpus(args);
+    }
     let policy = VmcsPolicy::linux().with_on_inconsistent(match args.on_inconsistent {
         OnInconsistentArg::Error => OnInconsistent::Error,
         OnInconsistentArg::Sanitize => OnInconsistent::Sanitize,
@@ -336,7 +483,10 @@ fn config_cmd(args: &ConfigArgs) -> Result<ExitCode, CliError> {
         OutFormat::Text => ConfigFormat::Text,
         OutFormat::Json => ConfigFormat::Json,
     };
-    let outcome = config_from_dump_file(&args.dump, &policy);
+    let Some(path) = args.dump.first() else {
+        return Err(CliError::NoSource);
+    };
+    let outcome = config_from_dump_file(path, &policy);
     let rendered = render_outcome(&outcome, format);
     if outcome.is_err() && matches!(args.format, OutFormat::Text) {
         emit_err(&rendered.output);
@@ -349,6 +499,194 @@ fn config_cmd(args: &ConfigArgs) -> Result<ExitCode, CliError> {
     ))
 }
 
+/// Logical CPUs listed in /proc/cpuinfo ("processor : N" lines).
+fn host_cpus() -> Result<Vec<u32>, CliError> {
+    let text =
+        std::fs::read_to_string("/proc/cpuinfo").map_err(|e| CapsError::io("/proc/cpuinfo", e))?;
+    let cpus: Vec<u32> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("processor"))
+        .filter_map(|l| l.trim_start_matches([' ', '\t', ':']).trim().parse().ok())
+        .collect();
+    if cpus.is_empty() {
+        return Err(CliError::NoCpus);
+    }
+    Ok(cpus)
+}
+
+/// `config` over several CPUs: the boot CPU's configuration, then what
+/// vmx_check_processor_compat says about every other CPU (host SGX assumed, as by
+/// `vmxcap nested`).
+fn config_cpus(args: &ConfigArgs) -> Result<ExitCode, CliError> {
+    let mut sets = Vec::new();
+    if args.host {
+        for cpu in host_cpus()? {
+            sets.push(vmx_caps::source::read_host(cpu)?.caps()?);
+        }
+    } else {
+        for p in &args.dump {
+            sets.push(load_dump(p)?.1);
+        }
+    }
+    let assume = NestedAssumptions::default();
+    let policy = assume
+        .l0_policy()
+        .with_on_inconsistent(match args.on_inconsistent {
+            OnInconsistentArg::Error => vmx_controls::OnInconsistent::Error,
+            OnInconsistentArg::Sanitize => vmx_controls::OnInconsistent::Sanitize,
+        });
+    let first = sets.first().ok_or(CliError::NoSource)?;
+    let boot = match vmx_controls::setup_vmcs_config(first, &policy) {
+        Ok(b) => b,
+        Err(e) => {
+            emit_err(&format!(
+                "error: configuration fails on the boot CPU: {e}\n"
+            ));
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let report = match nested::check_processor_compat_with(&sets, &assume, &policy) {
+        Ok(r) => r,
+        Err(e) => {
+            emit_err(&format!("error: {e}\n"));
+            return Ok(ExitCode::from(1));
+        }
+    };
+    match args.format {
+        OutFormat::Text => {
+            let mut s = boot.render_text();
+            s.push_str(&format!(
+                "vmx_check_processor_compat over {} CPUs (CPU 0 is the boot CPU; nested=1):\n",
+                sets.len()
+            ));
+            for c in &report.cpus {
+                s.push_str(&format!("  {c}\n"));
+            }
+            s.push_str(if report.loads() {
+                "kvm_intel loads: every CPU matches the boot CPU\n"
+            } else {
+                "kvm_intel refuses to load (-EIO)\n"
+            });
+            emit(&s);
+        }
+        OutFormat::Json => {
+            let v = serde_json::json!({
+                "config": boot.report().to_json_value(),
+                "processor_compat": report,
+                "loads": report.loads(),
+            });
+            let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+            s.push('\n');
+            emit(&s);
+        }
+    }
+    Ok(if report.loads() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// One line on stderr and status 1: KVM would not load, so there is no nested view.
+fn nested_refused(what: &str, e: &NestedError) -> ExitCode {
+    emit_err(&format!("vmxcap: nested: {what}: no nested view: {e}\n"));
+    ExitCode::from(1)
+}
+
+/// The assumptions as flags, for dump provenance (UMIP is inferred per CPU).
+fn args_summary(a: &NestedAssumptions) -> String {
+    let b = |v: bool| u8::from(v);
+    format!(
+        "ept={} vpid={} unrestricted_guest={} flexpriority={} eptad={} enable_apicv={} sgx={} host: umip={} shstk={} ibt={} sgx={}",
+        b(a.ept),
+        b(a.vpid),
+        b(a.unrestricted_guest),
+        b(a.flexpriority),
+        b(a.eptad),
+        b(a.enable_apicv),
+        b(a.sgx),
+        a.host_umip.map_or("inferred".to_owned(), |v| b(v).to_string()),
+        b(a.host_shstk),
+        b(a.host_ibt),
+        b(a.host_sgx),
+    )
+}
+
+fn nested_cmd(args: &NestedArgs) -> Result<ExitCode, CliError> {
+    let (dump, caps) = load(&args.source)?;
+    let cpu = if dump.cpu.is_empty() {
+        "this CPU".to_owned()
+    } else {
+        dump.cpu.clone()
+    };
+    let view = match nested::nested_view(&caps, &args.assume.assumptions()) {
+        Ok(v) => v,
+        Err(e) => return Ok(nested_refused(&cpu, &e)),
+    };
+    if args.l1 {
+        return Ok(l1_cmd(args, &view, &cpu));
+    }
+    match args.format {
+        NestedFormat::Json => emit(&view.to_dump(&cpu).to_json()),
+        NestedFormat::Qemu => emit(&report::render(&view.caps, Format::Qemu)),
+        NestedFormat::Text => emit(&nested::render_text(&view, &cpu)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `nested --l1`: L1's KVM on the nested view, and what its L2 gets.
+fn l1_cmd(args: &NestedArgs, view: &NestedView, cpu: &str) -> ExitCode {
+    let l1 = nested::l1_config(view);
+    let setup = match &l1.setup {
+        Ok(s) => s,
+        Err(e) => {
+            emit_err(&format!(
+                "vmxcap: nested --l1: kvm_intel in L1 on {cpu} refuses to load: {e}\n"
+            ));
+            return ExitCode::from(1);
+        }
+    };
+    let l2 = match &l1.l2 {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => return nested_refused(&format!("L1 on {cpu}"), e),
+        None => return ExitCode::from(1),
+    };
+    match args.format {
+        NestedFormat::Qemu => emit(&report::render(&l2.caps, Format::Qemu)),
+        NestedFormat::Json => {
+            let l2_dump: serde_json::Value =
+                serde_json::from_str(&l2.to_dump(&format!("the L1 hypervisor on {cpu}")).to_json())
+                    .unwrap_or_default();
+            let v = serde_json::json!({
+                "l1_loads": true,
+                "l1_config": setup.report().to_json_value(),
+                "l2": l2_dump,
+            });
+            let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+            s.push('\n');
+            emit(&s);
+        }
+        NestedFormat::Text => {
+            let mut s = format!(
+                "L1 on {cpu}: kvm_intel loads on the nested view ({} model)\n",
+                nested::LINUX_VERSION
+            );
+            s.push_str(&setup.render_text());
+            let d = diff::diff(&view.caps, &l2.caps);
+            if d.is_empty() {
+                s.push_str(
+                    "L2 gets the same VMX capabilities as L1 (the nested view is a fixed point)\n",
+                );
+            } else {
+                s.push_str("L2 gets less than L1:\n");
+                s.push_str(&d.render_text("L1", "L2"));
+            }
+            emit(&s);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn run(cli: &Cli) -> Result<ExitCode, CliError> {
     match &cli.command {
         None => show(&cli.show),
@@ -357,6 +695,7 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         Some(Command::Diff(a)) => diff_cmd(a),
         Some(Command::Baseline(a)) => baseline_cmd(a),
         Some(Command::Config(a)) => config_cmd(a),
+        Some(Command::Nested(a)) => nested_cmd(a),
     }
 }
 

@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    vmx_toolkit_fuzz::properties::vmx_nested::vmx_nested(data)
+});
