@@ -65,7 +65,7 @@ fn text_is_default_and_flags_unknown_bits() {
     let out = vmxcap(&["--dump", p(&fixture("icelake-u-i7-1065g7"))]);
     assert_eq!(out.status.code(), Some(0));
     let s = String::from_utf8(out.stdout).unwrap();
-    assert!(s.contains("Notify VM exiting"));
+    assert!(s.contains("NOTIFY_VM_EXITING"));
     assert!(
         s.lines()
             .any(|l| l.starts_with("  Bit 29") && l.ends_with("yes [unknown]")),
