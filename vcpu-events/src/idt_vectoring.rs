@@ -39,8 +39,10 @@
 
 #![deny(unsafe_code)]
 
-use crate::event::{vector::X86_TRAP_NMI, Event};
-use crate::interruption::{DecodeError, EntryInterruption, InterruptionInfo, InterruptionType};
+use crate::event::Event;
+use crate::interruption::{DecodeError, EntryInterruption};
+use x86_kvm_base::exception::X86_TRAP_NMI;
+use x86_kvm_base::interruption::{InterruptionInfo, InterruptionType};
 
 /// The IDT-vectoring fields of one VM exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -335,10 +335,19 @@ fn subset_bits(out: &mut Vec<Note>, msr: u32, a: u64, b: u64, mask: u64, what: &
 /// * VMCS_ENUM is not checked (KVM accepts any value).
 pub fn is_subset_of(a: &VmxCaps, b: &VmxCaps) -> Vec<Note> {
     let mut out = Vec::new();
+    basic_subset(&mut out, a, b);
+    controls_subset(&mut out, a, b);
+    misc_subset(&mut out, a, b);
+    ept_vmfunc_cr_subset(&mut out, a, b);
+    out
+}
+
+// IA32_VMX_BASIC part of [`is_subset_of`].
+fn basic_subset(out: &mut Vec<Note>, a: &VmxCaps, b: &VmxCaps) {
     let (ba, bb) = (a.basic(), b.basic());
     let i = msr::IA32_VMX_BASIC;
     subset_bits(
-        &mut out,
+        out,
         i,
         ba.raw(),
         bb.raw(),
@@ -374,6 +383,10 @@ pub fn is_subset_of(a: &VmxCaps, b: &VmxCaps) -> Vec<Note> {
             ),
         });
     }
+}
+
+// The control words' part of [`is_subset_of`].
+fn controls_subset(out: &mut Vec<Note>, a: &VmxCaps, b: &VmxCaps) {
     for word in ControlWord::ALL {
         let id = if word.true_msr().is_some() && a.has_true_ctls() {
             word.true_msr().unwrap_or(word.msr())
@@ -401,10 +414,14 @@ pub fn is_subset_of(a: &VmxCaps, b: &VmxCaps) -> Vec<Note> {
             });
         }
     }
+}
+
+// IA32_VMX_MISC part of [`is_subset_of`].
+fn misc_subset(out: &mut Vec<Note>, a: &VmxCaps, b: &VmxCaps) {
     let (ma, mb) = (a.misc(), b.misc());
     let i = msr::IA32_VMX_MISC;
     subset_bits(
-        &mut out,
+        out,
         i,
         ma.raw(),
         mb.raw(),
@@ -439,12 +456,16 @@ pub fn is_subset_of(a: &VmxCaps, b: &VmxCaps) -> Vec<Note> {
             message: "MSEG revision differs".into(),
         });
     }
+}
+
+// EPT/VPID, VMFUNC and CR0/CR4 fixed-bit part of [`is_subset_of`].
+fn ept_vmfunc_cr_subset(out: &mut Vec<Note>, a: &VmxCaps, b: &VmxCaps) {
     let (ea, eb) = (
         a.ept_vpid().unwrap_or(EptVpidCap(0)),
         b.ept_vpid().unwrap_or(EptVpidCap(0)),
     );
     subset_bits(
-        &mut out,
+        out,
         msr::IA32_VMX_EPT_VPID_CAP,
         ea.raw(),
         eb.raw(),
@@ -465,7 +486,7 @@ pub fn is_subset_of(a: &VmxCaps, b: &VmxCaps) -> Vec<Note> {
         });
     }
     subset_bits(
-        &mut out,
+        out,
         msr::IA32_VMX_VMFUNC,
         a.vmfunc().map_or(0, |c| c.raw()),
         b.vmfunc().map_or(0, |c| c.raw()),
@@ -485,7 +506,7 @@ pub fn is_subset_of(a: &VmxCaps, b: &VmxCaps) -> Vec<Note> {
             });
         }
         subset_bits(
-            &mut out,
+            out,
             f0 + 1,
             fa.fixed1,
             fb.fixed1,
@@ -493,7 +514,6 @@ pub fn is_subset_of(a: &VmxCaps, b: &VmxCaps) -> Vec<Note> {
             "CR bits allowed to be 1",
         );
     }
-    out
 }
 
 #[cfg(test)]

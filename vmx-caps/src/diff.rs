@@ -235,7 +235,7 @@ impl Diff {
                 ("only B forces", c.forced_only_b),
             ] {
                 for bit in (0..64).filter(|b| mask & (1u64 << b) != 0) {
-                    let label = lookup(word, bit).map_or("(unknown)", |n| n.label);
+                    let label = lookup(word, bit).map_or("(unknown)", |n| n.name);
                     let _ = writeln!(out, "  {what:<14} {label} [bit {bit}]");
                 }
             }
@@ -315,10 +315,7 @@ mod tests {
         assert_eq!(d.fields.len(), 1);
         assert_eq!(d.fields[0].field, "max_index");
         let t = d.render_text("A", "B");
-        assert!(
-            t.contains("only A allows  Process posted interrupts [bit 7]"),
-            "{t}"
-        );
+        assert!(t.contains("only A allows  POSTED_INTR [bit 7]"), "{t}");
         assert!(
             t.contains("IA32_VMX_VMCS_ENUM.max_index: A 23 / B 21"),
             "{t}"

@@ -65,14 +65,14 @@ fn text_names_every_known_bit_and_flags_unknown_ones() {
     let t = report::render(&caps("arrowlake-core-ultra-5-245k"), Format::Text);
     // Bits QEMU's (pre-2024) vmxcap does not print.
     for label in [
-        "  Bus-lock detection                       yes",
-        "  Notify VM exiting                        yes",
-        "  Load CET state                           yes",
-        "  Activate secondary VM-exit controls      yes",
+        "  BUS_LOCK_DETECTION                       yes",
+        "  NOTIFY_VM_EXITING                        yes",
+        "  LOAD_CET_STATE                           yes",
+        "  ACTIVATE_SECONDARY_CONTROLS              yes",
         "  VMX nested exception support             no",
         "  Supervisor shadow-stack control          yes",
         "secondary VM-Exit controls (IA32_VMX_EXIT_CTLS2 0x493: absent)",
-        "  Save IA32 FRED MSRs                      no",
+        "  SAVE_IA32_FRED                           no",
         "  Unknown bits set                         0x200000000000000 (bits 57) [unknown]",
     ] {
         assert!(t.contains(label), "missing {label:?} in\n{t}");
@@ -80,14 +80,14 @@ fn text_names_every_known_bit_and_flags_unknown_ones() {
     // Every named bit of every word appears exactly once per section.
     for w in vmx_caps::ControlWord::ALL {
         for n in vmx_caps::names::control_bits(w) {
-            assert!(t.contains(&format!("  {:<40} ", n.label)), "{}", n.label);
+            assert!(t.contains(&format!("  {:<40} ", n.name)), "{}", n.name);
         }
     }
     let icl = report::render(&caps("icelake-u-i7-1065g7"), Format::Text);
     assert!(icl.contains("  Bit 29                                   yes [unknown]"));
     // Penryn: no TRUE MSRs, so default1 controls are forced, and MISC bit 9 is flagged.
     let p = report::render(&caps("penryn-core2-t9600"), Format::Text);
-    assert!(p.contains("  CR3-load exiting                         forced"));
+    assert!(p.contains("  CR3_LOAD_EXITING                         forced"));
     assert!(p.contains("  Unknown bits set                         0x200 (bits 9) [unknown]"));
     assert!(p.contains("VPID and EPT capabilities (IA32_VMX_EPT_VPID_CAP 0x48c: absent)"));
 }

@@ -2,11 +2,10 @@
 
 //! Drift guard: every VMX control bit has one name wherever it is printed. The typed
 //! flags (`x86_kvm_base::control_bits`, re-exported by vmx-controls), the vmxcap text
-//! and JSON reports (vmx-caps `names`) and the `vmxcap config` report (vmx-controls
-//! `ControlField::describe_bits`) all print from the one table in x86-kvm-base; this test
-//! renders each of them for a CPU that allows every control bit and checks that every
-//! named bit comes out under that one name (its Linux name, or the Linux name without
-//! the field prefix as the flag constant), and every unnamed bit under none.
+//! report, the `vmxcap config` report (vmx-controls `ControlField::describe_bits`) all
+//! print the same name (the Linux name without the field prefix) and the JSON report
+//! prints the Linux name with it; all come from the one table in x86-kvm-base. This test
+//! renders each of them for a CPU that allows every control bit and checks every bit.
 
 use vmx_caps::report::{json, text};
 use vmx_caps::{ControlWord, RawMsrs, VmxCaps};
@@ -95,6 +94,20 @@ fn text_section(report: &str, word: ControlWord) -> String {
     format!("{title}\n{}\n", body.join("\n"))
 }
 
+/// The typed flag's name for `bit` of `field`.
+fn flag_name(field: ControlField, bit: u32) -> Option<&'static str> {
+    match field {
+        ControlField::PinBased => cb::PinBasedControls::bit_name(bit),
+        ControlField::Primary => cb::PrimaryControls::bit_name(bit),
+        ControlField::Secondary => cb::SecondaryControls::bit_name(bit),
+        ControlField::Tertiary => cb::TertiaryControls::bit_name(bit),
+        ControlField::Exit => cb::ExitControls::bit_name(bit),
+        ControlField::SecondaryExit => cb::SecondaryExitControls::bit_name(bit),
+        ControlField::Entry => cb::EntryControls::bit_name(bit),
+        _ => None,
+    }
+}
+
 #[test]
 fn every_control_bit_has_one_name_in_every_report() {
     let caps = everything_allowed();
@@ -124,14 +137,16 @@ fn every_control_bit_has_one_name_in_every_report() {
             let json_bit = json_bits.iter().find(|b| b["bit"] == bit);
             match one {
                 Some(n) => {
-                    // Typed flags and `vmxcap config`: the Linux name without prefix.
-                    let flag = n.linux.strip_prefix(prefix).expect("prefixed Linux name");
-                    assert_eq!(described, flag, "{word:?} bit {bit}: config report");
-                    // vmxcap text: the table's label for that bit.
+                    // The name is the Linux name without the field prefix.
+                    assert_eq!(n.linux.strip_prefix(prefix), Some(n.name));
+                    // `vmxcap config` and the typed flags print it...
+                    assert_eq!(described, n.name, "{word:?} bit {bit}: config report");
+                    assert_eq!(flag_name(field, bit), Some(n.name), "{word:?} bit {bit}");
+                    // ...and so does the vmxcap text report, on the bit's own line.
                     assert!(
-                        section.contains(&format!("  {:<40} ", n.label)),
+                        section.contains(&format!("  {:<40} ", n.name)),
                         "{word:?} bit {bit}: text report lacks {:?}",
-                        n.label
+                        n.name
                     );
                     // vmxcap JSON: the Linux name and label of the same row.
                     let j = json_bit.unwrap_or_else(|| panic!("{word:?} bit {bit} not in JSON"));

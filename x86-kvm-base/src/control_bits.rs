@@ -4,9 +4,11 @@
 //! one name table the reports print from.
 //!
 //! Each field is written as a single list of `(bit, NAME, label, vmxcap)` rows. From that
-//! list a macro generates both the flag constant (`NAME`) and the table row whose Linux
-//! name is the field prefix followed by `NAME` (`PIN_BASED_` + `NMI_EXITING`), so the
-//! typed flags and the printed names cannot drift apart.
+//! list a macro generates both the flag constant (`NAME`) and the table row whose name is
+//! `NAME` and whose Linux name is the field prefix followed by `NAME` (`PIN_BASED_` +
+//! `NMI_EXITING`), so the typed flags and the printed names cannot drift apart. The
+//! vmxcap text and config reports print `NAME`, the JSON report the Linux name, and only
+//! the QEMU-format report QEMU's own labels.
 //!
 //! Names follow Linux `arch/x86/include/asm/vmx.h` (and `vmxfeatures.h`). For bits that
 //! mainline Linux does not name, the name is the one a posted Linux patch series uses
@@ -48,9 +50,14 @@ pub enum Vmxcap {
 pub struct BitName {
     /// Bit position in the control word.
     pub bit: u8,
-    /// Human label (QEMU vmxcap's wording where vmxcap prints the bit).
+    /// The name: the flag constant of the typed field (`NMI_EXITING`), which is the
+    /// Linux name without the field prefix. The vmxcap text and config reports print it.
+    pub name: &'static str,
+    /// Human label (QEMU vmxcap's wording where vmxcap prints the bit); only the
+    /// QEMU-format report prints it.
     pub label: &'static str,
-    /// The Linux name (`asm/vmx.h` style, field prefix included).
+    /// The Linux name (`asm/vmx.h` style, field prefix included); the JSON report
+    /// prints it.
     pub linux: &'static str,
     /// Whether, and since which version, QEMU's vmxcap prints it.
     pub vmxcap: Vmxcap,
@@ -91,6 +98,7 @@ macro_rules! control_word {
         pub const $table: &[BitName] = &[
             $( BitName {
                 bit: $bit,
+                name: stringify!($name),
                 label: $label,
                 linux: concat!($prefix, stringify!($name)),
                 vmxcap: Vmxcap::$vmxcap,
@@ -458,7 +466,7 @@ mod tests {
                 assert!(pair[0].bit < pair[1].bit, "{prefix}");
             }
             for n in table {
-                assert!(n.linux.starts_with(prefix), "{}", n.linux);
+                assert_eq!(n.linux.strip_prefix(prefix), Some(n.name), "{}", n.linux);
                 assert!(!n.label.is_empty());
             }
         }

@@ -230,7 +230,8 @@ mod tests {
         raw.insert(0x48E, 0xF7F9_FFFE_0400_6172);
         let c = VmxCaps::from_raw(raw).unwrap();
         assert!(render(&c).contains(default));
-        assert!(crate::report::text::render(&c).contains(forced));
+        let text_forced = "  CR3_LOAD_EXITING                         forced\n";
+        assert!(crate::report::text::render(&c).contains(text_forced));
     }
 
     #[test]

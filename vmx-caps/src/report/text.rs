@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! The `text` report: vmxcap's layout, but every bit the reference knows is named
-//! (tertiary and secondary VM-exit controls, FRED, CET, bus-lock, notify, ...), every
+//! (tertiary and secondary VM-exit controls, FRED, CET, bus-lock, notify, ...) by its
+//! one name, the Linux name without the field prefix (`NMI_EXITING`; the typed flags'
+//! and `vmxcap config`'s name; see `x86_kvm_base::control_bits`), every
 //! section names its MSRs, absent MSRs say so, set bits with no known meaning are
 //! listed and flagged `[unknown]`, and CR0/CR4 fixed bits and VMCS_ENUM are shown.
 //!
@@ -120,7 +122,7 @@ fn control(out: &mut String, caps: &VmxCaps, word: ControlWord) {
     let width = if word.is_allowed1_only() { 64 } else { 32 };
     for bit in 0..width {
         match lookup(word, bit) {
-            Some(n) => line(out, n.label, caps.control_setting(word, bit).vmxcap_word()),
+            Some(n) => line(out, n.name, caps.control_setting(word, bit).vmxcap_word()),
             None if !expected_unnamed(caps, word, bit) => {
                 let v = caps.control_setting(word, bit).vmxcap_word();
                 line(out, &format!("Bit {bit}"), &format!("{v} {UNKNOWN}"));
