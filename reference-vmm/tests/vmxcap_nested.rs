@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! `vmxcap nested`, `baseline --nested`, multi-dump `config` and `diff --kvm`, run
-//! through the built binary on the fixtures vmx-caps ships (model: Linux v6.18
+//! through the built binary on the repository's fixture dumps (`fixtures/vmx/`) (model: Linux v6.18
 //! `nested_vmx_setup_ctls_msrs`, arch/x86/kvm/vmx/nested.c).
 
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ const ALL: [&str; 7] = [
 ];
 
 fn data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../vmx-caps/tests/data")
+    test_support::vmx_fixtures_dir()
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -362,10 +362,10 @@ fn diff_predicted_against_dump_or_kvm() {
     assert_eq!(out.status.code(), Some(1));
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(
-        s.contains("only B allows  PAUSE-loop exiting [bit 10]"),
+        s.contains("only B allows  PAUSE_LOOP_EXITING [bit 10]"),
         "{s}"
     );
-    assert!(s.contains("only A allows  VMCS shadowing [bit 14]"), "{s}");
+    assert!(s.contains("only A allows  SHADOW_VMCS [bit 14]"), "{s}");
     // Against this host's KVM: a comparison when KVM offers VMX, else a clear error.
     let out = vmxcap(&["diff", p(&l1), "--kvm"]);
     match out.status.code() {
