@@ -9,11 +9,11 @@
 //! | --- | --- |
 //! | `KVM_EXIT_HLT` (5) | stop: `halted` |
 //! | `KVM_EXIT_SHUTDOWN` (8) | stop: `shutdown`, caused by the triple fault the VMM synthesized (if any), else the guest's own |
-//! | `KVM_EXIT_FAIL_ENTRY` (9) | stop: `fail-entry` with `hardware_entry_failure_reason` (u64 at 0) |
+//! | `KVM_EXIT_FAIL_ENTRY` (9) | stop: `fail-entry` with `hardware_entry_failure_reason` (u64 at 0) and `cpu` (u32 at 8) |
 //! | `KVM_EXIT_INTERNAL_ERROR` (17) | stop: `internal-error` with `suberror` (u32 at 0) |
 //! | `KVM_EXIT_IRQ_WINDOW_OPEN` (7), `KVM_EXIT_INTR` (10) | resume |
 //! | `KVM_EXIT_IO` (2), size not 1/2/4 or direction not 0/1 | malformed: a typed error, never handled |
-//! | `KVM_EXIT_IO` in | resume; the guest reads the device |
+//! | `KVM_EXIT_IO` in | resume; the guest reads the device's value (status port: the irq-flood "all delivered" flag; any other port 0) |
 //! | `KVM_EXIT_IO` out, tick port | resume; the irq guests may raise interrupts (their vectors only) |
 //! | `KVM_EXIT_IO` out, sync port | the step the guest asks for: #GP / #PF (the plan's error code and CR2) / NMI / a triple fault; another code: resume, counted as unknown |
 //! | `KVM_EXIT_IO` out, report port + k (k < 16) | resume; field k = the bytes written |
@@ -23,7 +23,7 @@
 //! | Heki configure (the selected ABI's number) | resume (pins mirrored) |
 //! | Heki denial | `--heki-denial shutdown`: a triple fault (then `shutdown`); `gp`, `audit`: resume (KVM injects #GP) |
 //! | anything else (MMIO 6, SYSTEM_EVENT 24, 39..=41 that no selected ABI claims, any other number) | stop: `unhandled-exit` naming that number |
-//! | a resume at or past the exit budget | stop: `exit-limit` (not an unhandled exit) |
+//! | any decision but a stop, at or past the exit budget | stop: `exit-limit` caused by the budget (`StopCause::ExitBudget`), not an unhandled exit |
 //!
 //! The notify rows follow notify-exit's policy table as the VMM configures it (the seed
 //! QEMU patch's semantics: a valid context resumes in every mode; QEMU 7.2's
