@@ -277,18 +277,25 @@ fn parse_window(value: &str) -> Result<u32, ConfigError> {
 }
 
 /// Why an option string was refused.
+///
+/// Every message is one line: text from the options (keys, values) is shown
+/// escaped with [`str::escape_debug`] (`\n`, `\u{1b}`), so an option string
+/// cannot add lines to, or rewrite, the terminal or log that prints the error.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// A key that is neither `notify-vmexit`/`notify-window` nor the older
     /// `notify_vmexit`/`notify_window`.
-    #[error("unknown notify option `{key}` (expected notify-vmexit, notify-window, notify_vmexit or notify_window)")]
+    #[error(
+        "unknown notify option `{}` (expected notify-vmexit, notify-window, notify_vmexit or notify_window)",
+        .key.escape_debug()
+    )]
     UnknownKey {
         /// The key as written.
         key: String,
     },
     /// An item without `=`.
-    #[error("notify option `{key}` has no value (expected `{key}=...`)")]
+    #[error("notify option `{0}` has no value (expected `{0}=...`)", .key.escape_debug())]
     MissingValue {
         /// The item as written.
         key: String,
@@ -300,7 +307,11 @@ pub enum ConfigError {
         index: usize,
     },
     /// The mode or the window was given twice (possibly in both spellings).
-    #[error("notify option `{second}` sets the same thing as `{first}` given earlier")]
+    #[error(
+        "notify option `{}` sets the same thing as `{}` given earlier",
+        .second.escape_debug(),
+        .first.escape_debug()
+    )]
     DuplicateSetting {
         /// The key that set it first.
         first: String,
@@ -308,7 +319,11 @@ pub enum ConfigError {
         second: String,
     },
     /// The mode value is not one of the accepted words.
-    #[error("bad value `{value}` for `{key}`: expected {expected}")]
+    #[error(
+        "bad value `{}` for `{}`: expected {expected}",
+        .value.escape_debug(),
+        .key.escape_debug()
+    )]
     BadMode {
         /// The key as written.
         key: String,
@@ -318,7 +333,7 @@ pub enum ConfigError {
         expected: &'static str,
     },
     /// The window is not a number.
-    #[error("bad notify window `{value}`: {reason}")]
+    #[error("bad notify window `{}`: {reason}", .value.escape_debug())]
     BadWindow {
         /// The value as written.
         value: String,
@@ -327,7 +342,8 @@ pub enum ConfigError {
     },
     /// The window is a number that does not fit the 32-bit VMCS field.
     #[error(
-        "notify window `{value}` does not fit in 32 bits (maximum {})",
+        "notify window `{}` does not fit in 32 bits (maximum {})",
+        .value.escape_debug(),
         u32::MAX
     )]
     WindowOverflow {
@@ -513,6 +529,31 @@ mod tests {
         assert_eq!(json, r#"{"mode":"internal-error","window":128}"#);
         assert_eq!(serde_json::from_str::<NotifyConfig>(&json).unwrap(), c);
         assert!(serde_json::from_str::<NotifyConfig>(r#"{"mode":"run","window":-1}"#).is_err());
+    }
+
+    /// Found by the `notify_options` fuzz target (seeds `run-esc.txt`, `newline.txt`):
+    /// the option text is echoed escaped, so every message is one clean line.
+    #[test]
+    fn errors_escape_the_option_text() {
+        for (input, shown) in [
+            ("notify-vmexit=run\u{1b}", "`run\\u{1b}`"),
+            ("notify-vmexit=r\nun", "`r\\nun`"),
+            ("notify-window=1\u{1b}[2J", "`1\\u{1b}[2J`"),
+            ("notify-window=99999999999\r", "`99999999999\\r`"),
+            ("\u{1b}]0;x\u{7}=1", "`\\u{1b}]0;x\\u{7}`"),
+            ("\u{9b}2J", "`\\u{9b}2J`"),
+        ] {
+            let e = NotifyConfig::parse(input).unwrap_err().to_string();
+            assert!(!e.chars().any(char::is_control), "{input:?}: {e:?}");
+            assert!(e.contains(shown), "{input:?}: {e}");
+        }
+        // Plain text is shown as written.
+        let e = NotifyConfig::parse("notify-vmexit=sometimes").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("bad value `sometimes` for `notify-vmexit`"),
+            "{e}"
+        );
     }
 
     #[test]

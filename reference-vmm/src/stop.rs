@@ -361,21 +361,15 @@ impl std::fmt::Display for StopCause {
 pub struct Stop {
     /// Outcome (always `cause.outcome()`).
     pub outcome: Outcome,
-    /// Why.
+    /// Why (print it with `Display` for the sentence).
     pub cause: StopCause,
-    /// The cause as a sentence. Deprecated: decide from `cause`; print with
-    /// `Display` (kept only so callers of the 0.1 API keep compiling).
-    #[deprecated(note = "decide from `cause`; print `cause` (Display)")]
-    pub reason: String,
 }
 
 impl Stop {
     /// A stop for `cause`.
-    #[allow(deprecated)]
     pub fn new(cause: StopCause) -> Self {
         Stop {
             outcome: cause.outcome(),
-            reason: cause.to_string(),
             cause,
         }
     }

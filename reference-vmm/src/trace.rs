@@ -66,8 +66,10 @@ pub enum TraceErrorKind {
     /// Not UTF-8.
     #[error("not UTF-8")]
     NotUtf8,
-    /// Not a JSON object of a known shape.
-    #[error("invalid JSON: {0}")]
+    /// Not a JSON object of a known shape: serde_json's message, which quotes
+    /// the line's text (an unknown field's key, a bad string) raw; it is shown
+    /// escaped with [`str::escape_debug`] so the error stays one clean line.
+    #[error("invalid JSON: {}", .0.escape_debug())]
     Json(String),
     /// `{"abi": ...}` after the first exit line.
     #[error("the abi line must come before any exit")]
@@ -695,6 +697,23 @@ mod tests {
             exits(&t, None).unwrap_err(),
             format!("line 1: line longer than {MAX_LINE_BYTES} bytes")
         );
+    }
+
+    /// Found by the `trace_replay` fuzz target (seed `unknown-field-esc.jsonl`):
+    /// serde_json's "unknown field" message quotes the key raw; the error shows it
+    /// escaped, on one line.
+    #[test]
+    fn json_errors_escape_the_line_text() {
+        for (t, shown) in [
+            (r#"{"exit": "hlt", "x\u001b[2J": 1}"#, r"x\u{1b}[2J"),
+            (r#"{"exit": "hlt", "a\nb": 1}"#, r"a\nb"),
+            (r#"{"exit": "hlt", "\u009b2J": 1}"#, r"\u{9b}2J"),
+        ] {
+            let e = exits(t, None).unwrap_err();
+            assert!(e.starts_with("line 1: invalid JSON: unknown field"), "{e}");
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+            assert!(e.contains(shown), "{t}: {e}");
+        }
     }
 
     #[test]

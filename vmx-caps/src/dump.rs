@@ -347,6 +347,25 @@ mod tests {
         }
     }
 
+    /// Found by the `msr_dump_json` fuzz target (seed `unknown-field-esc.json`):
+    /// serde_json's "unknown field" message quotes the key raw (ESC [2J clears a
+    /// terminal); the error shows it escaped, on one line.
+    #[test]
+    fn json_errors_escape_the_dump_text() {
+        for (text, shown) in [
+            (r#"{"cpu\u001b[2J": "x"}"#, r"cpu\u{1b}[2J"),
+            (r#"{"a\r\nb": 1}"#, r"a\r\nb"),
+            (r#"{"\u009b2J": 1}"#, r"\u{9b}2J"),
+        ] {
+            let e = Dump::from_json(text).unwrap_err();
+            assert!(matches!(e, CapsError::BadJson { .. }), "{e:?}");
+            let m = e.to_string();
+            assert!(m.starts_with("malformed dump: unknown field"), "{m}");
+            assert!(!m.chars().any(char::is_control), "{m:?}");
+            assert!(m.contains(shown), "{text}: {m}");
+        }
+    }
+
     #[test]
     fn too_many_entries_rejected_early() {
         // 21 entries: more than the 20 MSRs, whatever their keys.

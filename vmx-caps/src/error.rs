@@ -15,9 +15,13 @@ pub enum CapsError {
         name: &'static str,
     },
     /// The dump is not valid JSON or not in the dump format.
-    #[error("malformed dump: {message}")]
+    ///
+    /// The message is shown escaped with [`str::escape_debug`]: serde_json
+    /// quotes the dump's text in it (e.g. an unknown field's key) raw, and a
+    /// control character there (ESC, a line break) must not reach the terminal.
+    #[error("malformed dump: {}", .message.escape_debug())]
     BadJson {
-        /// What the JSON parser reported.
+        /// What the JSON parser reported (as it reported it, unescaped).
         message: String,
     },
     /// A key or value of the dump's `msrs` object is not a `0x`-prefixed hex number

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 
 use super::common::assert_error_message;
 use super::vmm_table::{self, Decision, Setting};
-use reference_vmm::action::{Cause, Outcome};
+use reference_vmm::action::Outcome;
 use reference_vmm::config::{HekiDenialAction, Policy};
 use reference_vmm::exit::HekiAbi;
 use reference_vmm::replay::{Recorded, StandIn};
-use reference_vmm::trace::{TraceItem, TraceReader};
+use reference_vmm::stop::StopCause;
+use reference_vmm::trace::{TraceItem, TraceReader, MAX_LINE_BYTES};
 
 /// What replaying a trace must give, worked out from the trace and the table alone.
 #[derive(Debug, Default)]
@@ -18,7 +19,9 @@ struct Expected {
     /// `Ok(outcome)`, or `Err(line)`: replay fails at that line (read or decode error).
     end: Option<Result<Outcome, u64>>,
     /// The cause of the stop (none for `trace-end`).
-    cause: Option<Cause>,
+    cause: Option<StopCause>,
+    /// The line of the terminating exit (none for `trace-end`).
+    stop_line: Option<u64>,
     /// Exits per kind (report names), the synthesized shutdown included.
     exits: BTreeMap<&'static str, u64>,
     /// Notify exits with an invalid context.
@@ -27,7 +30,8 @@ struct Expected {
     notify_resumed: u64,
     /// Heki denials for CR0 and for CR4.
     denials_cr: [u64; 2],
-    /// What the vCPU stand-in must be asked to do, in order.
+    /// What the vCPU stand-in must be asked (or answer) to do, in order: injections,
+    /// triple faults, and the value of every `in`.
     applied: Vec<Recorded>,
 }
 
@@ -49,11 +53,14 @@ impl Expected {
 /// Garbage gives errors that name a line that exists, in increasing order, each one
 /// clean line; replay fails exactly at the first bad line before the first terminating
 /// exit (a line that does not read, or an exit that does not decode), else it ends as
-/// the table says for the first terminating exit (`trace-end` without one); the report
-/// counts exactly the exits up to that one per kind (plus the `shutdown` a synthesized
-/// triple fault causes), the notify and Heki counters agree with those exits, the
-/// stand-in is asked for exactly the injections the table decides, in order, and the
-/// report says `replay` and serializes to JSON.
+/// the table says for the first terminating exit, with the table's cause (`trace-end`
+/// counting every exit without one); the report counts exactly the exits up to that one
+/// per kind (plus the `shutdown` a synthesized triple fault causes) and exactly the
+/// non-blank lines after it as not replayed, the notify and Heki counters agree with
+/// those exits, the stand-in is asked for exactly the injections the table decides and
+/// answers every `in` with the device's value, in order; replay is a function of the
+/// trace (its synthetic clock): a second replay gives the same report, notify storm
+/// counts included; the report says `replay` and serializes to JSON.
 pub fn trace_replay(data: &[u8]) {
     use reference_vmm::config::{HekiExits, NotifyMode};
     use reference_vmm::replay::{replay, ReplayError};
@@ -77,17 +84,18 @@ pub fn trace_replay(data: &[u8]) {
         match replay("fuzz", data, policy, forced_abi) {
             Ok(replayed) => {
                 let report = &replayed.report;
+                assert_eq!(Ok(report.outcome), end, "replay outcome ({})", report.cause);
+                let cause = expected.cause.clone().unwrap_or(StopCause::TraceEnd {
+                    exits: expected.total(),
+                });
+                assert_eq!(report.cause, cause, "stop cause");
+                assert_eq!(report.outcome, cause.outcome());
                 assert_eq!(
-                    Ok(report.outcome),
-                    end,
-                    "replay outcome ({})",
-                    report.reason
+                    report.lines_not_replayed,
+                    Some(lines_after(data, expected.stop_line)),
+                    "lines not replayed"
                 );
-                assert!(!report.reason.is_empty());
-                // Today's report carries the cause as its sentence.
-                if let Some(cause) = expected.cause {
-                    assert_eq!(report.reason, cause.to_string(), "stop cause {cause:?}");
-                }
+                check_deterministic(data, policy, forced_abi, report);
                 let got: BTreeMap<&str, u64> = report.exits.iter().map(|(k, v)| (*k, *v)).collect();
                 assert_eq!(got, expected.exits, "exits per kind");
                 assert_eq!(report.exits_total, expected.total(), "exits_total");
@@ -221,26 +229,25 @@ fn model(data: &[u8], policy: Policy, forced_abi: Option<HekiAbi>) -> Expected {
             _ => {}
         }
         match decision {
-            Decision::Inject {
-                vector,
-                error_code,
-                payload,
-            } => expected.applied.push(Recorded::Exception {
-                vector,
-                error_code,
-                payload,
+            Decision::Inject(event) => expected.applied.push(Recorded::Inject(event)),
+            Decision::Read { port } => expected.applied.push(Recorded::Read {
+                port,
+                // A replay raises nothing, so the status port reads "all delivered";
+                // no other port has a device behind it.
+                value: u64::from(port == reference_vmm::guests::PORT_STATUS),
             }),
-            Decision::Nmi => expected.applied.push(Recorded::Nmi),
             Decision::Stop(outcome, cause) => {
                 expected.end = Some(Ok(outcome));
                 expected.cause = Some(cause);
+                expected.stop_line = Some(line);
             }
-            Decision::TripleFault(cause) => {
+            Decision::TripleFault(why) => {
                 // KVM delivers the pending triple fault: KVM_EXIT_SHUTDOWN ends the run.
                 expected.applied.push(Recorded::TripleFault);
                 *expected.exits.entry("shutdown").or_default() += 1;
                 expected.end = Some(Ok(Outcome::Shutdown));
-                expected.cause = Some(cause);
+                expected.cause = Some(StopCause::SynthesizedTripleFault { why });
+                expected.stop_line = Some(line);
             }
             _ => {}
         }
@@ -248,4 +255,37 @@ fn model(data: &[u8], policy: Policy, forced_abi: Option<HekiAbi>) -> Expected {
     assert!(reader.next().is_none(), "the reader resumed after its end");
     expected.end.get_or_insert(Ok(Outcome::TraceEnd));
     expected
+}
+
+/// The lines the reader counts after line `stop` (none without a stop): the non-blank
+/// ones, and every line longer than [`MAX_LINE_BYTES`] (skipped unread).
+fn lines_after(data: &[u8], stop: Option<u64>) -> u64 {
+    let Some(stop) = stop else {
+        return 0;
+    };
+    data.split(|&b| b == b'\n')
+        .skip(usize::try_from(stop).unwrap_or(usize::MAX))
+        .filter(|l| l.len() > MAX_LINE_BYTES || !l.trim_ascii().is_empty())
+        .count() as u64
+}
+
+/// A second replay of the same trace gives the same report (replay runs on the trace's
+/// synthetic clock, not the wall clock): the same stop, counts and notify storms.
+fn check_deterministic(
+    data: &[u8],
+    policy: Policy,
+    forced_abi: Option<HekiAbi>,
+    first: &reference_vmm::report::Report,
+) {
+    let again = reference_vmm::replay::replay("fuzz", data, policy, forced_abi)
+        .expect("a trace that replayed once replays again");
+    let report = &again.report;
+    assert_eq!(report.cause, first.cause, "second replay's cause");
+    assert_eq!(report.exits, first.exits, "second replay's exits");
+    assert_eq!(
+        (report.notify.storms, report.notify.in_storm_at_end),
+        (first.notify.storms, first.notify.in_storm_at_end),
+        "notify storms differ between two replays of the same trace"
+    );
+    assert_eq!(report.lines_not_replayed, first.lines_not_replayed);
 }

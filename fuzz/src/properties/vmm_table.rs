@@ -9,11 +9,11 @@
 //! | --- | --- |
 //! | `KVM_EXIT_HLT` (5) | stop: `halted` |
 //! | `KVM_EXIT_SHUTDOWN` (8) | stop: `shutdown`, caused by the triple fault the VMM synthesized (if any), else the guest's own |
-//! | `KVM_EXIT_FAIL_ENTRY` (9) | stop: `fail-entry` with `hardware_entry_failure_reason` (u64 at 0) |
+//! | `KVM_EXIT_FAIL_ENTRY` (9) | stop: `fail-entry` with `hardware_entry_failure_reason` (u64 at 0) and `cpu` (u32 at 8) |
 //! | `KVM_EXIT_INTERNAL_ERROR` (17) | stop: `internal-error` with `suberror` (u32 at 0) |
 //! | `KVM_EXIT_IRQ_WINDOW_OPEN` (7), `KVM_EXIT_INTR` (10) | resume |
 //! | `KVM_EXIT_IO` (2), size not 1/2/4 or direction not 0/1 | malformed: a typed error, never handled |
-//! | `KVM_EXIT_IO` in | resume; the guest reads the device |
+//! | `KVM_EXIT_IO` in | resume; the guest reads the device's value (status port: the irq-flood "all delivered" flag; any other port 0) |
 //! | `KVM_EXIT_IO` out, tick port | resume; the irq guests may raise interrupts (their vectors only) |
 //! | `KVM_EXIT_IO` out, sync port | the step the guest asks for: #GP / #PF (the plan's error code and CR2) / NMI / a triple fault; another code: resume, counted as unknown |
 //! | `KVM_EXIT_IO` out, report port + k (k < 16) | resume; field k = the bytes written |
@@ -23,21 +23,24 @@
 //! | Heki configure (the selected ABI's number) | resume (pins mirrored) |
 //! | Heki denial | `--heki-denial shutdown`: a triple fault (then `shutdown`); `gp`, `audit`: resume (KVM injects #GP) |
 //! | anything else (MMIO 6, SYSTEM_EVENT 24, 39..=41 that no selected ABI claims, any other number) | stop: `unhandled-exit` naming that number |
-//! | a resume at or past the exit budget | stop: `exit-limit` (not an unhandled exit) |
+//! | any decision but a stop, at or past the exit budget | stop: `exit-limit` caused by the budget (`StopCause::ExitBudget`), not an unhandled exit |
 //!
 //! The notify rows follow notify-exit's policy table as the VMM configures it (the seed
 //! QEMU patch's semantics: a valid context resumes in every mode; QEMU 7.2's
 //! `kvm_arch_handle_exit` would stop on any notify exit in internal-error mode); see
 //! [`notify_stops_valid_context`].
 //!
-//! The table speaks the VMM's vocabulary (`Outcome`, `Cause`) so the comparison is
-//! direct; the decisions themselves are restated here.
+//! The table speaks the VMM's vocabulary (`Outcome`, `StopCause`, `TripleFaultReason`,
+//! vcpu-events' `Event`) so the comparison is direct; the decisions themselves are
+//! restated here.
 
 use notify_exit::StopReason;
-use reference_vmm::action::{Cause, Outcome};
+use reference_vmm::action::Outcome;
 use reference_vmm::config::{HekiDenialAction, NotifyMode};
 use reference_vmm::exit::HekiAbi;
 use reference_vmm::guests;
+use reference_vmm::stop::{StopCause, TripleFaultReason};
+use vcpu_events::{Event, ExceptionPayload, HardwareException};
 
 /// The configuration the table depends on.
 #[derive(Clone, Copy, Debug)]
@@ -53,7 +56,7 @@ pub(super) struct Setting {
 }
 
 /// One decision of the table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Decision {
     /// Not an exit KVM produces: a typed decode error, nothing handled.
     Malformed,
@@ -75,26 +78,17 @@ pub(super) enum Decision {
     },
     /// An `out` nobody owns (or an unknown sync code): resume, counted as unknown.
     UnknownPort,
-    /// Inject a hardware exception.
-    Inject {
-        /// Vector.
-        vector: u8,
-        /// Error code.
-        error_code: Option<u32>,
-        /// Payload (CR2).
-        payload: Option<u64>,
-    },
-    /// Inject an NMI.
-    Nmi,
+    /// Inject a hardware exception or an NMI.
+    Inject(Event),
     /// Synthesize a triple fault; the next exit, `KVM_EXIT_SHUTDOWN`, ends the run.
-    TripleFault(Cause),
-    /// Stop the run now.
-    Stop(Outcome, Cause),
+    TripleFault(TripleFaultReason),
+    /// Stop the run now, with this outcome and cause.
+    Stop(Outcome, StopCause),
 }
 
 impl Decision {
     /// True when the guest just resumes (no action, no stop).
-    pub fn resumes(self) -> bool {
+    pub fn resumes(&self) -> bool {
         matches!(
             self,
             Decision::Resume
@@ -172,35 +166,45 @@ pub(super) fn kind(reason: u32, union: &[u8], abi: HekiAbi) -> Result<&'static s
     })
 }
 
-/// The decision for the `nth` exit of the run (1-based), given `pending`, the cause of
-/// a triple fault the VMM synthesized and KVM has not delivered yet.
+/// The decision for the `nth` exit of the run (1-based), given `pending`, why the VMM
+/// synthesized a triple fault KVM has not delivered yet.
 pub(super) fn decide(
     reason: u32,
     union: &[u8],
     io_data: u64,
     nth: u64,
     setting: &Setting,
-    pending: Option<Cause>,
+    pending: Option<TripleFaultReason>,
 ) -> Decision {
     let Ok(kind) = kind(reason, union, setting.heki_abi) else {
         return Decision::Malformed;
     };
-    let unhandled = Decision::Stop(Outcome::UnhandledExit, Cause::Unhandled { reason });
+    let unhandled = Decision::Stop(
+        Outcome::UnhandledExit,
+        StopCause::UnhandledExit {
+            exit_reason: reason,
+        },
+    );
     match kind {
-        "hlt" => Decision::Stop(Outcome::Halted, Cause::GuestHalted),
+        "hlt" => Decision::Stop(Outcome::Halted, StopCause::Halted),
         "shutdown" => Decision::Stop(
             Outcome::Shutdown,
-            pending.unwrap_or(Cause::GuestTripleFault),
+            match pending {
+                Some(why) => StopCause::SynthesizedTripleFault { why },
+                None => StopCause::GuestTripleFault { vcpu: None },
+            },
         ),
+        // struct kvm_run's fail_entry: u64 hardware_entry_failure_reason, u32 cpu.
         "fail_entry" => Decision::Stop(
             Outcome::FailEntry,
-            Cause::FailEntry {
+            StopCause::FailEntry {
                 hardware_entry_failure_reason: u64_at(union, 0),
+                cpu: u32_at(union, 8),
             },
         ),
         "internal_error" => Decision::Stop(
             Outcome::InternalError,
-            Cause::KvmInternalError {
+            StopCause::KvmInternalError {
                 suberror: u32_at(union, 0),
             },
         ),
@@ -212,7 +216,7 @@ pub(super) fn decide(
         "notify" => notify(u32_at(union, 0), nth, setting),
         "heki_configure" => Decision::Resume,
         "heki_denial" => match setting.heki_denial {
-            HekiDenialAction::Shutdown => Decision::TripleFault(Cause::HekiDenialShutdown {
+            HekiDenialAction::Shutdown => Decision::TripleFault(TripleFaultReason::HekiDenial {
                 nth,
                 cr: u64_at(union, 0),
                 cr_value: u64_at(union, 8),
@@ -231,20 +235,24 @@ fn port_out(port: u16, size: u8, io_data: u64, setting: &Setting) -> Decision {
         guests::PORT_SYNC => {
             let (gp_error_code, pf_error_code, cr2) = setting.plan;
             match written as u8 {
-                guests::SYNC_INJECT_GP => Decision::Inject {
-                    vector: 13,
-                    error_code: Some(gp_error_code),
-                    payload: None,
-                },
-                guests::SYNC_INJECT_PF => Decision::Inject {
-                    vector: 14,
-                    error_code: Some(pf_error_code),
-                    payload: Some(cr2),
-                },
-                guests::SYNC_INJECT_NMI => Decision::Nmi,
-                guests::SYNC_TRIPLE_FAULT => {
-                    Decision::TripleFault(Cause::GuestRequestedTripleFault)
+                // #GP (SDM 6.15, vector 13) pushes an error code; #PF (vector 14) also
+                // has CR2 as its payload (KVM_CAP_EXCEPTION_PAYLOAD).
+                guests::SYNC_INJECT_GP => {
+                    Decision::Inject(Event::HardwareException(HardwareException {
+                        vector: 13,
+                        error_code: Some(gp_error_code),
+                        payload: None,
+                    }))
                 }
+                guests::SYNC_INJECT_PF => {
+                    Decision::Inject(Event::HardwareException(HardwareException {
+                        vector: 14,
+                        error_code: Some(pf_error_code),
+                        payload: Some(ExceptionPayload::Cr2(cr2)),
+                    }))
+                }
+                guests::SYNC_INJECT_NMI => Decision::Inject(Event::Nmi),
+                guests::SYNC_TRIPLE_FAULT => Decision::TripleFault(TripleFaultReason::GuestRequest),
                 _ => Decision::UnknownPort,
             }
         }
@@ -269,7 +277,7 @@ fn notify(flags: u32, nth: u64, setting: &Setting) -> Decision {
     let reason = match setting.notify {
         // KVM_CAP_X86_TRIPLE_FAULT_EVENT is enabled on every VM the VMM makes.
         NotifyMode::Run if invalid => {
-            return Decision::TripleFault(Cause::NotifyInvalidContext { nth })
+            return Decision::TripleFault(TripleFaultReason::NotifyInvalidContext { nth })
         }
         NotifyMode::Disable => StopReason::UnexpectedWhileDisabled,
         _ if invalid => StopReason::ContextInvalid,
@@ -277,6 +285,6 @@ fn notify(flags: u32, nth: u64, setting: &Setting) -> Decision {
     };
     Decision::Stop(
         Outcome::InternalError,
-        Cause::NotifyStop { nth, flags, reason },
+        StopCause::NotifyInternalError { nth, flags, reason },
     )
 }
