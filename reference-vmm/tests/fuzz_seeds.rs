@@ -131,4 +131,5 @@ seed_tests!(
     vcpu_events,
     trace_replay,
     vmm_exits,
+    vmx_nested,
 );

@@ -50,6 +50,7 @@ pub mod vcpu_injector;
 pub mod vcpu_interruption;
 pub mod vmm_exits;
 pub mod vmx_caps_raw;
+pub mod vmx_nested;
 
 /// Re-exports each target's property function under the target's name and lists it in
 /// [`TARGETS`].
@@ -76,4 +77,5 @@ targets!(
     heki_exit,
     trace_replay,
     vmm_exits,
+    vmx_nested,
 );
