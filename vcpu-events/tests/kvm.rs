@@ -34,6 +34,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 // The 64-bit guest set-up shared with raise_kvm.rs and the device_interrupts example.
 #[allow(dead_code)]
 mod common {
+    pub mod asm;
     pub mod long_mode;
 }
 use common::long_mode::{self, idt_gate, IDT};
@@ -776,37 +777,7 @@ fn guest_code_matches_its_assembly() {
              3: hlt\n jmp 3b\n",
         ),
     ];
-    let dir = std::env::temp_dir().join(format!("vcpu-events-asm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, bytes, src) in blocks {
-        let s = dir.join(format!("{name}.s"));
-        let o = dir.join(format!("{name}.o"));
-        let b = dir.join(format!("{name}.bin"));
-        std::fs::write(&s, format!(".intel_syntax noprefix\n.code64\n{src}")).unwrap();
-        let Ok(st) = std::process::Command::new("as")
-            .arg("--64")
-            .arg("-o")
-            .arg(&o)
-            .arg(&s)
-            .status()
-        else {
-            println!("skipping: GNU as not available");
-            return;
-        };
-        assert!(st.success(), "as failed on {name}");
-        let st = std::process::Command::new("objcopy")
-            .args(["-O", "binary", "-j", ".text"])
-            .arg(&o)
-            .arg(&b)
-            .status();
-        let Ok(st) = st else {
-            println!("skipping: objcopy not available");
-            return;
-        };
-        assert!(st.success());
-        assert_eq!(std::fs::read(&b).unwrap(), *bytes, "{name}");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    common::asm::check_blocks("kvm", blocks);
 }
 
 #[test]

@@ -11,6 +11,10 @@
 #[path = "../examples/device_interrupts.rs"]
 mod example;
 
+mod common {
+    pub mod asm;
+}
+
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
@@ -329,44 +333,7 @@ fn example_guest_code_matches_its_assembly() {
             ".org 0x1000\n push rax\n mov al, 0x20\n jmp 0x11400\n",
         ),
     ];
-    let dir = std::env::temp_dir().join(format!("vcpu-events-raise-asm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, bytes, src) in blocks {
-        let s = dir.join(format!("{name}.s"));
-        let o = dir.join(format!("{name}.o"));
-        let b = dir.join(format!("{name}.bin"));
-        std::fs::write(&s, format!(".intel_syntax noprefix\n.code64\n{src}")).unwrap();
-        let Ok(st) = std::process::Command::new("as")
-            .arg("--64")
-            .arg("-o")
-            .arg(&o)
-            .arg(&s)
-            .status()
-        else {
-            println!("skipping: GNU as not available");
-            return;
-        };
-        assert!(st.success(), "as failed on {name}");
-        let Ok(st) = std::process::Command::new("ld")
-            .args(["-Ttext=0", "--oformat=binary", "-o"])
-            .arg(&b)
-            .arg(&o)
-            .status()
-        else {
-            println!("skipping: ld not available");
-            return;
-        };
-        assert!(st.success(), "ld failed on {name}");
-        let out = std::fs::read(&b).unwrap();
-        // The stub is linked at 0 with `.org 0x1000`: compare from there.
-        let out = if *name == "stub" {
-            &out[0x1000..]
-        } else {
-            &out[..]
-        };
-        assert_eq!(out, *bytes, "{name}");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    common::asm::check_blocks("raise", blocks);
 }
 
 /// The kick protocol records every KVM_RUN return, -EINTR included, as an
