@@ -256,58 +256,19 @@ fn cap_enable_argument_and_state() {
     assert!(!s.exits_for(HekiCap::Configure, 4));
 }
 
-/// The collision tables are upstream's numbers: every name is checked against
-/// kvm-bindings 0.14.2 (0..=39 and caps 232..=239); 40 and 41 are newer than it.
+/// The collision tables are upstream's numbers. Exit names come from the one table
+/// (`x86_kvm_base::exit_reason`, checked there against every kvm-bindings
+/// `KVM_EXIT_*`); here only the numbers the Heki series reuse (39..=41, Heki RFC v2/v3)
+/// and the first free one are checked, as this crate's diagnostics print them. Cap
+/// names are checked against kvm-bindings 0.14.2 (232..=239).
 #[test]
 fn upstream_names_match_kvm_bindings() {
     use heki_policy::abi::upstream_cap_name;
     use kvm_bindings as kb;
-    let exits = [
-        (kb::KVM_EXIT_UNKNOWN, "KVM_EXIT_UNKNOWN"),
-        (kb::KVM_EXIT_EXCEPTION, "KVM_EXIT_EXCEPTION"),
-        (kb::KVM_EXIT_IO, "KVM_EXIT_IO"),
-        (kb::KVM_EXIT_HYPERCALL, "KVM_EXIT_HYPERCALL"),
-        (kb::KVM_EXIT_DEBUG, "KVM_EXIT_DEBUG"),
-        (kb::KVM_EXIT_HLT, "KVM_EXIT_HLT"),
-        (kb::KVM_EXIT_MMIO, "KVM_EXIT_MMIO"),
-        (kb::KVM_EXIT_IRQ_WINDOW_OPEN, "KVM_EXIT_IRQ_WINDOW_OPEN"),
-        (kb::KVM_EXIT_SHUTDOWN, "KVM_EXIT_SHUTDOWN"),
-        (kb::KVM_EXIT_FAIL_ENTRY, "KVM_EXIT_FAIL_ENTRY"),
-        (kb::KVM_EXIT_INTR, "KVM_EXIT_INTR"),
-        (kb::KVM_EXIT_SET_TPR, "KVM_EXIT_SET_TPR"),
-        (kb::KVM_EXIT_TPR_ACCESS, "KVM_EXIT_TPR_ACCESS"),
-        (kb::KVM_EXIT_S390_SIEIC, "KVM_EXIT_S390_SIEIC"),
-        (kb::KVM_EXIT_S390_RESET, "KVM_EXIT_S390_RESET"),
-        (kb::KVM_EXIT_DCR, "KVM_EXIT_DCR"),
-        (kb::KVM_EXIT_NMI, "KVM_EXIT_NMI"),
-        (kb::KVM_EXIT_INTERNAL_ERROR, "KVM_EXIT_INTERNAL_ERROR"),
-        (kb::KVM_EXIT_OSI, "KVM_EXIT_OSI"),
-        (kb::KVM_EXIT_PAPR_HCALL, "KVM_EXIT_PAPR_HCALL"),
-        (kb::KVM_EXIT_S390_UCONTROL, "KVM_EXIT_S390_UCONTROL"),
-        (kb::KVM_EXIT_WATCHDOG, "KVM_EXIT_WATCHDOG"),
-        (kb::KVM_EXIT_S390_TSCH, "KVM_EXIT_S390_TSCH"),
-        (kb::KVM_EXIT_EPR, "KVM_EXIT_EPR"),
-        (kb::KVM_EXIT_SYSTEM_EVENT, "KVM_EXIT_SYSTEM_EVENT"),
-        (kb::KVM_EXIT_S390_STSI, "KVM_EXIT_S390_STSI"),
-        (kb::KVM_EXIT_IOAPIC_EOI, "KVM_EXIT_IOAPIC_EOI"),
-        (kb::KVM_EXIT_HYPERV, "KVM_EXIT_HYPERV"),
-        (kb::KVM_EXIT_ARM_NISV, "KVM_EXIT_ARM_NISV"),
-        (kb::KVM_EXIT_X86_RDMSR, "KVM_EXIT_X86_RDMSR"),
-        (kb::KVM_EXIT_X86_WRMSR, "KVM_EXIT_X86_WRMSR"),
-        (kb::KVM_EXIT_DIRTY_RING_FULL, "KVM_EXIT_DIRTY_RING_FULL"),
-        (kb::KVM_EXIT_AP_RESET_HOLD, "KVM_EXIT_AP_RESET_HOLD"),
-        (kb::KVM_EXIT_X86_BUS_LOCK, "KVM_EXIT_X86_BUS_LOCK"),
-        (kb::KVM_EXIT_XEN, "KVM_EXIT_XEN"),
-        (kb::KVM_EXIT_RISCV_SBI, "KVM_EXIT_RISCV_SBI"),
-        (kb::KVM_EXIT_RISCV_CSR, "KVM_EXIT_RISCV_CSR"),
-        (kb::KVM_EXIT_NOTIFY, "KVM_EXIT_NOTIFY"),
-        (kb::KVM_EXIT_LOONGARCH_IOCSR, "KVM_EXIT_LOONGARCH_IOCSR"),
-        (kb::KVM_EXIT_MEMORY_FAULT, "KVM_EXIT_MEMORY_FAULT"),
-    ];
-    for (i, (nr, name)) in exits.iter().enumerate() {
-        assert_eq!(*nr as usize, i, "{name}: the table is indexed by number");
-        assert_eq!(upstream_exit_name(*nr), Some(*name));
-    }
+    assert_eq!(
+        upstream_exit_name(kb::KVM_EXIT_MEMORY_FAULT),
+        Some("KVM_EXIT_MEMORY_FAULT")
+    );
     // Newer than kvm-bindings 0.14.2 (Linux 6.16 / 6.19 headers).
     assert_eq!(upstream_exit_name(40), Some("KVM_EXIT_TDX"));
     assert_eq!(upstream_exit_name(41), Some("KVM_EXIT_ARM_SEA"));

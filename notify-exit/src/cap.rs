@@ -38,58 +38,29 @@ pub use kvm_bindings::{
 /// `args[0]` that enables `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (KVM stores it as a boolean).
 pub const TRIPLE_FAULT_EVENT_ENABLE_ARG: u64 = 1;
 
-/// Flags in bits 31:0 of the `KVM_CAP_X86_NOTIFY_VMEXIT` argument. Unknown bits are kept
-/// (see [`NotifyVmexitFlags::unknown_bits`]) so a value can be carried unchanged.
+/// Flags in bits 31:0 of the `KVM_CAP_X86_NOTIFY_VMEXIT` argument (a `bitflags` type).
+/// Unknown bits are kept (build with [`NotifyVmexitFlags::from_bits_retain`], see
+/// [`NotifyVmexitFlags::unknown_bits`]) so a value can be carried unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NotifyVmexitFlags(u32);
 
-impl NotifyVmexitFlags {
-    /// `KVM_X86_NOTIFY_VMEXIT_ENABLED`.
-    pub const ENABLED: Self = Self(KVM_X86_NOTIFY_VMEXIT_ENABLED);
-    /// `KVM_X86_NOTIFY_VMEXIT_USER`.
-    pub const USER: Self = Self(KVM_X86_NOTIFY_VMEXIT_USER);
-    /// Every flag this crate (and KVM as of Linux 6.16) knows.
-    pub const KNOWN: Self = Self(KVM_X86_NOTIFY_VMEXIT_ENABLED | KVM_X86_NOTIFY_VMEXIT_USER);
-
-    /// No flags.
-    pub const fn empty() -> Self {
-        Self(0)
-    }
-    /// The flags, or `None` if any bit is unknown.
-    pub const fn from_bits(bits: u32) -> Option<Self> {
-        if bits & !Self::KNOWN.0 == 0 {
-            Some(Self(bits))
-        } else {
-            None
-        }
-    }
-    /// The flags with every bit kept, known or not.
-    pub const fn from_bits_retain(bits: u32) -> Self {
-        Self(bits)
-    }
-    /// The raw bits.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-    /// Bits KVM does not define (non-zero means KVM would refuse the argument).
-    pub const fn unknown_bits(self) -> u32 {
-        self.0 & !Self::KNOWN.0
-    }
-    /// Whether every bit of `other` is set.
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-    /// Both sets of bits.
-    pub const fn union(self, other: Self) -> Self {
-        Self(self.0 | other.0)
+bitflags::bitflags! {
+    impl NotifyVmexitFlags: u32 {
+        /// `KVM_X86_NOTIFY_VMEXIT_ENABLED`.
+        const ENABLED = KVM_X86_NOTIFY_VMEXIT_ENABLED;
+        /// `KVM_X86_NOTIFY_VMEXIT_USER`.
+        const USER = KVM_X86_NOTIFY_VMEXIT_USER;
     }
 }
 
-impl std::ops::BitOr for NotifyVmexitFlags {
-    type Output = Self;
-    fn bitor(self, rhs: Self) -> Self {
-        self.union(rhs)
+impl NotifyVmexitFlags {
+    /// Every flag this crate (and KVM as of Linux 6.16) knows.
+    pub const KNOWN: Self = Self::all();
+
+    /// Bits KVM does not define (non-zero means KVM would refuse the argument).
+    pub const fn unknown_bits(self) -> u32 {
+        self.bits() & !Self::KNOWN.bits()
     }
 }
 
@@ -298,6 +269,21 @@ mod tests {
         );
         // An argument built with unknown bits keeps them in raw().
         assert_eq!(NotifyCapArg::new(0, f).raw(), 0xf1);
+    }
+
+    /// The flags are `bitflags` types but serialize as before: the raw `u32` of the
+    /// `kvm_enable_cap.args[0]` low half, unknown bits included, so saved configurations
+    /// and traces read back unchanged.
+    #[cfg(feature = "serde")]
+    #[test]
+    fn flags_serialize_as_the_raw_bits() {
+        let f = NotifyVmexitFlags::from_bits_retain(0x8000_0003);
+        assert_eq!(serde_json::to_string(&f).unwrap(), "2147483651");
+        let back: NotifyVmexitFlags = serde_json::from_str("2147483651").unwrap();
+        assert_eq!(back, f);
+        let n = crate::exit::NotifyFlags::from_bits_retain(0x101);
+        assert_eq!(serde_json::to_string(&n).unwrap(), "257");
+        assert_eq!(n.to_string(), "KVM_NOTIFY_CONTEXT_INVALID|0x100");
     }
 
     #[test]

@@ -52,36 +52,30 @@ pub struct KvmRunNotify {
     pub flags: u32,
 }
 
-/// `kvm_run.notify.flags`. Unknown bits are kept and reported, never dropped.
+/// `kvm_run.notify.flags` (a `bitflags` type). Unknown bits are kept and reported, never
+/// dropped (build with [`NotifyFlags::from_bits_retain`], see [`NotifyFlags::unknown_bits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NotifyFlags(u32);
 
-impl NotifyFlags {
-    /// `KVM_NOTIFY_CONTEXT_INVALID`.
-    pub const CONTEXT_INVALID: Self = Self(KVM_NOTIFY_CONTEXT_INVALID);
-    /// Every flag defined as of Linux 6.16.
-    pub const KNOWN: Self = Self(KVM_NOTIFY_CONTEXT_INVALID);
+bitflags::bitflags! {
+    impl NotifyFlags: u32 {
+        /// `KVM_NOTIFY_CONTEXT_INVALID`.
+        const CONTEXT_INVALID = KVM_NOTIFY_CONTEXT_INVALID;
+    }
+}
 
-    /// No flags: a valid-context exit.
-    pub const fn empty() -> Self {
-        Self(0)
-    }
-    /// The flags with every bit kept, known or not.
-    pub const fn from_bits_retain(bits: u32) -> Self {
-        Self(bits)
-    }
-    /// The raw bits.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
+impl NotifyFlags {
+    /// Every flag defined as of Linux 6.16.
+    pub const KNOWN: Self = Self::all();
+
     /// Bits this crate does not know (a newer kernel's flags).
     pub const fn unknown_bits(self) -> u32 {
-        self.0 & !Self::KNOWN.0
+        self.bits() & !Self::KNOWN.bits()
     }
     /// Whether `KVM_NOTIFY_CONTEXT_INVALID` is set.
     pub const fn context_invalid(self) -> bool {
-        self.0 & KVM_NOTIFY_CONTEXT_INVALID != 0
+        self.contains(Self::CONTEXT_INVALID)
     }
 }
 

@@ -27,21 +27,18 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vcpu_events::injector::{Injector, RaiseOutcome};
 use vcpu_events::kvm::kick::{run_with_kicks, KickSignal, KickedRun};
 use vcpu_events::raise::{Accounting, RaiseHandle, VcpuInterrupts};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-/// Guest memory: 2 MiB, identity-mapped by one 2 MiB page.
-pub const MEM_SIZE: usize = 0x20_0000;
-/// GDT: null, 64-bit code (0x08), data (0x10).
-pub const GDT: u64 = 0x1000;
-/// IDT: 256 interrupt gates.
-pub const IDT: u64 = 0x2000;
-/// PML4 -> PDPT (0x4000) -> PD (0x5000).
-pub const PML4: u64 = 0x3000;
+// The 64-bit guest set-up (memory, GDT, page tables, long-mode vCPU), shared with
+// the KVM tests.
+#[path = "../tests/common/long_mode.rs"]
+mod long_mode;
+use long_mode::{idt_gate, IDT};
+
 /// The guest's "masked" flag: 1 while it runs with IF = 0.
 pub const MASKED_FLAG: u64 = 0x8000;
 /// The guest's main loop.
@@ -96,15 +93,6 @@ pub fn stub(vector: u8, at: u64) -> [u8; 8] {
     [0x50, 0xb0, vector, 0xe9, r[0], r[1], r[2], r[3]]
 }
 
-/// A 64-bit interrupt gate (type 0xE, present, DPL 0) to `handler` via CS 0x08.
-pub fn idt_gate(handler: u64) -> [u8; 16] {
-    let low = (handler & 0xffff) | (0x08 << 16) | (0x8e << 40) | (((handler >> 16) & 0xffff) << 48);
-    let mut g = [0u8; 16];
-    g[..8].copy_from_slice(&low.to_le_bytes());
-    g[8..].copy_from_slice(&(handler >> 32).to_le_bytes());
-    g
-}
-
 /// A VM with the guest loaded and its vCPU at `MAIN`.
 pub struct Guest {
     /// Guest memory (kept alive with the VM).
@@ -117,15 +105,6 @@ pub struct Guest {
 
 fn write_guest(mem: &GuestMemoryMmap) -> Result<(), Box<dyn Error>> {
     let w = |bytes: &[u8], at: u64| mem.write_slice(bytes, GuestAddress(at));
-    for (i, d) in [0u64, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff]
-        .iter()
-        .enumerate()
-    {
-        w(&d.to_le_bytes(), GDT + 8 * i as u64)?;
-    }
-    w(&((PML4 + 0x1000) | 3).to_le_bytes(), PML4)?;
-    w(&((PML4 + 0x2000) | 3).to_le_bytes(), PML4 + 0x1000)?;
-    w(&0x83u64.to_le_bytes(), PML4 + 0x2000)?;
     for i in 0..VECTORS {
         let at = STUBS + 16 * u64::from(i);
         w(&stub(FIRST_VECTOR + i, at), at)?;
@@ -136,64 +115,15 @@ fn write_guest(mem: &GuestMemoryMmap) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-fn long_mode(kvm: &Kvm, vcpu: &VcpuFd) -> Result<(), Box<dyn Error>> {
-    vcpu.set_cpuid2(&kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)?)?;
-    let mut sregs = vcpu.get_sregs()?;
-    let code = kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: 0x08,
-        type_: 0xb,
-        present: 1,
-        s: 1,
-        l: 1,
-        g: 1,
-        ..Default::default()
-    };
-    let data = kvm_segment {
-        selector: 0x10,
-        type_: 0x3,
-        db: 1,
-        l: 0,
-        ..code
-    };
-    sregs.cs = code;
-    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-    sregs.gdt.base = GDT;
-    sregs.gdt.limit = 23;
-    sregs.idt.base = IDT;
-    sregs.idt.limit = 0xfff;
-    sregs.cr3 = PML4;
-    sregs.cr4 = 1 << 5; // PAE
-    sregs.cr0 = 0x8000_0031; // PG | NE | ET | PE
-    sregs.efer = 0x500; // LMA | LME
-    vcpu.set_sregs(&sregs)?;
-    let mut regs = vcpu.get_regs()?;
-    regs.rip = MAIN;
-    regs.rsp = STACK;
-    regs.rflags = 2;
-    vcpu.set_regs(&regs)?;
-    Ok(())
-}
-
 /// Builds the guest: a VM without an in-kernel irqchip, 64-bit long mode.
 pub fn build_guest(kvm: &Kvm) -> Result<Guest, Box<dyn Error>> {
     let vm = kvm.create_vm()?;
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)])?;
+    let mem = long_mode::guest_memory()?;
     write_guest(&mem)?;
-    let host = mem.get_host_address(GuestAddress(0))?;
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        guest_phys_addr: 0,
-        memory_size: MEM_SIZE as u64,
-        userspace_addr: host as u64,
-        flags: 0,
-    };
-    // SAFETY: `host` is the start of a MEM_SIZE mapping owned by `mem`, which
-    // the returned Guest keeps alive as long as the VM.
-    unsafe { vm.set_user_memory_region(region) }?;
+    // The returned Guest keeps `mem` alive as long as the VM.
+    long_mode::map_memory(&vm, &mem)?;
     let vcpu = vm.create_vcpu(0)?;
-    long_mode(kvm, &vcpu)?;
+    long_mode::set_long_mode(kvm, &vcpu, MAIN, STACK)?;
     Ok(Guest { mem, vm, vcpu })
 }
 

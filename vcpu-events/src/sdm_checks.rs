@@ -17,7 +17,7 @@
 //! # Readings where sources differ
 //!
 //! * C1..C8 are the one checker of [`x86_kvm_base::interruption`]; this module
-//!   maps its violations into [`Violation`] and adds the guest-state rules.
+//!   wraps its violations ([`Violation::Entry`]) and adds the guest-state rules.
 //! * C5 with IA32_VMX_BASIC bit 56: a *hardware exception in protected mode*
 //!   may be delivered with or without an error code; outside protected mode
 //!   (unrestricted guest with CR0.PE = 0) and for other types the bit must
@@ -36,8 +36,8 @@
 use crate::event::{vector::*, ActivityState, Interruptibility, X86_EFLAGS_IF, X86_EFLAGS_TF};
 use crate::interruption::{EntryInterruption, InterruptionType};
 use x86_kvm_base::exception::GuestCet;
-pub use x86_kvm_base::interruption::EventRule;
-use x86_kvm_base::interruption::{EventInjectionCaps, EventInjectionContext, EventViolation};
+use x86_kvm_base::interruption::{EventInjectionCaps, EventInjectionContext};
+pub use x86_kvm_base::interruption::{EventRule, EventViolation};
 
 /// Processor capabilities the event checks depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -136,70 +136,11 @@ impl GuestEventState {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Violation {
-    /// C1: interruption type 1 is reserved.
-    #[error("C1: interruption type 1 is reserved")]
-    ReservedInterruptionType,
-    /// C1: type 7 (other event) needs the monitor-trap-flag capability.
-    #[error("C1: interruption type 7 without monitor-trap-flag support")]
-    OtherEventUnsupported,
-    /// C2: NMI type with a vector other than 2.
-    #[error("C2: NMI injected with vector {vector}, must be 2")]
-    NmiVector {
-        /// The vector.
-        vector: u8,
-    },
-    /// C3: hardware exception with a vector above 31.
-    #[error("C3: hardware exception with vector {vector} > 31")]
-    ExceptionVector {
-        /// The vector.
-        vector: u8,
-    },
-    /// C4: other event (type 7) with a vector other than 0.
-    #[error("C4: other event (MTF) with vector {vector}, must be 0")]
-    OtherEventVector {
-        /// The vector.
-        vector: u8,
-    },
-    /// C5: the exception delivers an error code architecturally but bit 11 is 0.
-    #[error("C5: vector {vector} needs the deliver-error-code bit")]
-    ErrorCodeMissing {
-        /// The vector.
-        vector: u8,
-    },
-    /// C5: bit 11 is set for an event that has no error code (wrong vector,
-    /// real mode with unrestricted guest, or not a hardware exception).
-    #[error("C5: deliver-error-code set for type {interruption_type:?} vector {vector} that has no error code")]
-    UnexpectedErrorCode {
-        /// The type.
-        interruption_type: InterruptionType,
-        /// The vector.
-        vector: u8,
-    },
-    /// C6: reserved bits 30:12 set.
-    #[error("C6: reserved bits {bits:#x} set in the interruption-information field")]
-    ReservedBits {
-        /// The set reserved bits.
-        bits: u32,
-    },
-    /// C7: error code bits 31:16 set.
-    #[error("C7: error code {error_code:#x} has bits 31:16 set")]
-    ErrorCodeHighBits {
-        /// The error code.
-        error_code: u32,
-    },
-    /// C8: instruction length above 15.
-    #[error("C8: instruction length {len} > 15")]
-    InstructionLengthTooLong {
-        /// The length.
-        len: u32,
-    },
-    /// C8: instruction length 0 without IA32_VMX_MISC bit 30.
-    #[error("C8: instruction length 0 needs IA32_VMX_MISC bit 30")]
-    ZeroInstructionLength,
-    /// A control-field rule of the shared checker this enum has no variant for
-    /// yet (a newer `x86-kvm-base`).
-    #[error("{0}")]
-    OtherEntryRule(EventViolation),
+    /// C1..C8: a check on the VM-entry control fields (SDM 26.2.1.3) failed;
+    /// the rule and its message are those of the shared checker
+    /// [`x86_kvm_base::interruption::check_entry_interruption`].
+    #[error(transparent)]
+    Entry(#[from] EventViolation),
     /// G1: external interrupt injected with RFLAGS.IF = 0.
     #[error("G1: external interrupt injected with RFLAGS.IF = 0")]
     ExternalInterruptWithIfClear,
@@ -342,53 +283,13 @@ impl core::fmt::Display for Rule {
     }
 }
 
-impl From<EventViolation> for Violation {
-    fn from(v: EventViolation) -> Self {
-        use EventViolation as E;
-        match v {
-            E::ReservedInterruptionType => Self::ReservedInterruptionType,
-            E::OtherEventUnsupported => Self::OtherEventUnsupported,
-            E::NmiVector { vector } => Self::NmiVector { vector },
-            E::ExceptionVector { vector } => Self::ExceptionVector { vector },
-            E::OtherEventVector { vector } => Self::OtherEventVector { vector },
-            E::ErrorCodeMissing { vector } => Self::ErrorCodeMissing { vector },
-            E::UnexpectedErrorCode {
-                interruption_type,
-                vector,
-            } => Self::UnexpectedErrorCode {
-                interruption_type,
-                vector,
-            },
-            E::ReservedBits { bits } => Self::ReservedBits { bits },
-            E::ErrorCodeHighBits { error_code } => Self::ErrorCodeHighBits { error_code },
-            E::InstructionLengthTooLong { len } => Self::InstructionLengthTooLong { len },
-            E::ZeroInstructionLength => Self::ZeroInstructionLength,
-            // `EventViolation` is non-exhaustive; a rule added there is kept typed.
-            other => Self::OtherEntryRule(other),
-        }
-    }
-}
-
 impl Violation {
     /// The typed rule this violation breaks.
     pub fn kind(&self) -> Rule {
-        use EventRule as C;
         use GuestRule as G;
         use Violation::*;
         match self {
-            ReservedInterruptionType | OtherEventUnsupported => Rule::Entry(C::InterruptionType),
-            NmiVector { .. } => Rule::Entry(C::NmiVector),
-            ExceptionVector { .. } => Rule::Entry(C::ExceptionVector),
-            OtherEventVector { .. } => Rule::Entry(C::OtherEventVector),
-            ErrorCodeMissing { .. } | UnexpectedErrorCode { .. } => {
-                Rule::Entry(C::ErrorCodeDelivery)
-            }
-            ReservedBits { .. } => Rule::Entry(C::ReservedBits),
-            ErrorCodeHighBits { .. } => Rule::Entry(C::ErrorCodeReserved),
-            InstructionLengthTooLong { .. } | ZeroInstructionLength => {
-                Rule::Entry(C::InstructionLength)
-            }
-            OtherEntryRule(v) => Rule::Entry(v.rule()),
+            Entry(v) => Rule::Entry(v.rule()),
             ExternalInterruptWithIfClear => Rule::Guest(G::IfForExternalInterrupt),
             InterruptibilityReservedBits { .. }
             | StiAndMovSsBlocking

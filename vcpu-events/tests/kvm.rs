@@ -22,7 +22,6 @@
 
 #![cfg(feature = "kvm")]
 
-use kvm_bindings::{kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vcpu_events::event::{DR6_BS, DR6_RTM};
 use vcpu_events::injector::{Decision, ExitKind, Injector, RaiseOutcome, WaitReason};
@@ -30,12 +29,16 @@ use vcpu_events::kvm::{self as glue, VmEventCaps};
 use vcpu_events::validate::{validate, GuestContext, KvmChange, KvmReject};
 use vcpu_events::vcpu_events::{KvmBool, Shadow, VcpuEvents, VcpuEventsFlags};
 use vcpu_events::{Event, EventStatus, ExceptionPayload, HardwareException};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-const MEM_SIZE: usize = 0x20_0000;
-const GDT: u64 = 0x1000;
-const IDT: u64 = 0x2000;
-const PML4: u64 = 0x3000;
+// The 64-bit guest set-up shared with raise_kvm.rs and the device_interrupts example.
+#[allow(dead_code)]
+mod common {
+    pub mod asm;
+    pub mod long_mode;
+}
+use common::long_mode::{self, idt_gate, IDT};
+
 const MAIN: u64 = 0x10000;
 const GP_HANDLER: u64 = 0x11000;
 const DB_HANDLER: u64 = 0x11080;
@@ -128,16 +131,6 @@ fn irq_stub(vector: u8, at: u64) -> Vec<u8> {
     code
 }
 
-/// 64-bit interrupt gate (type 0xE, present, DPL 0) to `handler` via CS 0x08.
-fn idt_gate(handler: u64) -> [u8; 16] {
-    let low = (handler & 0xffff) | (0x08 << 16) | (0x8e << 40) | (((handler >> 16) & 0xffff) << 48);
-    let high = handler >> 32;
-    let mut g = [0u8; 16];
-    g[..8].copy_from_slice(&low.to_le_bytes());
-    g[8..].copy_from_slice(&high.to_le_bytes());
-    g
-}
-
 fn kvm_or_skip() -> Option<Kvm> {
     test_support::kvm_or_skip()
 }
@@ -152,19 +145,8 @@ struct Guest {
 fn setup(kvm: &Kvm, main: &[u8]) -> Guest {
     let vm = kvm.create_vm().expect("KVM_CREATE_VM");
     let caps = glue::enable_event_caps(&vm).expect("enable caps");
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+    let mem = long_mode::guest_memory().expect("guest memory");
     let w = |bytes: &[u8], at: u64| mem.write_slice(bytes, GuestAddress(at)).unwrap();
-    // GDT: null, 64-bit code, flat data.
-    for (i, d) in [0u64, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff]
-        .iter()
-        .enumerate()
-    {
-        w(&d.to_le_bytes(), GDT + 8 * i as u64);
-    }
-    // Page tables: PML4[0] -> PDPT, PDPT[0] -> PD, PD[0] = 2 MiB page at 0.
-    w(&((PML4 + 0x1000) | 3).to_le_bytes(), PML4);
-    w(&((PML4 + 0x2000) | 3).to_le_bytes(), PML4 + 0x1000);
-    w(&0x83u64.to_le_bytes(), PML4 + 0x2000);
     // IDT.
     w(&idt_gate(DB_HANDLER), IDT + 16);
     w(&idt_gate(GP_HANDLER), IDT + 16 * 13);
@@ -181,62 +163,10 @@ fn setup(kvm: &Kvm, main: &[u8]) -> Guest {
     w(main, MAIN);
     // The "masked" flag at 0x8000 starts at 0 (fresh anonymous memory).
 
-    let host = mem.get_host_address(GuestAddress(0)).unwrap();
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        guest_phys_addr: 0,
-        memory_size: MEM_SIZE as u64,
-        userspace_addr: host as u64,
-        flags: 0,
-    };
-    // SAFETY: `host` is the start of a MEM_SIZE mapping owned by `mem`, which
-    // the returned Guest keeps alive as long as the VM.
-    unsafe { vm.set_user_memory_region(region) }.expect("KVM_SET_USER_MEMORY_REGION");
-
+    // The returned Guest keeps `mem` alive as long as the VM.
+    long_mode::map_memory(&vm, &mem).expect("KVM_SET_USER_MEMORY_REGION");
     let vcpu = vm.create_vcpu(0).expect("KVM_CREATE_VCPU");
-    let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap();
-    vcpu.set_cpuid2(&cpuid).unwrap();
-    let mut sregs = vcpu.get_sregs().unwrap();
-    let code = kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: 0x08,
-        type_: 0xb,
-        present: 1,
-        dpl: 0,
-        db: 0,
-        s: 1,
-        l: 1,
-        g: 1,
-        ..Default::default()
-    };
-    let data = kvm_segment {
-        selector: 0x10,
-        type_: 0x3,
-        db: 1,
-        l: 0,
-        ..code
-    };
-    sregs.cs = code;
-    sregs.ds = data;
-    sregs.es = data;
-    sregs.fs = data;
-    sregs.gs = data;
-    sregs.ss = data;
-    sregs.gdt.base = GDT;
-    sregs.gdt.limit = 23;
-    sregs.idt.base = IDT;
-    sregs.idt.limit = 0xfff;
-    sregs.cr3 = PML4;
-    sregs.cr4 = 1 << 5; // PAE
-    sregs.cr0 = 0x8000_0031; // PG | NE | ET | PE
-    sregs.efer = 0x500; // LMA | LME
-    vcpu.set_sregs(&sregs).unwrap();
-    let mut regs = vcpu.get_regs().unwrap();
-    regs.rip = MAIN;
-    regs.rsp = STACK_TOP;
-    regs.rflags = 2;
-    vcpu.set_regs(&regs).unwrap();
+    long_mode::set_long_mode(kvm, &vcpu, MAIN, STACK_TOP).expect("64-bit vCPU set-up");
     Guest {
         mem,
         _vm: vm,
@@ -847,37 +777,7 @@ fn guest_code_matches_its_assembly() {
              3: hlt\n jmp 3b\n",
         ),
     ];
-    let dir = std::env::temp_dir().join(format!("vcpu-events-asm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, bytes, src) in blocks {
-        let s = dir.join(format!("{name}.s"));
-        let o = dir.join(format!("{name}.o"));
-        let b = dir.join(format!("{name}.bin"));
-        std::fs::write(&s, format!(".intel_syntax noprefix\n.code64\n{src}")).unwrap();
-        let Ok(st) = std::process::Command::new("as")
-            .arg("--64")
-            .arg("-o")
-            .arg(&o)
-            .arg(&s)
-            .status()
-        else {
-            println!("skipping: GNU as not available");
-            return;
-        };
-        assert!(st.success(), "as failed on {name}");
-        let st = std::process::Command::new("objcopy")
-            .args(["-O", "binary", "-j", ".text"])
-            .arg(&o)
-            .arg(&b)
-            .status();
-        let Ok(st) = st else {
-            println!("skipping: objcopy not available");
-            return;
-        };
-        assert!(st.success());
-        assert_eq!(std::fs::read(&b).unwrap(), *bytes, "{name}");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    common::asm::check_blocks("kvm", blocks);
 }
 
 #[test]

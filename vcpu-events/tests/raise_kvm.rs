@@ -11,6 +11,10 @@
 #[path = "../examples/device_interrupts.rs"]
 mod example;
 
+mod common {
+    pub mod asm;
+}
+
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
@@ -31,16 +35,19 @@ const ENXIO: i32 = 6;
 const EINTR: i32 = 4;
 
 fn kvm_or_skip() -> Option<Kvm> {
-    match Kvm::new() {
-        Ok(k) => Some(k),
-        Err(_) if std::env::var("VMM_TEST_REQUIRE_KVM").as_deref() == Ok("1") => {
-            panic!("skipping: /dev/kvm not available")
-        }
-        Err(_) => {
-            println!("skipping: /dev/kvm not available");
-            None
-        }
-    }
+    test_support::kvm_or_skip()
+}
+
+/// The example's guest with `sti; jmp $` at `MAIN` (it never exits by itself, so
+/// only a kick gets the vCPU out of KVM_RUN), a kick signal and the raise state.
+/// Keep the returned guest alive while its vCPU runs (it owns the memory).
+fn spinning_guest(kvm: &Kvm) -> (example::Guest, KickSignal, VcpuInterrupts) {
+    let g = build_guest(kvm).unwrap();
+    g.mem
+        .write_slice(&[0xfb, 0xeb, 0xfe], GuestAddress(MAIN))
+        .unwrap();
+    let signal = KickSignal::install(0).unwrap();
+    (g, signal, VcpuInterrupts::new(Injector::new()))
 }
 
 /// Joins `t`, failing (instead of hanging) if it has not finished in 30 s.
@@ -193,13 +200,8 @@ fn blocked_kick_signal_is_refused_at_set_up() {
 #[test]
 fn kick_gets_a_spinning_vcpu_out_of_kvm_run() {
     let Some(kvm) = kvm_or_skip() else { return };
-    let g = build_guest(&kvm).unwrap();
     // sti; jmp $ : no exit of its own, ever.
-    g.mem
-        .write_slice(&[0xfb, 0xeb, 0xfe], GuestAddress(MAIN))
-        .unwrap();
-    let signal = KickSignal::install(0).unwrap();
-    let mut interrupts = VcpuInterrupts::new(Injector::new());
+    let (g, signal, mut interrupts) = spinning_guest(&kvm);
     let handle = interrupts.handle();
     let stop = Arc::new(AtomicBool::new(false));
     let mut vcpu = g.vcpu;
@@ -246,14 +248,9 @@ fn kick_gets_a_spinning_vcpu_out_of_kvm_run() {
 #[test]
 fn a_raise_from_another_thread_reaches_a_guest_that_never_exits() {
     let Some(kvm) = kvm_or_skip() else { return };
-    let g = build_guest(&kvm).unwrap();
     // sti; jmp $ : the guest never exits by itself, so the vector can only
     // be delivered if the raise kicks the vCPU out of KVM_RUN.
-    g.mem
-        .write_slice(&[0xfb, 0xeb, 0xfe], GuestAddress(MAIN))
-        .unwrap();
-    let signal = KickSignal::install(0).unwrap();
-    let mut interrupts = VcpuInterrupts::new(Injector::new());
+    let (g, signal, mut interrupts) = spinning_guest(&kvm);
     let device = interrupts.handle();
     let mut vcpu = g.vcpu;
     let vcpu_thread = thread::spawn(move || {
@@ -329,44 +326,7 @@ fn example_guest_code_matches_its_assembly() {
             ".org 0x1000\n push rax\n mov al, 0x20\n jmp 0x11400\n",
         ),
     ];
-    let dir = std::env::temp_dir().join(format!("vcpu-events-raise-asm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, bytes, src) in blocks {
-        let s = dir.join(format!("{name}.s"));
-        let o = dir.join(format!("{name}.o"));
-        let b = dir.join(format!("{name}.bin"));
-        std::fs::write(&s, format!(".intel_syntax noprefix\n.code64\n{src}")).unwrap();
-        let Ok(st) = std::process::Command::new("as")
-            .arg("--64")
-            .arg("-o")
-            .arg(&o)
-            .arg(&s)
-            .status()
-        else {
-            println!("skipping: GNU as not available");
-            return;
-        };
-        assert!(st.success(), "as failed on {name}");
-        let Ok(st) = std::process::Command::new("ld")
-            .args(["-Ttext=0", "--oformat=binary", "-o"])
-            .arg(&b)
-            .arg(&o)
-            .status()
-        else {
-            println!("skipping: ld not available");
-            return;
-        };
-        assert!(st.success(), "ld failed on {name}");
-        let out = std::fs::read(&b).unwrap();
-        // The stub is linked at 0 with `.org 0x1000`: compare from there.
-        let out = if *name == "stub" {
-            &out[0x1000..]
-        } else {
-            &out[..]
-        };
-        assert_eq!(out, *bytes, "{name}");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    common::asm::check_blocks("raise", blocks);
 }
 
 /// The kick protocol records every KVM_RUN return, -EINTR included, as an

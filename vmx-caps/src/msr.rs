@@ -3,16 +3,17 @@
 //! Indices of the VMX capability MSRs (Linux `msr-index.h` names, without the `MSR_`
 //! prefix), and the table of which of them a capability set requires.
 
+// The eleven control-word capability MSRs live with the control words in x86-kvm-base
+// (moved there); re-exported here so this module still lists every VMX MSR.
+pub use x86_kvm_base::control_bits::{
+    IA32_VMX_ENTRY_CTLS, IA32_VMX_EXIT_CTLS, IA32_VMX_EXIT_CTLS2, IA32_VMX_PINBASED_CTLS,
+    IA32_VMX_PROCBASED_CTLS, IA32_VMX_PROCBASED_CTLS2, IA32_VMX_PROCBASED_CTLS3,
+    IA32_VMX_TRUE_ENTRY_CTLS, IA32_VMX_TRUE_EXIT_CTLS, IA32_VMX_TRUE_PINBASED_CTLS,
+    IA32_VMX_TRUE_PROCBASED_CTLS,
+};
+
 /// IA32_VMX_BASIC: VMCS revision, region size, memory type, feature flags.
 pub const IA32_VMX_BASIC: u32 = 0x480;
-/// IA32_VMX_PINBASED_CTLS: allowed settings of the pin-based VM-execution controls.
-pub const IA32_VMX_PINBASED_CTLS: u32 = 0x481;
-/// IA32_VMX_PROCBASED_CTLS: allowed settings of the primary processor-based controls.
-pub const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
-/// IA32_VMX_EXIT_CTLS: allowed settings of the primary VM-exit controls.
-pub const IA32_VMX_EXIT_CTLS: u32 = 0x483;
-/// IA32_VMX_ENTRY_CTLS: allowed settings of the VM-entry controls.
-pub const IA32_VMX_ENTRY_CTLS: u32 = 0x484;
 /// IA32_VMX_MISC: miscellaneous VMX data (preemption-timer rate, activity states, ...).
 pub const IA32_VMX_MISC: u32 = 0x485;
 /// IA32_VMX_CR0_FIXED0: CR0 bits fixed to 1 in VMX operation.
@@ -25,24 +26,10 @@ pub const IA32_VMX_CR4_FIXED0: u32 = 0x488;
 pub const IA32_VMX_CR4_FIXED1: u32 = 0x489;
 /// IA32_VMX_VMCS_ENUM: highest index used in VMCS field encodings (bits 9:1).
 pub const IA32_VMX_VMCS_ENUM: u32 = 0x48A;
-/// IA32_VMX_PROCBASED_CTLS2: allowed settings of the secondary processor-based controls.
-pub const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48B;
 /// IA32_VMX_EPT_VPID_CAP: EPT capabilities (low dword) and VPID capabilities (high dword).
 pub const IA32_VMX_EPT_VPID_CAP: u32 = 0x48C;
-/// IA32_VMX_TRUE_PINBASED_CTLS: pin-based controls including clearable default1 bits.
-pub const IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48D;
-/// IA32_VMX_TRUE_PROCBASED_CTLS: primary processor-based controls, true view.
-pub const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48E;
-/// IA32_VMX_TRUE_EXIT_CTLS: VM-exit controls, true view.
-pub const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48F;
-/// IA32_VMX_TRUE_ENTRY_CTLS: VM-entry controls, true view.
-pub const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
 /// IA32_VMX_VMFUNC: allowed-1 settings of the VM-function controls.
 pub const IA32_VMX_VMFUNC: u32 = 0x491;
-/// IA32_VMX_PROCBASED_CTLS3: allowed-1 settings of the 64-bit tertiary controls.
-pub const IA32_VMX_PROCBASED_CTLS3: u32 = 0x492;
-/// IA32_VMX_EXIT_CTLS2: allowed-1 settings of the 64-bit secondary VM-exit controls.
-pub const IA32_VMX_EXIT_CTLS2: u32 = 0x493;
 
 /// First VMX capability MSR index.
 pub const FIRST: u32 = IA32_VMX_BASIC;

@@ -14,15 +14,7 @@ pub use x86_kvm_base::control_bits::{
 
 /// The named bits of a control word, ascending.
 pub const fn control_bits(word: ControlWord) -> &'static [BitName] {
-    match word {
-        ControlWord::PinBased => PIN_BASED,
-        ControlWord::Primary => PRIMARY,
-        ControlWord::Secondary => SECONDARY,
-        ControlWord::Tertiary => TERTIARY,
-        ControlWord::Exit => EXIT,
-        ControlWord::SecondaryExit => SECONDARY_EXIT,
-        ControlWord::Entry => ENTRY,
-    }
+    word.names()
 }
 
 /// Mask of the named bits of a control word.

@@ -41,11 +41,11 @@ fn not_valid_is_never_checked() {
 fn c1_reserved_type_and_mtf() {
     assert_eq!(
         c(&raw(0x8000_0100, 0, 0)),
-        vec![Violation::ReservedInterruptionType]
+        vec![Violation::Entry(EventViolation::ReservedInterruptionType)]
     );
     assert_eq!(
         c(&raw(0x8000_0700, 0, 0)),
-        vec![Violation::OtherEventUnsupported]
+        vec![Violation::Entry(EventViolation::OtherEventUnsupported)]
     );
     let caps = EntryCaps {
         monitor_trap_flag: true,
@@ -59,7 +59,7 @@ fn c2_nmi_vector() {
     assert!(c(&ev(Event::Nmi)).is_empty());
     assert_eq!(
         c(&raw(0x8000_0203, 0, 0)),
-        vec![Violation::NmiVector { vector: 3 }]
+        vec![Violation::Entry(EventViolation::NmiVector { vector: 3 })]
     );
 }
 
@@ -68,7 +68,9 @@ fn c3_exception_vector() {
     assert!(c(&raw(0x8000_031f, 0, 0)).is_empty());
     assert_eq!(
         c(&raw(0x8000_0320, 0, 0)),
-        vec![Violation::ExceptionVector { vector: 32 }]
+        vec![Violation::Entry(EventViolation::ExceptionVector {
+            vector: 32
+        })]
     );
 }
 
@@ -80,7 +82,9 @@ fn c4_other_event_vector() {
     };
     assert_eq!(
         check_entry_interruption(&raw(0x8000_0701, 0, 0), &caps, &ctl(), true),
-        vec![Violation::OtherEventVector { vector: 1 }]
+        vec![Violation::Entry(EventViolation::OtherEventVector {
+            vector: 1
+        })]
     );
 }
 
@@ -95,22 +99,24 @@ fn c5_error_code_consistency() {
     // Missing for #PF.
     assert_eq!(
         c(&raw(0x8000_030e, 0, 0)),
-        vec![Violation::ErrorCodeMissing { vector: 14 }]
+        vec![Violation::Entry(EventViolation::ErrorCodeMissing {
+            vector: 14
+        })]
     );
     // Unexpected for #UD, and for an external interrupt.
     assert_eq!(
         c(&raw(0x8000_0b06, 0, 0)),
-        vec![Violation::UnexpectedErrorCode {
+        vec![Violation::Entry(EventViolation::UnexpectedErrorCode {
             interruption_type: InterruptionType::HardwareException,
             vector: 6
-        }]
+        })]
     );
     assert_eq!(
         c(&raw(0x8000_0820, 0, 0)),
-        vec![Violation::UnexpectedErrorCode {
+        vec![Violation::Entry(EventViolation::UnexpectedErrorCode {
             interruption_type: InterruptionType::ExternalInterrupt,
             vector: 0x20
-        }]
+        })]
     );
     // Real mode with unrestricted guest: #GP has no error code.
     let ug = EntryControls {
@@ -122,10 +128,10 @@ fn c5_error_code_consistency() {
     ));
     assert_eq!(
         check_entry_interruption(&gp, &EntryCaps::default(), &ug, false),
-        vec![Violation::UnexpectedErrorCode {
+        vec![Violation::Entry(EventViolation::UnexpectedErrorCode {
             interruption_type: InterruptionType::HardwareException,
             vector: 13
-        }]
+        })]
     );
     assert!(
         check_entry_interruption(&raw(0x8000_030d, 0, 0), &EntryCaps::default(), &ug, false)
@@ -167,10 +173,10 @@ fn c5_basic56_relaxation_only_in_protected_mode_as_nested_check_vm_entry_control
     let v = check_entry_interruption(&gp_with_code, &nocc, &urg, false);
     assert_eq!(
         v,
-        vec![Violation::UnexpectedErrorCode {
+        vec![Violation::Entry(EventViolation::UnexpectedErrorCode {
             interruption_type: InterruptionType::HardwareException,
             vector: 13
-        }]
+        })]
     );
     assert_eq!(v[0].kind(), Rule::Entry(EventRule::ErrorCodeDelivery));
     assert_eq!(v[0].rule(), "C5");
@@ -188,7 +194,9 @@ fn c5_cp_error_code_follows_guest_cet_as_x86_exception_has_error_code() {
     assert!(c(&cp_without_code).is_empty());
     assert_eq!(
         check_entry_interruption(&cp_without_code, &cet, &ctl(), true),
-        vec![Violation::ErrorCodeMissing { vector: 21 }]
+        vec![Violation::Entry(EventViolation::ErrorCodeMissing {
+            vector: 21
+        })]
     );
 }
 
@@ -212,11 +220,15 @@ fn typed_rules_classify_every_violation() {
 fn c6_reserved_bits() {
     assert_eq!(
         c(&raw(0x8000_1020, 0, 0)),
-        vec![Violation::ReservedBits { bits: 0x1000 }]
+        vec![Violation::Entry(EventViolation::ReservedBits {
+            bits: 0x1000
+        })]
     );
     assert_eq!(
         c(&raw(0xc000_0020, 0, 0)),
-        vec![Violation::ReservedBits { bits: 0x4000_0000 }]
+        vec![Violation::Entry(EventViolation::ReservedBits {
+            bits: 0x4000_0000
+        })]
     );
 }
 
@@ -225,9 +237,9 @@ fn c7_error_code_high_bits() {
     assert!(c(&raw(0x8000_0b0d, 0xffff, 0)).is_empty());
     assert_eq!(
         c(&raw(0x8000_0b0d, 0x1_0000, 0)),
-        vec![Violation::ErrorCodeHighBits {
+        vec![Violation::Entry(EventViolation::ErrorCodeHighBits {
             error_code: 0x1_0000
-        }]
+        })]
     );
     // Not checked without bit 11.
     assert!(c(&raw(0x8000_0306, 0xffff_0000, 0)).is_empty());
@@ -241,9 +253,14 @@ fn c8_instruction_length() {
         assert!(c(&raw(base, 0, 15)).is_empty());
         assert_eq!(
             c(&raw(base, 0, 16)),
-            vec![Violation::InstructionLengthTooLong { len: 16 }]
+            vec![Violation::Entry(EventViolation::InstructionLengthTooLong {
+                len: 16
+            })]
         );
-        assert_eq!(c(&raw(base, 0, 0)), vec![Violation::ZeroInstructionLength]);
+        assert_eq!(
+            c(&raw(base, 0, 0)),
+            vec![Violation::Entry(EventViolation::ZeroInstructionLength)]
+        );
         let caps = EntryCaps::from_msrs(0, 1 << 30);
         assert!(check_entry_interruption(&raw(base, 0, 0), &caps, &ctl(), true).is_empty());
     }
@@ -477,4 +494,29 @@ fn all_violations_are_reported_with_sections() {
     assert!(v.iter().all(|v| v.sdm_section().starts_with("SDM 26.")));
     assert!(!v[0].is_guest_state() && v[3].is_guest_state());
     assert!(v[3].to_string().contains("RFLAGS.IF = 0"));
+}
+
+/// C1..C8 are the shared checker's violations, wrapped: the message and the rule
+/// are those of `x86_kvm_base::interruption::EventViolation` (one home for the
+/// SDM 26.2.1.3 rules), and the section is the control-field one.
+#[test]
+fn entry_violations_are_the_shared_checker_s() {
+    let shared = [
+        EventViolation::ReservedInterruptionType,
+        EventViolation::NmiVector { vector: 3 },
+        EventViolation::ErrorCodeMissing { vector: 14 },
+        EventViolation::ErrorCodeHighBits {
+            error_code: 0x1_0000,
+        },
+        EventViolation::ZeroInstructionLength,
+    ];
+    for e in shared {
+        let v = Violation::from(e);
+        assert_eq!(v, Violation::Entry(e));
+        assert_eq!(v.to_string(), e.to_string());
+        assert_eq!(v.kind(), Rule::Entry(e.rule()));
+        assert_eq!(v.rule(), e.rule().id());
+        assert!(!v.is_guest_state());
+        assert!(v.sdm_section().starts_with("SDM 26.2.1.3"));
+    }
 }

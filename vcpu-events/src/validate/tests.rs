@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::event::EventStatus;
+use crate::sdm_checks::EventViolation;
 use crate::vcpu_events::{KvmBool, Shadow, VcpuEventsFlags};
 
 fn kvm() -> KvmContext {
@@ -396,7 +397,7 @@ fn entry_exception_error_code_consistency() {
         v(&e).entry_failures,
         vec![sdm(
             EventSlot::Exception,
-            Violation::ErrorCodeMissing { vector: 13 }
+            Violation::Entry(EventViolation::ErrorCodeMissing { vector: 13 })
         )]
     );
     let mut caps = GuestContext::default();

@@ -5,24 +5,10 @@
 
 use std::fmt::Write as _;
 
-use vmx_caps::ControlWord;
-
 use super::provenance::BitProvenance;
 use super::view::NestedView;
 use super::LINUX_VERSION;
 use crate::controls::ControlField;
-
-fn word_of(field: ControlField) -> ControlWord {
-    match field {
-        ControlField::PinBased => ControlWord::PinBased,
-        ControlField::Primary => ControlWord::Primary,
-        ControlField::Secondary => ControlWord::Secondary,
-        ControlField::Tertiary => ControlWord::Tertiary,
-        ControlField::Exit => ControlWord::Exit,
-        ControlField::SecondaryExit => ControlWord::SecondaryExit,
-        _ => ControlWord::Entry,
-    }
-}
 
 // A bit is worth a line when it has a name, L0's CPU allows it, or L1 gets it.
 fn shown(view: &NestedView, b: &BitProvenance) -> bool {
@@ -87,7 +73,8 @@ pub fn render_text(view: &NestedView, cpu: &str) -> String {
         ControlField::Exit,
         ControlField::Entry,
     ] {
-        let word = word_of(field);
+        // vmx-caps' `ControlWord` is the same type as `ControlField`.
+        let word = field;
         let l0 = view.l0.config.field(field);
         let _ = writeln!(
             out,
