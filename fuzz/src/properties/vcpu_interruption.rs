@@ -3,7 +3,7 @@
 use super::common::{assert_error_message, event_from};
 use super::input::Input;
 use vcpu_events::interruption::DecodeError;
-use vcpu_events::sdm_checks::{check_entry_interruption, check_guest_event_state};
+use vcpu_events::sdm_checks::{check_entry_interruption, check_guest_event_state, EventViolation};
 use vcpu_events::{
     check_entry, idt_vectoring, ActivityState, EntryCaps, EntryControls, EntryInterruption, Event,
     GuestEventState, IdtVectoring, Interruptibility, InterruptionInfo, InterruptionType, Violation,
@@ -130,30 +130,33 @@ fn check_rules(
     } else {
         if ty == InterruptionType::Reserved {
             assert!(
-                has(&|v| *v == Violation::ReservedInterruptionType),
+                has(&|v| *v == Violation::Entry(EventViolation::ReservedInterruptionType)),
                 "C1 missed"
             );
         }
         if ty == InterruptionType::Nmi && vector != 2 {
-            assert!(has(&|v| *v == Violation::NmiVector { vector }), "C2 missed");
+            assert!(
+                has(&|v| *v == Violation::Entry(EventViolation::NmiVector { vector })),
+                "C2 missed"
+            );
         }
         if ty == InterruptionType::HardwareException && vector > 31 {
             assert!(
-                has(&|v| *v == Violation::ExceptionVector { vector }),
+                has(&|v| *v == Violation::Entry(EventViolation::ExceptionVector { vector })),
                 "C3 missed"
             );
         }
         if info.raw() & 0x7fff_f000 != 0 {
             let bits = info.raw() & 0x7fff_f000;
             assert!(
-                has(&|v| *v == Violation::ReservedBits { bits }),
+                has(&|v| *v == Violation::Entry(EventViolation::ReservedBits { bits })),
                 "C6 missed"
             );
         }
         if info.deliver_error_code() && entry.error_code & 0xffff_0000 != 0 {
             let error_code = entry.error_code;
             assert!(
-                has(&|v| *v == Violation::ErrorCodeHighBits { error_code }),
+                has(&|v| *v == Violation::Entry(EventViolation::ErrorCodeHighBits { error_code })),
                 "C7 missed"
             );
         }
