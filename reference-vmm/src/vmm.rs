@@ -30,10 +30,10 @@ const GDT_ADDR: u64 = 0x500;
 const GDT: [u64; 3] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
 /// 4-level page tables identity-mapping the first 1 GiB with 2 MiB pages.
 const PML4_ADDR: u64 = 0x9000;
-const PDPT_ADDR: u64 = 0xa000;
+pub(crate) const PDPT_ADDR: u64 = 0xa000;
 const PD_ADDR: u64 = 0xb000;
 /// Initial stack pointer (grows down, below the 512 KiB mark).
-const STACK_TOP: u64 = 0x8_0000;
+pub(crate) const STACK_TOP: u64 = 0x8_0000;
 
 const CR0_PE: u64 = 1 << 0;
 const CR0_MP: u64 = 1 << 1;
