@@ -193,7 +193,7 @@ pub struct RunArgs {
     /// Guest-specific count (pio-loop: `out` exits; irq-storm: interrupts).
     #[arg(long, value_parser = parse_u64)]
     pub count: Option<u64>,
-    /// vCPUs (pio-loop and halt run on several; the other guests on one).
+    /// vCPUs (pio-loop, halt and timer run on several; the other guests on one).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
     pub vcpus: u8,
     /// Guest memory in MiB.

@@ -168,3 +168,17 @@ fn timer_flags_are_refused_for_other_guests_and_bad_values() {
         .expect("run binary");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_generic_run_loop_refuses_the_timer_guest_as_usage() {
+    // Vm::new checks before opening /dev/kvm: no KVM needed.
+    let cfg = reference_vmm::config::RunConfig::new(reference_vmm::guests::Guest::Timer);
+    let Err(e) = reference_vmm::vmm::run(&cfg, std::time::Instant::now()) else {
+        panic!("the timer guest ran through the generic run loop");
+    };
+    assert!(e.is_usage(), "{e}");
+    assert!(matches!(
+        e,
+        reference_vmm::vmm::VmmError::Config(reference_vmm::vmm::ConfigError::TimerGuest)
+    ));
+}
