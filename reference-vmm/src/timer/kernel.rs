@@ -48,7 +48,8 @@ pub fn signal_msi(vm: &VmFd, apic_id: u8, vector: u8) -> MsiOutcome {
     }
 }
 
-/// Runs one vCPU (with its in-kernel LAPIC) until the guest says it is done.
+/// Runs one vCPU (with its in-kernel LAPIC) until the guest says it is done;
+/// `samples` latency samples are reserved up front.
 pub fn run_vcpu(
     id: usize,
     vcpu: &mut VcpuFd,
@@ -56,8 +57,9 @@ pub fn run_vcpu(
     stopping: &AtomicBool,
     start: Instant,
     deadline: Instant,
+    samples: usize,
 ) -> Result<VcpuRun, TimerError> {
-    let mut out = VcpuRun::with_capacity(1024);
+    let mut out = VcpuRun::with_capacity(samples);
     loop {
         if Instant::now() > deadline {
             return Err(TimerError::NotDone { vcpu: id });

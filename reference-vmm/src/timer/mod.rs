@@ -283,6 +283,9 @@ pub fn run(cfg: &TimerConfig) -> Result<TimerReport, TimerError> {
     let stopping = AtomicBool::new(false);
     let start = Instant::now();
     let deadline = start + cfg.duration + cfg.drain_timeout;
+    // At most one sample per raise: reserve them all (bounded), so the exit
+    // path does not allocate.
+    let samples = (cfg.duration.as_secs_f64() * f64::from(cfg.rate_hz) + 16.0).min(4e6) as usize;
     let vcpus = std::mem::take(&mut tvm.vcpus);
     let (runs, raised) = match cfg.irqchip {
         Irqchip::User => {
@@ -309,6 +312,7 @@ pub fn run(cfg: &TimerConfig) -> Result<TimerReport, TimerError> {
                             stopping: &stopping,
                             start,
                             deadline,
+                            samples,
                         };
                         s.spawn(move || user::run_vcpu(u, signal))
                     })
@@ -329,7 +333,9 @@ pub fn run(cfg: &TimerConfig) -> Result<TimerReport, TimerError> {
                     .map(|(id, mut vcpu)| {
                         let (stamp, stopping) = (&stamps[id], &stopping);
                         s.spawn(move || {
-                            kernel::run_vcpu(id, &mut vcpu, stamp, stopping, start, deadline)
+                            kernel::run_vcpu(
+                                id, &mut vcpu, stamp, stopping, start, deadline, samples,
+                            )
                         })
                     })
                     .collect();

@@ -36,11 +36,13 @@ pub struct UserVcpu<'a> {
     pub start: Instant,
     /// Give up after this.
     pub deadline: Instant,
+    /// Latency samples to reserve up front (no allocation per exit).
+    pub samples: usize,
 }
 
 /// Runs one vCPU until the guest says it is done.
 pub fn run_vcpu(mut u: UserVcpu<'_>, signal: KickSignal) -> Result<VcpuRun, TimerError> {
-    let mut out = VcpuRun::with_capacity(1024);
+    let mut out = VcpuRun::with_capacity(u.samples);
     let mut apic = XApic::new();
     let id = u.id;
     let r = run_with_kicks(&mut u.vcpu, &mut u.interrupts, signal, |kv| loop {
