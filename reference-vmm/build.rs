@@ -22,6 +22,7 @@ const GUESTS: &[&str] = &[
     "heki-probe",
     "irq-flood",
     "self-triple-fault",
+    "timer",
 ];
 
 fn run(tool: &str, args: &[&str]) {

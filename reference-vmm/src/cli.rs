@@ -193,7 +193,7 @@ pub struct RunArgs {
     /// Guest-specific count (pio-loop: `out` exits; irq-storm: interrupts).
     #[arg(long, value_parser = parse_u64)]
     pub count: Option<u64>,
-    /// vCPUs (pio-loop and halt run on several; the other guests on one).
+    /// vCPUs (pio-loop, halt and timer run on several; the other guests on one).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
     pub vcpus: u8,
     /// Guest memory in MiB.
@@ -206,12 +206,36 @@ pub struct RunArgs {
     /// Policy flags.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// timer: raises per second per vCPU (default 1000).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate: Option<u32>,
+    /// timer: how long the host timer raises, in seconds (default 1).
+    #[arg(long, value_parser = parse_seconds)]
+    pub seconds: Option<Duration>,
+    /// timer: who delivers: `user` (vcpu-events raise + kick, the VMM answers
+    /// the xAPIC) or `kernel` (KVM's in-kernel irqchip, KVM_SIGNAL_MSI).
+    #[arg(long, value_enum)]
+    pub irqchip: Option<crate::timer::Irqchip>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
 
 impl RunArgs {
+    /// The timer configuration (`--guest timer`).
+    pub fn timer_config(&self) -> crate::timer::TimerConfig {
+        let mut cfg =
+            crate::timer::TimerConfig::new(self.irqchip.unwrap_or(crate::timer::Irqchip::User));
+        cfg.vcpus = self.vcpus;
+        if let Some(r) = self.rate {
+            cfg.rate_hz = r;
+        }
+        if let Some(d) = self.seconds {
+            cfg.duration = d;
+        }
+        cfg
+    }
+
     /// The run configuration.
     pub fn config(&self) -> RunConfig {
         let mut cfg = RunConfig::new(self.guest);
@@ -394,6 +418,15 @@ fn usage_error(e: &clap::Error) -> i32 {
 }
 
 fn run_cmd(args: &RunArgs, t0: Instant) -> Result<i32, i32> {
+    if args.guest == Guest::Timer {
+        return timer_cmd(args);
+    }
+    if args.rate.is_some() || args.seconds.is_some() || args.irqchip.is_some() {
+        return Err(fail(
+            "--rate, --seconds and --irqchip apply to --guest timer only",
+            EXIT_USAGE,
+        ));
+    }
     let cfg = args.config();
     let probe = MemProbe::start();
     match crate::vmm::run(&cfg, t0) {
@@ -402,6 +435,28 @@ fn run_cmd(args: &RunArgs, t0: Instant) -> Result<i32, i32> {
             let mut r = crate::demo::kvm_report(&cfg, run);
             r.memory = probe.finish();
             emit(&render_report(&r, args.format)).map(|()| status)
+        }
+        Err(e) => {
+            let status = if e.is_usage() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILED
+            };
+            Err(fail(&crate::error::chain(&e), status))
+        }
+    }
+}
+
+/// `run --guest timer`: status 0 when the accounting holds, 1 when not.
+fn timer_cmd(args: &RunArgs) -> Result<i32, i32> {
+    match crate::timer::run(&args.timer_config()) {
+        Ok(r) => {
+            let text = match args.format {
+                Format::Json => r.json(),
+                _ => r.text(),
+            };
+            let status = if r.passed { 0 } else { EXIT_FAILED };
+            emit(&text).map(|()| status)
         }
         Err(e) => {
             let status = if e.is_usage() {

@@ -38,6 +38,21 @@ pub const FLOOD_FIRST: u8 = 0x20;
 /// Distinct vectors the irq-flood guest has handlers for (`FLOOD_FIRST ..`):
 /// twice the injector's queue bound, so the queue can fill up.
 pub const FLOOD_VECTORS: u8 = 64;
+/// Vector the host timer thread raises on every vCPU of the timer guest.
+pub const TIMER_VECTOR: u8 = 0x30;
+/// Port the timer guest's handler writes the vector to, once per interrupt.
+pub const PORT_TIMER_ACK: u16 = 0xe3;
+/// Port the timer guest's handler writes the vector to when the interrupt
+/// arrived inside an interrupts-masked stretch (must never happen).
+pub const PORT_TIMER_ACK_MASKED: u16 = 0xe4;
+/// Port a timer-guest vCPU writes once it is done (after [`PORT_STATUS`] read 1).
+pub const PORT_TIMER_DONE: u16 = 0xe5;
+/// Guest physical address of the xAPIC MMIO page (SDM Vol. 3A 11.4.1).
+pub const APIC_BASE: u64 = 0xfee0_0000;
+/// xAPIC EOI register offset (SDM Vol. 3A 11.8.5).
+pub const APIC_EOI: u64 = 0xb0;
+/// xAPIC spurious-interrupt vector register offset (SDM Vol. 3A 11.9).
+pub const APIC_SVR: u64 = 0xf0;
 
 /// A built-in guest program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
@@ -60,11 +75,15 @@ pub enum Guest {
     IrqFlood,
     /// The guest triple-faults on its own (empty IDT, then `ud2`).
     SelfTripleFault,
+    /// A host timer thread raises a vector on every vCPU at a fixed rate;
+    /// the guest acknowledges each one, EOIs its xAPIC, and spends long
+    /// stretches with interrupts masked (runs through [`crate::timer`]).
+    Timer,
 }
 
 impl Guest {
     /// Every built-in guest, in the order `guests` lists them.
-    pub const ALL: [Guest; 8] = [
+    pub const ALL: [Guest; 9] = [
         Guest::PioLoop,
         Guest::IrqStorm,
         Guest::Exceptions,
@@ -73,6 +92,7 @@ impl Guest {
         Guest::Halt,
         Guest::IrqFlood,
         Guest::SelfTripleFault,
+        Guest::Timer,
     ];
 
     /// The guest's name on the command line and in reports.
@@ -86,6 +106,7 @@ impl Guest {
             Guest::Halt => "halt",
             Guest::IrqFlood => "irq-flood",
             Guest::SelfTripleFault => "self-triple-fault",
+            Guest::Timer => "timer",
         }
     }
 
@@ -116,12 +137,17 @@ impl Guest {
                 "guest loads an empty IDT and executes ud2 (#UD -> #GP -> #DF -> triple fault); \
                  run ends in shutdown"
             }
+            Guest::Timer => {
+                "a host timer thread raises a vector on every vCPU at --rate HZ for --seconds S \
+                 (--irqchip user: vcpu-events raise + kick; kernel: KVM_SIGNAL_MSI to the \
+                 in-kernel LAPIC); guest acks each one, EOIs, masks interrupts for long stretches"
+            }
         }
     }
 
     /// True if several vCPUs can run the guest at once (it keeps no state in memory).
     pub fn reentrant(self) -> bool {
-        matches!(self, Guest::PioLoop | Guest::Halt)
+        matches!(self, Guest::PioLoop | Guest::Halt | Guest::Timer)
     }
 
     /// The default `--count` for the guest.
@@ -147,6 +173,7 @@ impl Guest {
             Guest::SelfTripleFault => {
                 include_bytes!(concat!(env!("OUT_DIR"), "/self-triple-fault.bin"))
             }
+            Guest::Timer => include_bytes!(concat!(env!("OUT_DIR"), "/timer.bin")),
         }
     }
 
@@ -161,6 +188,7 @@ impl Guest {
             Guest::Halt => include_str!("../guests/halt.S"),
             Guest::IrqFlood => include_str!("../guests/irq-flood.S"),
             Guest::SelfTripleFault => include_str!("../guests/self-triple-fault.S"),
+            Guest::Timer => include_str!("../guests/timer.S"),
         }
     }
 }
@@ -214,6 +242,16 @@ mod tests {
         assert_eq!(equ("PORT_STATUS"), u64::from(PORT_STATUS));
         assert_eq!(equ("FLOOD_FIRST"), u64::from(FLOOD_FIRST));
         assert_eq!(equ("FLOOD_VECTORS"), u64::from(FLOOD_VECTORS));
+        assert_eq!(equ("TIMER_VECTOR"), u64::from(TIMER_VECTOR));
+        assert_eq!(equ("PORT_TIMER_ACK"), u64::from(PORT_TIMER_ACK));
+        assert_eq!(
+            equ("PORT_TIMER_ACK_MASKED"),
+            u64::from(PORT_TIMER_ACK_MASKED)
+        );
+        assert_eq!(equ("PORT_TIMER_DONE"), u64::from(PORT_TIMER_DONE));
+        assert_eq!(equ("APIC_BASE"), APIC_BASE);
+        assert_eq!(equ("APIC_EOI"), APIC_EOI);
+        assert_eq!(equ("APIC_SVR"), APIC_SVR);
         // The flood needs more distinct vectors than the injector's queue holds.
         assert!(usize::from(FLOOD_VECTORS) > vcpu_events::injector::DEFAULT_CAPACITY);
     }

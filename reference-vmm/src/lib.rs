@@ -22,6 +22,7 @@ pub mod replay;
 pub mod report;
 pub mod run_loop;
 pub mod stop;
+pub mod timer;
 pub mod trace;
 pub mod vmm;
 pub mod watchdog;

@@ -30,10 +30,10 @@ const GDT_ADDR: u64 = 0x500;
 const GDT: [u64; 3] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
 /// 4-level page tables identity-mapping the first 1 GiB with 2 MiB pages.
 const PML4_ADDR: u64 = 0x9000;
-const PDPT_ADDR: u64 = 0xa000;
+pub(crate) const PDPT_ADDR: u64 = 0xa000;
 const PD_ADDR: u64 = 0xb000;
 /// Initial stack pointer (grows down, below the 512 KiB mark).
-const STACK_TOP: u64 = 0x8_0000;
+pub(crate) const STACK_TOP: u64 = 0x8_0000;
 
 const CR0_PE: u64 = 1 << 0;
 const CR0_MP: u64 = 1 << 1;
@@ -53,7 +53,7 @@ pub enum ConfigError {
     /// More than one vCPU for a guest that keeps its state in guest memory.
     #[error(
         "--vcpus {vcpus}: {guest} runs on one vCPU (it keeps its state in guest memory); \
-         pio-loop and halt run on several"
+         pio-loop, halt and timer run on several"
     )]
     Vcpus {
         /// `--vcpus`.
@@ -64,6 +64,10 @@ pub enum ConfigError {
     /// Less than 1 MiB of guest memory.
     #[error("--mem-mib must be at least 1")]
     Memory,
+    /// The timer guest runs through [`crate::timer::run`] (its own timer
+    /// thread, irqchip and xAPIC), not this run loop.
+    #[error("the timer guest runs through reference_vmm::timer::run (`run --guest timer`)")]
+    TimerGuest,
 }
 
 /// Errors setting up or running a VM on KVM. Only [`VmmError::Config`] is
@@ -179,6 +183,9 @@ impl Vm {
     /// Creates the VM for `cfg`: enables the caps of [`plan::cap_steps`], maps
     /// memory, loads the guest, creates vCPU 0 in 64-bit mode.
     pub fn new(cfg: &RunConfig) -> Result<Self, VmmError> {
+        if cfg.guest == Guest::Timer {
+            return Err(ConfigError::TimerGuest.into());
+        }
         if cfg.vcpus == 0 || (cfg.vcpus > 1 && !cfg.guest.reentrant()) {
             return Err(ConfigError::Vcpus {
                 vcpus: cfg.vcpus,

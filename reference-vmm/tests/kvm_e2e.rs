@@ -158,6 +158,7 @@ fn demo_passes_every_scenario() {
         .map(|s| format!("{}: {}", s["name"], s["failures"]))
         .collect();
     assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(v["timer"]["passed"], true, "{}", v["timer"]);
     assert!(out.status.success());
     assert!(v["seconds"].as_f64().unwrap_or(99.0) < 60.0);
 }

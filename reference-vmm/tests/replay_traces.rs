@@ -218,8 +218,12 @@ fn plan_lists_each_enable_cap_without_a_vm() {
 fn guests_lists_one_line_each() {
     let out = bin().arg("guests").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.lines().count(), 8);
+    assert_eq!(
+        text.lines().count(),
+        reference_vmm::guests::Guest::ALL.len()
+    );
     assert!(text.lines().any(|l| l.starts_with("irq-storm")));
+    assert!(text.lines().any(|l| l.starts_with("timer")));
 }
 
 /// A reader that produces `n` copies of `line` without holding them in memory.

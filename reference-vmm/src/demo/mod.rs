@@ -7,6 +7,7 @@
 
 mod scenarios;
 mod text;
+pub mod timer;
 
 pub use scenarios::{
     scenarios, DEMO_DENIALS, DEMO_FLOOD_COUNT, DEMO_GARBAGE_LINES, DEMO_GARBAGE_SEED,
@@ -265,12 +266,14 @@ pub fn render_with_timeout(format: Format, timeout: Option<std::time::Duration>)
         }
     }
     let results: Vec<ScenarioResult> = list.iter().map(run_scenario).collect();
-    let all = results.iter().all(|r| r.passed);
+    let timer = timer::run();
+    let all = results.iter().all(|r| r.passed) && timer.passed;
     let out = match format {
         Format::Json => {
             let v = serde_json::json!({
                 "host": host,
                 "scenarios": results,
+                "timer": timer,
                 "passed": all,
                 "seconds": t0.elapsed().as_secs_f64(),
             });
@@ -278,7 +281,7 @@ pub fn render_with_timeout(format: Format, timeout: Option<std::time::Duration>)
             s.push('\n');
             s
         }
-        Format::Text => text::render(&host.to_text(), &results, t0),
+        Format::Text => text::render(&host.to_text(), &results, &timer, t0),
     };
     (out, all)
 }

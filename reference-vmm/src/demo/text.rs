@@ -144,7 +144,12 @@ fn exits_list(r: &Report) -> String {
 }
 
 /// The demo's text: the host section, then one line per scenario.
-pub(super) fn render(host: &str, results: &[ScenarioResult], t0: Instant) -> String {
+pub(super) fn render(
+    host: &str,
+    results: &[ScenarioResult],
+    timer: &super::timer::TimerScenario,
+    t0: Instant,
+) -> String {
     let mut s = String::new();
     s.push_str("== host\n");
     s.push_str(host);
@@ -182,11 +187,12 @@ pub(super) fn render(host: &str, results: &[ScenarioResult], t0: Instant) -> Str
             let _ = writeln!(s, "       FAILED: {}", crate::error::escape(f));
         }
     }
-    let n = results.iter().filter(|r| r.passed).count();
+    s.push_str(&super::timer::text(timer));
+    let n = results.iter().filter(|r| r.passed).count() + usize::from(timer.passed);
     let _ = writeln!(
         s,
         "== {n}/{} scenarios passed in {:.2} s",
-        results.len(),
+        results.len() + 1,
         t0.elapsed().as_secs_f64()
     );
     s

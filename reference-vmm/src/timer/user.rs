@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! `--irqchip user`: the timer thread raises through vcpu-events'
+//! [`RaiseHandle`](vcpu_events::raise::RaiseHandle) and kick; each vCPU
+//! thread runs [`run_with_kicks`], reports deliveries to its
+//! [`VcpuInterrupts`], and answers the guest's xAPIC MMIO with [`XApic`].
+
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::time::Instant;
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vcpu_events::kvm::kick::{run_with_kicks, KickSignal, KickedRun};
+use vcpu_events::raise::VcpuInterrupts;
+
+use super::latency::Stamp;
+use super::xapic::XApic;
+use super::{TimerError, VcpuRun};
+use crate::guests::{PORT_STATUS, PORT_TIMER_ACK, PORT_TIMER_ACK_MASKED, PORT_TIMER_DONE};
+
+/// Offset of the kick signal from SIGRTMIN (the run watchdog uses +1).
+pub const KICK_SIGNAL_OFFSET: i32 = 2;
+
+/// Everything one vCPU thread needs.
+pub struct UserVcpu<'a> {
+    /// vCPU index.
+    pub id: usize,
+    /// The vCPU.
+    pub vcpu: VcpuFd,
+    /// Its interrupt side (the timer thread holds its handle).
+    pub interrupts: VcpuInterrupts,
+    /// Its latency stamp.
+    pub stamp: &'a Stamp,
+    /// Set once the timer thread has stopped.
+    pub stopping: &'a AtomicBool,
+    /// Run start (latency clock).
+    pub start: Instant,
+    /// Give up after this.
+    pub deadline: Instant,
+    /// Latency samples to reserve up front (no allocation per exit).
+    pub samples: usize,
+}
+
+/// Runs one vCPU until the guest says it is done.
+pub fn run_vcpu(mut u: UserVcpu<'_>, signal: KickSignal) -> Result<VcpuRun, TimerError> {
+    let mut out = VcpuRun::with_capacity(u.samples);
+    let mut apic = XApic::new();
+    let id = u.id;
+    let r = run_with_kicks(&mut u.vcpu, &mut u.interrupts, signal, |kv| loop {
+        let ints = kv.interrupts();
+        if Instant::now() > u.deadline {
+            return Err(TimerError::NotDone { vcpu: id });
+        }
+        let exit = match kv
+            .run()
+            .map_err(|source| TimerError::Kick { vcpu: id, source })?
+        {
+            KickedRun::Exit(exit) => exit,
+            _ => continue,
+        };
+        out.exits += 1;
+        match exit {
+            VcpuExit::IoOut(port @ (PORT_TIMER_ACK | PORT_TIMER_ACK_MASKED), data) => {
+                let now = u.start.elapsed().as_nanos() as u64;
+                let v = data.first().copied().unwrap_or(0);
+                let r = if port == PORT_TIMER_ACK {
+                    ints.on_delivered(v)
+                } else {
+                    out.acked_masked += 1;
+                    ints.on_delivered_while_masked(v)
+                };
+                r.map_err(|source| TimerError::Delivery { vcpu: id, source })?;
+                out.acked += 1;
+                apic.delivered();
+                if let Some(ns) = u.stamp.take(now) {
+                    out.latencies_ns.push(ns);
+                }
+            }
+            VcpuExit::IoIn(PORT_STATUS, data) => {
+                let done = u.stopping.load(SeqCst) && ints.accounting().pending() == 0;
+                data.fill(0);
+                if let Some(b) = data.first_mut() {
+                    *b = u8::from(done);
+                }
+            }
+            VcpuExit::IoOut(PORT_TIMER_DONE, _) => return Ok(()),
+            VcpuExit::MmioWrite(addr, data) => {
+                apic.write(addr, data)
+                    .map_err(|source| TimerError::Apic { vcpu: id, source })?;
+            }
+            VcpuExit::MmioRead(addr, data) => {
+                let v = apic
+                    .read(addr, data.len())
+                    .map_err(|source| TimerError::Apic { vcpu: id, source })?;
+                data.copy_from_slice(&v.to_le_bytes()[..data.len().min(4)]);
+            }
+            VcpuExit::IrqWindowOpen => {}
+            other => {
+                return Err(TimerError::UnexpectedExit {
+                    vcpu: id,
+                    exit: format!("{other:?}"),
+                })
+            }
+        }
+    });
+    r.map_err(|source| TimerError::Kick { vcpu: id, source })??;
+    out.eois = apic.eois;
+    out.accounting = Some(u.interrupts.accounting());
+    Ok(out)
+}
