@@ -3,18 +3,26 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(feature = "kvm"), forbid(unsafe_code))]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod event;
 pub mod idt_vectoring;
 pub mod injector;
 pub mod interruption;
 pub mod raise;
+#[cfg(target_arch = "x86_64")]
+#[cfg_attr(docsrs, doc(cfg(target_arch = "x86_64")))]
 pub mod restore;
 pub mod sdm_checks;
+#[cfg(target_arch = "x86_64")]
+#[cfg_attr(docsrs, doc(cfg(target_arch = "x86_64")))]
 pub mod validate;
+#[cfg(target_arch = "x86_64")]
+#[cfg_attr(docsrs, doc(cfg(target_arch = "x86_64")))]
 pub mod vcpu_events;
 
-#[cfg(feature = "kvm")]
+#[cfg(all(feature = "kvm", target_arch = "x86_64"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "kvm", target_arch = "x86_64"))))]
 pub mod kvm;
 
 pub use event::{
@@ -29,5 +37,7 @@ pub use raise::{Accounting, RaiseHandle, VcpuInterrupts};
 pub use sdm_checks::{
     check_entry, EntryCaps, EntryControls, EventRule, GuestEventState, GuestRule, Rule, Violation,
 };
+#[cfg(target_arch = "x86_64")]
 pub use validate::{validate, GuestContext, KvmContext, Report};
+#[cfg(target_arch = "x86_64")]
 pub use vcpu_events::{RawVcpuEvents, Shadow, VcpuEvents};
