@@ -15,6 +15,17 @@ pub mod stats;
 #[cfg(feature = "kvm")]
 pub mod kvm;
 
+/// The kvm-bindings this crate was built against (0.14), re-exported: the structs and
+/// constants its API takes and returns are this version's.
+pub use kvm_bindings;
+/// The kvm-ioctls this crate was built against (0.25), re-exported so a VMM names the
+/// same `VcpuFd`/`VmFd` types the `kvm` module takes. A VMM on another kvm-ioctls
+/// version gets "multiple different versions of crate `kvm_ioctls`" when it passes its
+/// own fds; it either moves to this version or uses the crate without the `kvm` feature
+/// (the pure decode/policy modules take plain values and `kvm-bindings` structs).
+#[cfg(feature = "kvm")]
+pub use kvm_ioctls;
+
 pub use cap::{
     CapArgError, NotifyCapArg, NotifyCaps, NotifyVmexitFlags, KVM_CAP_X86_NOTIFY_VMEXIT,
     KVM_CAP_X86_TRIPLE_FAULT_EVENT,
