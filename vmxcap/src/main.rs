@@ -15,12 +15,12 @@
 //!
 //! Exit status: 0 success (check: no violation; diff: no difference), 1 check found a
 //! violation / diff found a difference / config: the VMCS configuration fails or CPUs are
-//! inconsistent / nested: KVM would not load (no nested view) or L1's KVM would not, 2
-//! unreadable or malformed input, or no VMX.
+//! inconsistent / nested: KVM would not load (no nested view) or L1's KVM would not / a
+//! write to stdout, stderr or `--out` failed, 2 bad usage, unreadable or malformed input,
+//! or no VMX. Errors are one line, with input's control characters escaped.
 //!
 //! Adding a subcommand: one `Command` variant and one function called from `run`.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,12 +33,23 @@ use vmx_caps::report::{self, Format};
 use vmx_caps::{CapsError, Dump, VmxCaps};
 use vmx_controls::nested::{self, NestedAssumptions, NestedError, NestedView};
 
+mod output;
+use output::{emit, emit_err, escape, fail, WriteFailed, EXIT_FAILED, EXIT_USAGE};
+
+/// The exit statuses, shown by `--help`.
+const EXIT_HELP: &str = "Exit status:
+  0  success (check: no violation; diff: no difference)
+  1  a check or write that failed: violations, differences, a VMCS configuration or
+     CPUs KVM refuses, KVM not loading (nested), or stdout/stderr/--out not writable
+  2  bad usage or input: unknown or missing arguments, unreadable or malformed dumps, no VMX";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "vmxcap",
     version,
     about = "Report, check, compare and intersect Intel VMX capabilities (MSRs 0x480-0x493)",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = EXIT_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -275,6 +286,28 @@ enum CliError {
         #[source]
         source: CapsError,
     },
+    /// `--out FILE` could not be written: status 1.
+    #[error("writing {0}")]
+    WriteFile(#[source] CapsError),
+    /// A write to stdout or stderr failed, already reported: status 1.
+    #[error("output failed")]
+    Output(WriteFailed),
+}
+
+impl From<WriteFailed> for CliError {
+    fn from(w: WriteFailed) -> Self {
+        Self::Output(w)
+    }
+}
+
+impl CliError {
+    /// 1 for a failed write, 2 for bad input.
+    fn status(&self) -> u8 {
+        match self {
+            Self::WriteFile(_) | Self::Output(_) => EXIT_FAILED,
+            _ => EXIT_USAGE,
+        }
+    }
 }
 
 /// Prefixes the path, unless the error already names it (I/O errors do).
@@ -287,17 +320,6 @@ fn with_path(path: &std::path::Path) -> impl FnOnce(CapsError) -> CliError + '_ 
             CliError::Context { path, source }
         }
     }
-}
-
-/// Writes to stdout, ignoring a closed pipe (`vmxcap | head`) instead of panicking.
-fn emit(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-}
-
-/// Writes to stderr, ignoring a closed pipe (`eprintln!` would panic on EPIPE).
-fn emit_err(text: &str) {
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 fn load_dump(path: &std::path::Path) -> Result<(Dump, VmxCaps), CliError> {
@@ -328,7 +350,7 @@ fn show(args: &ShowArgs) -> Result<ExitCode, CliError> {
         ShowFormat::Qemu2024 => Format::Qemu2024,
         ShowFormat::Json => Format::Json,
     };
-    emit(&report::render(&caps, format));
+    emit(&report::render(&caps, format))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -339,7 +361,7 @@ fn check(args: &CheckArgs) -> Result<ExitCode, CliError> {
         OutFormat::Json => {
             let mut s = serde_json::to_string_pretty(&r).unwrap_or_default();
             s.push('\n');
-            emit(&s);
+            emit(&s)?;
         }
         OutFormat::Text => {
             let mut s = String::new();
@@ -351,16 +373,16 @@ fn check(args: &CheckArgs) -> Result<ExitCode, CliError> {
             s.push_str(&format!(
                 "{}: {} ({} violations, {} warnings, {} info)\n",
                 if dump.cpu.is_empty() {
-                    "capabilities"
+                    "capabilities".to_owned()
                 } else {
-                    &dump.cpu
+                    escape(&dump.cpu)
                 },
                 if r.is_violated() { "VIOLATED" } else { "clean" },
                 count(Severity::Violation),
                 count(Severity::Warning),
                 count(Severity::Info),
             ));
-            emit(&s);
+            emit(&s)?;
         }
     }
     Ok(if r.is_violated() {
@@ -373,11 +395,11 @@ fn check(args: &CheckArgs) -> Result<ExitCode, CliError> {
 fn diff_cmd(args: &DiffArgs) -> Result<ExitCode, CliError> {
     let (da, a) = load_dump(&args.a)?;
     let label = |d: &Dump, p: &std::path::Path| {
-        if d.cpu.is_empty() {
+        escape(&if d.cpu.is_empty() {
             p.display().to_string()
         } else {
             format!("{} ({})", d.cpu, p.display())
-        }
+        })
     };
     let (lb, b) = match &args.b {
         Some(path) => {
@@ -394,11 +416,11 @@ fn diff_cmd(args: &DiffArgs) -> Result<ExitCode, CliError> {
     };
     let d = diff::diff(&a, &b);
     match args.format {
-        OutFormat::Text => emit(&d.render_text(&label(&da, &args.a), &lb)),
+        OutFormat::Text => emit(&d.render_text(&label(&da, &args.a), &lb))?,
         OutFormat::Json => {
             let mut s = serde_json::to_string_pretty(&d).unwrap_or_default();
             s.push('\n');
-            emit(&s);
+            emit(&s)?;
         }
     }
     Ok(if d.is_empty() {
@@ -408,21 +430,61 @@ fn diff_cmd(args: &DiffArgs) -> Result<ExitCode, CliError> {
     })
 }
 
+/// How many input names a baseline's `cpu` text lists; the rest are counted.
+const NAMES_KEPT: usize = 16;
+/// How many characters of one input name a baseline keeps.
+const NAME_CHARS: usize = 120;
+
+/// One input's name, clipped to [`NAME_CHARS`] characters (`...` marks a clip).
+fn clip_name(name: &str) -> String {
+    match name.char_indices().nth(NAME_CHARS) {
+        Some((end, _)) => format!("{}...", &name[..end]),
+        None => name.to_owned(),
+    }
+}
+
+/// The inputs' names a baseline records: the first [`NAMES_KEPT`], then a count, so
+/// memory and the written dump stay small whatever the number and size of the inputs
+/// (and the dump stays under vmx-caps' `MAX_DUMP_BYTES`, readable by vmxcap).
+#[derive(Default)]
+struct Names {
+    kept: Vec<String>,
+    total: usize,
+}
+
+impl Names {
+    fn push(&mut self, name: String) {
+        self.total += 1;
+        if self.kept.len() < NAMES_KEPT {
+            self.kept.push(name);
+        }
+    }
+
+    fn joined(&self) -> String {
+        let mut s = self.kept.join("; ");
+        let more = self.total - self.kept.len();
+        if more > 0 {
+            s.push_str(&format!("; and {more} more"));
+        }
+        s
+    }
+}
+
 fn baseline_cmd(args: &BaselineArgs) -> Result<ExitCode, CliError> {
     let mut sets = Vec::with_capacity(args.dumps.len());
-    let mut names = Vec::with_capacity(args.dumps.len());
+    let mut names = Names::default();
     let assume = args.assume.assumptions();
     for p in &args.dumps {
         let (d, c) = load_dump(p)?;
-        let name = if d.cpu.is_empty() {
+        let name = clip_name(&if d.cpu.is_empty() {
             p.display().to_string()
         } else {
             d.cpu
-        };
+        });
         if args.nested {
             match nested::nested_view(&c, &assume) {
                 Ok(v) => sets.push(v.caps),
-                Err(e) => return Ok(nested_refused(&format!("{} ({})", name, p.display()), &e)),
+                Err(e) => return nested_refused(&format!("{} ({})", name, p.display()), &e),
             }
             names.push(format!("L1 on {name}"));
         } else {
@@ -442,27 +504,27 @@ fn baseline_cmd(args: &BaselineArgs) -> Result<ExitCode, CliError> {
     };
     let dump = Dump::from_caps(
         &base.caps,
-        format!("baseline of: {}", names.join("; ")),
+        format!("baseline of: {}", names.joined()),
         source,
     );
     match &args.out {
         Some(path) => {
-            dump.write(path).map_err(with_path(path))?;
+            dump.write(path).map_err(CliError::WriteFile)?;
             let mut s = format!(
                 "baseline of {} capability sets written to {}\n",
                 sets.len(),
-                path.display()
+                escape(&path.display().to_string())
             );
             for n in &base.notes {
                 s.push_str(&format!("note: {n}\n"));
             }
-            emit(&s);
+            emit(&s)?;
         }
         None => {
             for n in &base.notes {
-                emit_err(&format!("note: {n}\n"));
+                emit_err(&format!("note: {n}\n"))?;
             }
-            emit(&dump.to_json());
+            emit(&dump.to_json())?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -489,9 +551,14 @@ fn config_cmd(args: &ConfigArgs) -> Result<ExitCode, CliError> {
     let outcome = config_from_dump_file(path, &policy);
     let rendered = render_outcome(&outcome, format);
     if outcome.is_err() && matches!(args.format, OutFormat::Text) {
-        emit_err(&rendered.output);
+        // One line, whatever the path or the dump's text holds.
+        let line = rendered
+            .output
+            .strip_suffix('\n')
+            .unwrap_or(&rendered.output);
+        emit_err(&format!("{}\n", escape(line)))?;
     } else {
-        emit(&rendered.output);
+        emit(&rendered.output)?;
     }
     // render_outcome's statuses are 0 (computed), 1 (configuration fails), 2 (unusable input).
     Ok(ExitCode::from(
@@ -540,15 +607,16 @@ fn config_cpus(args: &ConfigArgs) -> Result<ExitCode, CliError> {
         Ok(b) => b,
         Err(e) => {
             emit_err(&format!(
-                "error: configuration fails on the boot CPU: {e}\n"
-            ));
+                "error: configuration fails on the boot CPU: {}\n",
+                escape(&e.to_string())
+            ))?;
             return Ok(ExitCode::from(1));
         }
     };
     let report = match nested::check_processor_compat_with(&sets, &assume, &policy) {
         Ok(r) => r,
         Err(e) => {
-            emit_err(&format!("error: {e}\n"));
+            emit_err(&format!("error: {}\n", escape(&e.to_string())))?;
             return Ok(ExitCode::from(1));
         }
     };
@@ -567,7 +635,7 @@ fn config_cpus(args: &ConfigArgs) -> Result<ExitCode, CliError> {
             } else {
                 "kvm_intel refuses to load (-EIO)\n"
             });
-            emit(&s);
+            emit(&s)?;
         }
         OutFormat::Json => {
             let v = serde_json::json!({
@@ -577,7 +645,7 @@ fn config_cpus(args: &ConfigArgs) -> Result<ExitCode, CliError> {
             });
             let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
             s.push('\n');
-            emit(&s);
+            emit(&s)?;
         }
     }
     Ok(if report.loads() {
@@ -588,9 +656,13 @@ fn config_cpus(args: &ConfigArgs) -> Result<ExitCode, CliError> {
 }
 
 /// One line on stderr and status 1: KVM would not load, so there is no nested view.
-fn nested_refused(what: &str, e: &NestedError) -> ExitCode {
-    emit_err(&format!("vmxcap: nested: {what}: no nested view: {e}\n"));
-    ExitCode::from(1)
+fn nested_refused(what: &str, e: &NestedError) -> Result<ExitCode, CliError> {
+    emit_err(&format!(
+        "vmxcap: nested: {}: no nested view: {}\n",
+        escape(what),
+        escape(&e.to_string())
+    ))?;
+    Ok(ExitCode::from(1))
 }
 
 /// The assumptions as flags, for dump provenance (UMIP is inferred per CPU).
@@ -617,42 +689,43 @@ fn nested_cmd(args: &NestedArgs) -> Result<ExitCode, CliError> {
     let cpu = if dump.cpu.is_empty() {
         "this CPU".to_owned()
     } else {
-        dump.cpu.clone()
+        escape(&dump.cpu)
     };
     let view = match nested::nested_view(&caps, &args.assume.assumptions()) {
         Ok(v) => v,
-        Err(e) => return Ok(nested_refused(&cpu, &e)),
+        Err(e) => return nested_refused(&cpu, &e),
     };
     if args.l1 {
-        return Ok(l1_cmd(args, &view, &cpu));
+        return l1_cmd(args, &view, &cpu);
     }
     match args.format {
-        NestedFormat::Json => emit(&view.to_dump(&cpu).to_json()),
-        NestedFormat::Qemu => emit(&report::render(&view.caps, Format::Qemu)),
-        NestedFormat::Text => emit(&nested::render_text(&view, &cpu)),
+        NestedFormat::Json => emit(&view.to_dump(&dump.cpu).to_json())?,
+        NestedFormat::Qemu => emit(&report::render(&view.caps, Format::Qemu))?,
+        NestedFormat::Text => emit(&nested::render_text(&view, &cpu))?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `nested --l1`: L1's KVM on the nested view, and what its L2 gets.
-fn l1_cmd(args: &NestedArgs, view: &NestedView, cpu: &str) -> ExitCode {
+fn l1_cmd(args: &NestedArgs, view: &NestedView, cpu: &str) -> Result<ExitCode, CliError> {
     let l1 = nested::l1_config(view);
     let setup = match &l1.setup {
         Ok(s) => s,
         Err(e) => {
             emit_err(&format!(
-                "vmxcap: nested --l1: kvm_intel in L1 on {cpu} refuses to load: {e}\n"
-            ));
-            return ExitCode::from(1);
+                "vmxcap: nested --l1: kvm_intel in L1 on {cpu} refuses to load: {}\n",
+                escape(&e.to_string())
+            ))?;
+            return Ok(ExitCode::from(1));
         }
     };
     let l2 = match &l1.l2 {
         Some(Ok(v)) => v,
         Some(Err(e)) => return nested_refused(&format!("L1 on {cpu}"), e),
-        None => return ExitCode::from(1),
+        None => return Ok(ExitCode::from(1)),
     };
     match args.format {
-        NestedFormat::Qemu => emit(&report::render(&l2.caps, Format::Qemu)),
+        NestedFormat::Qemu => emit(&report::render(&l2.caps, Format::Qemu))?,
         NestedFormat::Json => {
             let l2_dump: serde_json::Value =
                 serde_json::from_str(&l2.to_dump(&format!("the L1 hypervisor on {cpu}")).to_json())
@@ -664,7 +737,7 @@ fn l1_cmd(args: &NestedArgs, view: &NestedView, cpu: &str) -> ExitCode {
             });
             let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
             s.push('\n');
-            emit(&s);
+            emit(&s)?;
         }
         NestedFormat::Text => {
             let mut s = format!(
@@ -681,10 +754,10 @@ fn l1_cmd(args: &NestedArgs, view: &NestedView, cpu: &str) -> ExitCode {
                 s.push_str("L2 gets less than L1:\n");
                 s.push_str(&d.render_text("L1", "L2"));
             }
-            emit(&s);
+            emit(&s)?;
         }
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(cli: &Cli) -> Result<ExitCode, CliError> {
@@ -700,14 +773,15 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return ExitCode::from(output::usage_error(&e)),
+    };
     match run(&cli) {
         Ok(code) => code,
-        Err(e) => {
-            // One line, whatever the error.
-            let msg = e.to_string().replace('\n', " ");
-            emit_err(&format!("vmxcap: error: {msg}\n"));
-            ExitCode::from(2)
-        }
+        // Already reported (or a closed pipe).
+        Err(CliError::Output(WriteFailed)) => ExitCode::from(EXIT_FAILED),
+        // One escaped line, whatever the error.
+        Err(e) => ExitCode::from(fail(&e.to_string(), e.status())),
     }
 }

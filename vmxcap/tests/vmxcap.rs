@@ -360,16 +360,17 @@ fn vmxcap_closed_pipes(args: &[&str]) -> Option<i32> {
 fn closed_output_pipes_never_panic() {
     let skx = fixture("skylake-x-i7-7800x");
     let penryn = fixture("penryn-core2-t9600");
-    // Status 101 would be a Rust panic ("failed printing to stderr").
-    assert_eq!(vmxcap_closed_pipes(&["--dump", p(&skx)]), Some(0));
+    // Status 101 would be a Rust panic ("failed printing to stderr"); 0 would claim
+    // output that was lost: a closed pipe ends quietly with status 1.
+    assert_eq!(vmxcap_closed_pipes(&["--dump", p(&skx)]), Some(1));
     assert_eq!(vmxcap_closed_pipes(&["--dump", "/nonexistent"]), Some(2));
     // Baseline notes go to stderr, the dump to stdout.
     assert_eq!(
         vmxcap_closed_pipes(&["baseline", p(&skx), p(&penryn)]),
-        Some(0)
+        Some(1)
     );
     assert_eq!(
         vmxcap_closed_pipes(&["check", "--dump", p(&skx), "--format", "json"]),
-        Some(0)
+        Some(1)
     );
 }
