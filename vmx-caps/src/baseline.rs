@@ -271,39 +271,81 @@ fn intersect2(a: &VmxCaps, b: &VmxCaps, notes: &mut Vec<Note>) -> Result<VmxCaps
 /// ([`CapsError::MissingMsr`] for BASIC). When any input has IA32_VMX_BASIC bit 48, the
 /// baseline has it too and a [`Note`] on BASIC names those inputs (by index).
 pub fn intersect(sets: &[VmxCaps]) -> Result<Baseline, CapsError> {
-    let Some((first, rest)) = sets.split_first() else {
-        return Err(CapsError::MissingMsr {
-            index: msr::IA32_VMX_BASIC,
-            name: "IA32_VMX_BASIC",
-        });
-    };
-    let mut notes = Vec::new();
-    let mut acc = first.clone();
-    for s in rest {
-        acc = intersect2(&acc, s, &mut notes)?;
+    let mut acc = Intersection::new();
+    for s in sets {
+        acc.add(s)?;
     }
-    // BASIC[48] is ORed: one host with the 32-bit limit gives the whole fleet the limit,
-    // and KVM never accepts it on restore, so say so rather than return a baseline
-    // that silently cannot be given to a guest.
-    if acc.basic().phys_addr_32bit() {
-        let hosts: Vec<String> = sets
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.basic().phys_addr_32bit())
-            .map(|(i, _)| i.to_string())
-            .collect();
-        notes.push(Note {
-            msr: msr::IA32_VMX_BASIC,
-            bits: basic::VMX_BASIC_32BIT_PHYS_ADDR_ONLY,
-            message: format!(
-                "input(s) {} limit VMX physical addresses to 32 bits (BASIC[48]), so the baseline does too; \
-                 KVM refuses to restore BASIC[48] into a guest (vmx_restore_vmx_basic), so this baseline \
-                 cannot be restored on the hosts without the limit (nor on any other KVM host)",
-                hosts.join(", ")
-            ),
-        });
+    acc.finish()
+}
+
+/// [`intersect`] one capability set at a time: holds only the running intersection,
+/// its notes and the indices of inputs with BASIC bit 48, so a fleet of any size needs
+/// no slice of every input. `finish` gives what [`intersect`] gives on the same inputs.
+#[derive(Clone, Debug, Default)]
+pub struct Intersection {
+    acc: Option<VmxCaps>,
+    notes: Vec<Note>,
+    count: usize,
+    phys_addr_32bit: Vec<usize>,
+}
+
+impl Intersection {
+    /// No input yet.
+    pub fn new() -> Self {
+        Self::default()
     }
-    Ok(Baseline { caps: acc, notes })
+
+    /// Intersects `caps` into the running result.
+    pub fn add(&mut self, caps: &VmxCaps) -> Result<(), CapsError> {
+        let next = match &self.acc {
+            None => caps.clone(),
+            Some(acc) => intersect2(acc, caps, &mut self.notes)?,
+        };
+        if caps.basic().phys_addr_32bit() {
+            self.phys_addr_32bit.push(self.count);
+        }
+        self.count += 1;
+        self.acc = Some(next);
+        Ok(())
+    }
+
+    /// How many capability sets were added.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether none was added.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The baseline; [`CapsError::MissingMsr`] (BASIC) when nothing was added.
+    pub fn finish(self) -> Result<Baseline, CapsError> {
+        let Some(acc) = self.acc else {
+            return Err(CapsError::MissingMsr {
+                index: msr::IA32_VMX_BASIC,
+                name: "IA32_VMX_BASIC",
+            });
+        };
+        let mut notes = self.notes;
+        // BASIC[48] is ORed: one host with the 32-bit limit gives the whole fleet the
+        // limit, and KVM never accepts it on restore, so say so rather than return a
+        // baseline that silently cannot be given to a guest.
+        if acc.basic().phys_addr_32bit() {
+            let hosts: Vec<String> = self.phys_addr_32bit.iter().map(usize::to_string).collect();
+            notes.push(Note {
+                msr: msr::IA32_VMX_BASIC,
+                bits: basic::VMX_BASIC_32BIT_PHYS_ADDR_ONLY,
+                message: format!(
+                    "input(s) {} limit VMX physical addresses to 32 bits (BASIC[48]), so the baseline does too; \
+                     KVM refuses to restore BASIC[48] into a guest (vmx_restore_vmx_basic), so this baseline \
+                     cannot be restored on the hosts without the limit (nor on any other KVM host)",
+                    hosts.join(", ")
+                ),
+            });
+        }
+        Ok(Baseline { caps: acc, notes })
+    }
 }
 
 fn subset_bits(out: &mut Vec<Note>, msr: u32, a: u64, b: u64, mask: u64, what: &str) {
@@ -529,6 +571,46 @@ mod tests {
         assert_eq!(b.caps, c);
         assert!(b.notes.is_empty());
         assert!(is_subset_of(&c, &c).is_empty());
+    }
+
+    #[test]
+    fn intersection_one_at_a_time_equals_intersect() {
+        // A fleet where input 1 has BASIC[48] and input 2 a different VMCS revision:
+        // the streaming fold gives the same caps and notes (with the same input
+        // indices) as intersect over the slice.
+        let a = VmxCaps::from_raw(skx()).unwrap();
+        let mut r = skx();
+        let basic = r.get(msr::IA32_VMX_BASIC).unwrap();
+        r.insert(
+            msr::IA32_VMX_BASIC,
+            basic | basic::VMX_BASIC_32BIT_PHYS_ADDR_ONLY,
+        );
+        let limited = VmxCaps::from_raw(r).unwrap();
+        let mut r = skx();
+        r.insert(msr::IA32_VMX_BASIC, (basic & !basic::REVISION_MASK) | 7);
+        let other_rev = VmxCaps::from_raw(r).unwrap();
+        let sets = [a.clone(), limited, other_rev, a];
+        let mut acc = Intersection::new();
+        assert!(acc.is_empty());
+        for s in &sets {
+            acc.add(s).unwrap();
+        }
+        assert_eq!(acc.len(), 4);
+        let streamed = acc.finish().unwrap();
+        assert_eq!(streamed, intersect(&sets).unwrap());
+        assert!(streamed
+            .notes
+            .iter()
+            .any(|n| n.message.contains("input(s) 1 ")));
+        assert!(streamed
+            .notes
+            .iter()
+            .any(|n| n.message.contains("VMCS revision IDs differ")));
+        // Nothing added: the same error as intersect(&[]).
+        assert!(matches!(
+            Intersection::new().finish(),
+            Err(CapsError::MissingMsr { index, .. }) if index == msr::IA32_VMX_BASIC
+        ));
     }
 
     #[test]

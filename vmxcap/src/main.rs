@@ -471,7 +471,8 @@ impl Names {
 }
 
 fn baseline_cmd(args: &BaselineArgs) -> Result<ExitCode, CliError> {
-    let mut sets = Vec::with_capacity(args.dumps.len());
+    // One dump at a time: only the running intersection and the clipped names stay.
+    let mut sets = baseline::Intersection::new();
     let mut names = Names::default();
     let assume = args.assume.assumptions();
     for p in &args.dumps {
@@ -483,16 +484,17 @@ fn baseline_cmd(args: &BaselineArgs) -> Result<ExitCode, CliError> {
         });
         if args.nested {
             match nested::nested_view(&c, &assume) {
-                Ok(v) => sets.push(v.caps),
+                Ok(v) => sets.add(&v.caps)?,
                 Err(e) => return nested_refused(&format!("{} ({})", name, p.display()), &e),
             }
             names.push(format!("L1 on {name}"));
         } else {
-            sets.push(c);
+            sets.add(&c)?;
             names.push(name);
         }
     }
-    let base = baseline::intersect(&sets)?;
+    let count = sets.len();
+    let base = sets.finish()?;
     let source = if args.nested {
         format!(
             "vmxcap baseline --nested (intersection of predicted L1 views, {} model; {})",
@@ -512,7 +514,7 @@ fn baseline_cmd(args: &BaselineArgs) -> Result<ExitCode, CliError> {
             dump.write(path).map_err(CliError::WriteFile)?;
             let mut s = format!(
                 "baseline of {} capability sets written to {}\n",
-                sets.len(),
+                count,
                 escape(&path.display().to_string())
             );
             for n in &base.notes {
