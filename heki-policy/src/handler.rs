@@ -31,10 +31,12 @@ pub enum DenialPolicy {
     /// Do not resume: shut the VM down. For fleets where a kernel trying to clear WP or
     /// SMEP means compromise.
     Shutdown,
-    /// Record and resume, logging at `info` rather than `warn`: for monitoring. With the
-    /// RFC's KVM uapi the guest still takes the `#GP` (userspace cannot cancel it);
-    /// the difference to [`DenialPolicy::Gp`] is in what the VMM reports
-    /// ([`Verdict::Audited`]).
+    /// Record and resume, logging at `warn` like [`DenialPolicy::Gp`]: for monitoring.
+    /// With the RFC's KVM uapi the guest still takes the `#GP` (userspace cannot cancel
+    /// it); the difference to [`DenialPolicy::Gp`] is in what the VMM reports
+    /// ([`Verdict::Audited`]). The denial is a security event, so it is logged at the
+    /// level a default `warn` filter shows: a line counted in
+    /// [`HekiStats::logs_emitted`] reaches such a logger.
     AuditOnly,
 }
 
@@ -340,7 +342,9 @@ impl HekiExitHandler {
             }
             DenialPolicy::AuditOnly => {
                 self.stats.audited = self.stats.audited.saturating_add(1);
-                (HekiAction::Resume, Verdict::Audited, log::Level::Info)
+                // Warn, not Info: an audit that a default `warn` filter hides
+                // records nothing anyone sees, while the stats count it as logged.
+                (HekiAction::Resume, Verdict::Audited, log::Level::Warn)
             }
             // Gp and any future policy: the RFC behaviour.
             _ => (HekiAction::Resume, Verdict::Enforced, log::Level::Warn),

@@ -27,10 +27,10 @@ fn bench(c: &mut Criterion) {
     // The full per-exit path: decode, decide, count, sliding window, storm detector,
     // log check (no logger installed, as in a VMM with logging off for this target).
     let mut handler = NotifyHandler::new(0, policy);
-    let mut now = 0u64;
+    let mut now = std::time::Duration::ZERO;
     c.bench_function("handler.handle_raw (decode+handle+stats)", |b| {
         b.iter(|| {
-            now += 1_000;
+            now += std::time::Duration::from_micros(1);
             handler.handle_raw(black_box(KVM_EXIT_NOTIFY), black_box(&valid[..]), now)
         })
     });

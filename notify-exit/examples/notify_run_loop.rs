@@ -77,9 +77,9 @@ fn main() -> Result<(), Box<dyn Error>> {
                 return Ok(());
             }
             VcpuExit::Unsupported(reason) if reason == KVM_EXIT_NOTIFY => {
-                let now_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 let notify = notify_exit::exit::from_kvm_run(vcpu.get_kvm_run())?;
-                let decision = handler.handle(notify, now_ns);
+                // The time since the VMM's origin: the same value goes to every crate.
+                let decision = handler.handle(notify, started.elapsed());
                 match decision.action {
                     NotifyAction::Resume => continue,
                     NotifyAction::SynthesizeTripleFault => {

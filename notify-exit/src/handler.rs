@@ -6,19 +6,24 @@
 //!
 //! Logging goes through the `log` crate with target `notify_exit`: storm starts at
 //! `warn`, storm ends at `info`, valid-context exits at `debug`, stops and triple faults at
-//! `error`; each kind is rate-limited per vCPU ([`LogRateLimiter`]) and the first message
+//! `error`; each kind is rate-limited per vCPU ([`RateLimit`], after Linux `___ratelimit()`) and the first message
 //! after a suppressed stretch says how many were dropped. Resumed exits and stops/triple
 //! faults have separate limiters (both with the [`HandlerOptions::exit_log`] settings), so
 //! a flood of `debug` lines for valid-context exits can never suppress the `error` line of
 //! the exit that stops the VM.
+//!
+//! Time is a [`Duration`] since an origin the caller picks, the time type of
+//! [`RateLimit`] and of every crate of the workspace: a VMM passes the same value here and
+//! to heki-policy.
 
 #![deny(unsafe_code)]
 
 use crate::exit::{self, DecodeError, NotifyExit};
 use crate::policy::{NotifyAction, NotifyPolicy};
 
-use crate::ratelimit::{LogPermit, LogRateLimiter};
+use crate::ratelimit::{LogPermit, RateLimit};
 use crate::stats::{NotifyStats, StormConfig, StormDetector, StormEvent};
+use core::time::Duration;
 
 /// The `log` target of every message of this crate.
 pub const LOG_TARGET: &str = "notify_exit";
@@ -30,9 +35,9 @@ pub struct HandlerOptions {
     pub storm: StormConfig,
     /// Limiter for per-exit messages. The handler keeps two copies: one for resumed
     /// exits (`debug`) and one for stops and triple faults (`error`).
-    pub exit_log: LogRateLimiter,
+    pub exit_log: RateLimit,
     /// Limiter for storm start/end messages.
-    pub storm_log: LogRateLimiter,
+    pub storm_log: RateLimit,
 }
 
 /// The outcome of one notify exit.
@@ -53,9 +58,9 @@ pub struct NotifyHandler {
     policy: NotifyPolicy,
     stats: NotifyStats,
     storm: StormDetector,
-    exit_log: LogRateLimiter,
-    stop_log: LogRateLimiter,
-    storm_log: LogRateLimiter,
+    exit_log: RateLimit,
+    stop_log: RateLimit,
+    storm_log: RateLimit,
 }
 
 impl NotifyHandler {
@@ -76,7 +81,7 @@ impl NotifyHandler {
             policy,
             stats,
             storm,
-            stop_log: options.exit_log.clone(),
+            stop_log: options.exit_log,
             exit_log: options.exit_log,
             storm_log: options.storm_log,
         }
@@ -87,8 +92,9 @@ impl NotifyHandler {
         &self.policy
     }
 
-    /// Handles one decoded notify exit seen at `now_ns` (caller's monotonic clock).
-    pub fn handle(&mut self, exit: NotifyExit, now_ns: u64) -> NotifyDecision {
+    /// Handles one decoded notify exit seen at `now`, the time since the caller's origin
+    /// (a monotonic clock or a replay's synthetic one).
+    pub fn handle(&mut self, exit: NotifyExit, now: Duration) -> NotifyDecision {
         let action = self.policy.decide(exit);
         let s = &mut self.stats;
         s.exits = s.exits.saturating_add(1);
@@ -108,11 +114,11 @@ impl NotifyHandler {
             }
             NotifyAction::StopInternalError { .. } => s.stops = s.stops.saturating_add(1),
         }
-        let storm = self.storm.record(now_ns);
+        let storm = self.storm.record(now);
         self.refresh_window_stats();
-        self.log_exit(exit, action, now_ns);
+        self.log_exit(exit, action, now);
         if let Some(event) = storm {
-            self.log_storm(event, now_ns);
+            self.log_storm(event, now);
         }
         NotifyDecision { action, storm }
     }
@@ -123,19 +129,19 @@ impl NotifyHandler {
         &mut self,
         exit_reason: u32,
         union_bytes: &[u8],
-        now_ns: u64,
+        now: Duration,
     ) -> Result<NotifyDecision, DecodeError> {
         let exit = exit::decode(exit_reason, union_bytes)?;
-        Ok(self.handle(exit, now_ns))
+        Ok(self.handle(exit, now))
     }
 
-    /// Lets the storm detector notice at `now_ns` that a storm has ended without waiting
+    /// Lets the storm detector notice at `now` (since the caller's origin) that a storm has ended without waiting
     /// for another notify exit (call it from a timer or on other exits).
-    pub fn poll(&mut self, now_ns: u64) -> Option<StormEvent> {
-        let event = self.storm.poll(now_ns);
+    pub fn poll(&mut self, now: Duration) -> Option<StormEvent> {
+        let event = self.storm.poll(now);
         self.refresh_window_stats();
         if let Some(event) = event {
-            self.log_storm(event, now_ns);
+            self.log_storm(event, now);
         }
         event
     }
@@ -152,7 +158,7 @@ impl NotifyHandler {
         self.stats.storms = self.storm.storms();
     }
 
-    fn log_exit(&mut self, exit: NotifyExit, action: NotifyAction, now_ns: u64) {
+    fn log_exit(&mut self, exit: NotifyExit, action: NotifyAction, now: Duration) {
         let (level, limiter) = if action.resumes() {
             (log::Level::Debug, &mut self.exit_log)
         } else {
@@ -161,7 +167,7 @@ impl NotifyHandler {
         if !log::log_enabled!(target: LOG_TARGET, level) {
             return;
         }
-        if let LogPermit::Allow { suppressed } = limiter.check(now_ns) {
+        if let LogPermit::Allow { suppressed } = limiter.check(now) {
             log::log!(
                 target: LOG_TARGET,
                 level,
@@ -175,8 +181,8 @@ impl NotifyHandler {
         }
     }
 
-    fn log_storm(&mut self, event: StormEvent, now_ns: u64) {
-        let LogPermit::Allow { suppressed } = self.storm_log.check(now_ns) else {
+    fn log_storm(&mut self, event: StormEvent, now: Duration) {
+        let LogPermit::Allow { suppressed } = self.storm_log.check(now) else {
             return;
         };
         match event {
@@ -237,13 +243,18 @@ mod tests {
         NonZeroU64::new(v).unwrap()
     }
 
+    /// `ns` nanoseconds after the origin.
+    fn ns(ns: u64) -> Duration {
+        Duration::from_nanos(ns)
+    }
+
     #[test]
     fn counts_every_kind_of_exit() {
         let mut h = NotifyHandler::new(0, NotifyPolicy::new(NotifyVmexitMode::Run, false));
-        assert_eq!(h.handle(exit(0), 0).action, NotifyAction::Resume);
-        assert_eq!(h.handle(exit(4), 1).action, NotifyAction::Resume);
+        assert_eq!(h.handle(exit(0), ns(0)).action, NotifyAction::Resume);
+        assert_eq!(h.handle(exit(4), ns(1)).action, NotifyAction::Resume);
         assert!(matches!(
-            h.handle(exit(1), 2).action,
+            h.handle(exit(1), ns(2)).action,
             NotifyAction::StopInternalError {
                 reason: StopReason::NoTripleFaultEvent,
                 ..
@@ -265,13 +276,13 @@ mod tests {
     fn counts_triple_faults_and_disabled_mode_exits() {
         let mut h = NotifyHandler::new(1, NotifyPolicy::new(NotifyVmexitMode::Run, true));
         assert_eq!(
-            h.handle(exit(1), 0).action,
+            h.handle(exit(1), ns(0)).action,
             NotifyAction::SynthesizeTripleFault
         );
         assert_eq!(h.stats().triple_faults, 1);
         let mut h = NotifyHandler::new(1, NotifyPolicy::new(NotifyVmexitMode::Disable, true));
-        h.handle(exit(0), 0);
-        h.handle(exit(1), 0);
+        h.handle(exit(0), ns(0));
+        h.handle(exit(1), ns(0));
         assert_eq!(h.stats().unexpected_while_disabled, 2);
         assert_eq!(h.stats().stops, 1);
         assert_eq!(h.stats().resumed, 1);
@@ -281,11 +292,11 @@ mod tests {
     fn handle_raw_decodes_then_handles() {
         let mut h = NotifyHandler::new(0, NotifyPolicy::new(NotifyVmexitMode::Run, true));
         let d = h
-            .handle_raw(KVM_EXIT_NOTIFY, &exit(1).to_union_bytes(), 0)
+            .handle_raw(KVM_EXIT_NOTIFY, &exit(1).to_union_bytes(), ns(0))
             .unwrap();
         assert_eq!(d.action, NotifyAction::SynthesizeTripleFault);
         assert_eq!(
-            h.handle_raw(5, &[0; 4], 0),
+            h.handle_raw(5, &[0; 4], ns(0)),
             Err(DecodeError::NotNotifyExit { exit_reason: 5 })
         );
         assert_eq!(h.stats().exits, 1, "undecodable exits are not counted");
@@ -300,7 +311,7 @@ mod tests {
         let mut h =
             NotifyHandler::with_options(0, NotifyPolicy::new(NotifyVmexitMode::Run, true), options);
         let storms: Vec<_> = (0..20)
-            .filter_map(|i| h.handle(exit(0), i * 1000).storm)
+            .filter_map(|i| h.handle(exit(0), ns(i * 1000)).storm)
             .collect();
         assert_eq!(storms.len(), 1);
         assert!(matches!(
@@ -314,7 +325,7 @@ mod tests {
         assert!(h.stats().in_storm);
         assert_eq!(h.stats().rate_per_sec, 20 * 1_000_000_000 / 1_600_000);
         assert!(matches!(
-            h.poll(10_000_000),
+            h.poll(ns(10_000_000)),
             Some(StormEvent::Ended { exits: 16, .. })
         ));
         let s = h.stats();

@@ -37,5 +37,5 @@ pub use exit::{
 };
 pub use handler::{HandlerOptions, NotifyDecision, NotifyHandler};
 pub use policy::{decide, NotifyAction, NotifyPolicy, StopReason};
-pub use ratelimit::{LogPermit, LogRateLimiter};
+pub use ratelimit::{LogPermit, RateLimit};
 pub use stats::{NotifyStats, StormConfig, StormDetector, StormEvent};

@@ -8,9 +8,12 @@
 //! bounded, but worth seeing: the storm detector reports when the exit rate crosses a
 //! threshold and when it falls back, so a VMM can log, throttle or stop the guest.
 //!
-//! Time is passed in by the caller as nanoseconds on any monotonic clock (e.g. the VMM's
-//! `Instant` at start-up plus `elapsed().as_nanos()`), which keeps everything
-//! deterministic and testable. Memory is fixed: the window is [`WINDOW_BUCKETS`] counters,
+//! Time is passed in by the caller as a [`Duration`] since an origin the caller picks (e.g.
+//! `Instant::elapsed()` since the VMM started, or a replay's synthetic clock): the same
+//! time type as [`x86_kvm_base::ratelimit::RateLimit`], so a VMM passes one value to every
+//! crate. Nothing here reads a clock, which keeps everything deterministic and testable.
+//! Internally the window counts whole nanoseconds; a time past `u64::MAX` ns (584 years)
+//! saturates. Reported times ([`StormEvent`]) are nanoseconds since the same origin. Memory is fixed: the window is [`WINDOW_BUCKETS`] counters,
 //! whatever the number of exits.
 //!
 //! Erratic clocks never panic and never wedge the statistics:
@@ -25,7 +28,13 @@
 
 #![deny(unsafe_code)]
 
+use core::time::Duration;
 use std::num::NonZeroU64;
+
+/// `now` in whole nanoseconds since the caller's origin, saturating at `u64::MAX`.
+fn nanos(now: Duration) -> u64 {
+    u64::try_from(now.as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// Number of buckets the sliding window is split into; the window's resolution is
 /// `window / WINDOW_BUCKETS`.
@@ -96,9 +105,10 @@ impl SlidingWindow {
         self.newest = Some(current);
     }
 
-    /// Records one event at `now_ns` and returns the count in the window.
-    pub fn record(&mut self, now_ns: u64) -> u64 {
-        self.advance(now_ns);
+    /// Records one event at `now` (since the caller's origin) and returns the count in the
+    /// window.
+    pub fn record(&mut self, now: Duration) -> u64 {
+        self.advance(nanos(now));
         // Saturating: 2^64 events cannot happen, but the count must never wrap to 0.
         if self.total < u64::MAX {
             if let Some(b) = self.buckets.get_mut(self.head) {
@@ -109,9 +119,9 @@ impl SlidingWindow {
         self.total
     }
 
-    /// The count of events in the window ending at `now_ns`.
-    pub fn count(&mut self, now_ns: u64) -> u64 {
-        self.advance(now_ns);
+    /// The count of events in the window ending at `now` (since the caller's origin).
+    pub fn count(&mut self, now: Duration) -> u64 {
+        self.advance(nanos(now));
         self.total
     }
 
@@ -178,7 +188,8 @@ impl Default for StormConfig {
 pub enum StormEvent {
     /// The window count reached the threshold.
     Started {
-        /// Time of the exit that crossed the threshold.
+        /// Time of the exit that crossed the threshold, nanoseconds since the caller's
+        /// origin.
         at_ns: u64,
         /// Exits in the window at that time.
         exits_in_window: u64,
@@ -187,7 +198,8 @@ pub enum StormEvent {
     },
     /// The window count fell below the end level.
     Ended {
-        /// Time it was noticed (at a later exit or [`StormDetector::poll`]).
+        /// Time it was noticed (at a later exit or [`StormDetector::poll`]), nanoseconds
+        /// since the caller's origin.
         at_ns: u64,
         /// How long the storm lasted, nanoseconds.
         duration_ns: u64,
@@ -228,13 +240,15 @@ impl StormDetector {
         self.config
     }
 
-    /// Records one notify exit at `now_ns`; returns a transition if one happened.
+    /// Records one notify exit at `now` (since the caller's origin); returns a transition
+    /// if one happened.
     ///
     /// During a storm, an exit that finds the window count (itself included) below the end
     /// level reports [`StormEvent::Ended`]; that count is then below the threshold too, so
     /// one call never has two transitions to report.
-    pub fn record(&mut self, now_ns: u64) -> Option<StormEvent> {
-        let count = self.window.record(now_ns);
+    pub fn record(&mut self, now: Duration) -> Option<StormEvent> {
+        let count = self.window.record(now);
+        let now_ns = nanos(now);
         match &mut self.storm {
             Some(storm) if count < self.config.end_level() => {
                 let ended = StormEvent::Ended {
@@ -265,11 +279,13 @@ impl StormDetector {
         }
     }
 
-    /// Checks at `now_ns` without an exit whether a storm has ended. A VMM calls this
+    /// Checks at `now` (since the caller's origin) without an exit whether a storm has
+    /// ended. A VMM calls this
     /// from its timer or on the next exit of any kind; without it the end is reported at
     /// the next notify exit.
-    pub fn poll(&mut self, now_ns: u64) -> Option<StormEvent> {
-        let count = self.window.count(now_ns);
+    pub fn poll(&mut self, now: Duration) -> Option<StormEvent> {
+        let count = self.window.count(now);
+        let now_ns = nanos(now);
         let storm = self.storm?;
         if count >= self.config.end_level() {
             return None;
@@ -345,6 +361,11 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
+    /// `ns` nanoseconds after the origin.
+    fn ns(ns: u64) -> Duration {
+        Duration::from_nanos(ns)
+    }
+
     fn nz(v: u64) -> NonZeroU64 {
         NonZeroU64::new(v).unwrap()
     }
@@ -354,75 +375,78 @@ mod tests {
         let mut w = SlidingWindow::new(nz(1600 * MS));
         assert_eq!(w.window_ns(), 1600 * MS);
         for i in 0..10 {
-            assert_eq!(w.record(i * MS), i + 1);
+            assert_eq!(w.record(ns(i * MS)), i + 1);
         }
         // Still inside the window.
-        assert_eq!(w.count(1500 * MS), 10);
+        assert_eq!(w.count(ns(1500 * MS)), 10);
         // The bucket [0, 100ms) expires once the window has moved a full length on.
-        assert_eq!(w.count(1600 * MS), 0);
+        assert_eq!(w.count(ns(1600 * MS)), 0);
         assert_eq!(w.per_second(16), 10);
         // A long gap clears everything.
-        w.record(2000 * MS);
-        assert_eq!(w.count(10_000 * MS), 0);
+        w.record(ns(2000 * MS));
+        assert_eq!(w.count(ns(10_000 * MS)), 0);
     }
 
     #[test]
     fn sliding_window_partially_expires() {
         let mut w = SlidingWindow::new(nz(1600 * MS));
-        w.record(0);
-        w.record(50 * MS);
-        w.record(800 * MS);
-        assert_eq!(w.count(1599 * MS), 3);
-        assert_eq!(w.count(1600 * MS), 1);
-        assert_eq!(w.count(2400 * MS), 0);
+        w.record(ns(0));
+        w.record(ns(50 * MS));
+        w.record(ns(800 * MS));
+        assert_eq!(w.count(ns(1599 * MS)), 3);
+        assert_eq!(w.count(ns(1600 * MS)), 1);
+        assert_eq!(w.count(ns(2400 * MS)), 0);
     }
 
     #[test]
     fn sliding_window_tolerates_clock_going_back_and_tiny_windows() {
         let mut w = SlidingWindow::new(nz(1));
         assert_eq!(w.window_ns(), 16);
-        w.record(100);
+        w.record(ns(100));
         assert_eq!(
-            w.record(5),
+            w.record(ns(5)),
             2,
             "older timestamp counts in the newest bucket"
         );
-        assert_eq!(w.count(116), 0);
+        assert_eq!(w.count(ns(116)), 0);
         let mut w = SlidingWindow::new(nz(u64::MAX));
-        assert_eq!(w.record(u64::MAX), 1);
+        assert_eq!(w.record(ns(u64::MAX)), 1);
         assert!(w.per_second(1) <= 1);
     }
 
     #[test]
     fn small_clock_steps_back_count_in_the_newest_bucket() {
         let mut w = SlidingWindow::new(nz(1600 * MS));
-        w.record(1000 * MS);
+        w.record(ns(1000 * MS));
         // 50 ms back (less than a window): same window, no re-anchoring.
-        assert_eq!(w.record(950 * MS), 2);
-        assert_eq!(w.count(2500 * MS), 2);
+        assert_eq!(w.record(ns(950 * MS)), 2);
+        assert_eq!(w.count(ns(2500 * MS)), 2);
         // The window still ends where the newest timestamp put it.
-        assert_eq!(w.count(2600 * MS), 0);
+        assert_eq!(w.count(ns(2600 * MS)), 0);
     }
 
     #[test]
     fn clock_reset_reanchors_and_the_window_drains() {
         let mut w = SlidingWindow::new(nz(1600 * MS));
         // A bogus far-future timestamp, then the real clock again.
-        assert_eq!(w.record(u64::MAX - 1), 1);
-        assert_eq!(w.record(MS), 2);
-        assert_eq!(w.record(2 * MS), 3);
-        assert_eq!(w.count(1500 * MS), 3);
+        assert_eq!(w.record(ns(u64::MAX - 1)), 1);
+        assert_eq!(w.record(ns(MS)), 2);
+        assert_eq!(w.record(ns(2 * MS)), 3);
+        assert_eq!(w.count(ns(1500 * MS)), 3);
         // Had the window stayed anchored at u64::MAX, this would never drain.
-        assert_eq!(w.count(1700 * MS), 0);
-        assert_eq!(w.record(1800 * MS), 1);
+        assert_eq!(w.count(ns(1700 * MS)), 0);
+        assert_eq!(w.record(ns(1800 * MS)), 1);
 
         let mut d = StormDetector::new(StormConfig::new(nz(1600 * MS), nz(3)));
-        d.record(u64::MAX);
-        d.record(0);
-        assert!(matches!(d.record(1), Some(StormEvent::Started { .. })));
+        d.record(ns(u64::MAX));
+        d.record(ns(0));
+        assert!(matches!(d.record(ns(1)), Some(StormEvent::Started { .. })));
         // Storm ends once the re-anchored window has moved on; duration saturates at 0
         // because the storm "started" after the reset clock's origin.
-        assert!(matches!(d.poll(2000 * MS), Some(StormEvent::Ended { .. })));
+        assert!(matches!(
+            d.poll(ns(2000 * MS)),
+            Some(StormEvent::Ended { .. })
+        ));
         assert!(!d.in_storm());
     }
 
@@ -442,9 +466,9 @@ mod tests {
                 };
                 if u.arbitrary()? {
                     records += 1;
-                    d.record(last);
+                    d.record(ns(last));
                 } else {
-                    d.poll(last);
+                    d.poll(ns(last));
                 }
                 assert!(d.exits_in_window() <= records);
                 let _ = d.rate_per_sec();
@@ -458,7 +482,7 @@ mod tests {
                 .filter(|_| window_ns < u64::MAX)
                 .and_then(|w| last.checked_add(w));
             if let Some(later) = later {
-                d.poll(later);
+                d.poll(ns(later));
                 assert_eq!(d.exits_in_window(), 0);
                 assert!(!d.in_storm());
             }
@@ -478,7 +502,7 @@ mod tests {
                 99_999 => now.saturating_add(5_000 * MS),
                 _ => now + 100,
             };
-            d.record(now);
+            d.record(ns(now));
             assert!(d.exits_in_window() <= i + 1);
         }
         assert_eq!(std::mem::size_of_val(&d), size);
@@ -492,7 +516,7 @@ mod tests {
         let size = std::mem::size_of_val(&d);
         let mut started = 0;
         for i in 0..1_000_000u64 {
-            if let Some(StormEvent::Started { .. }) = d.record(i * 100) {
+            if let Some(StormEvent::Started { .. }) = d.record(ns(i * 100)) {
                 started += 1;
             }
         }
@@ -506,10 +530,10 @@ mod tests {
     fn storm_starts_at_threshold_and_ends_below_half() {
         let mut d = StormDetector::new(StormConfig::new(nz(1600 * MS), nz(10)));
         for i in 0..9 {
-            assert_eq!(d.record(i * MS), None);
+            assert_eq!(d.record(ns(i * MS)), None);
         }
         assert_eq!(
-            d.record(9 * MS),
+            d.record(ns(9 * MS)),
             Some(StormEvent::Started {
                 at_ns: 9 * MS,
                 exits_in_window: 10,
@@ -519,13 +543,13 @@ mod tests {
         assert!(d.in_storm());
         // More exits during the storm produce no new event.
         for i in 10..20 {
-            assert_eq!(d.record(i * MS), None);
+            assert_eq!(d.record(ns(i * MS)), None);
         }
         // Exits spread over time keep the count >= 5: no end yet.
-        assert_eq!(d.poll(1000 * MS), None);
+        assert_eq!(d.poll(ns(1000 * MS)), None);
         // After the window has passed, the count is 0 < 5: the storm ends.
         assert_eq!(
-            d.poll(2000 * MS),
+            d.poll(ns(2000 * MS)),
             Some(StormEvent::Ended {
                 at_ns: 2000 * MS,
                 duration_ns: 1991 * MS,
@@ -533,7 +557,7 @@ mod tests {
             })
         );
         assert!(!d.in_storm());
-        assert_eq!(d.poll(3000 * MS), None);
+        assert_eq!(d.poll(ns(3000 * MS)), None);
         assert_eq!(d.storms(), 1);
     }
 
@@ -544,10 +568,10 @@ mod tests {
         let mut d = StormDetector::new(StormConfig::new(nz(1600 * MS), nz(10)));
         let mut events = Vec::new();
         for i in 0..10 {
-            events.extend(d.record(i));
+            events.extend(d.record(ns(i)));
         }
         for i in 1..100u64 {
-            events.extend(d.record(i * 200 * MS));
+            events.extend(d.record(ns(i * 200 * MS)));
             assert!((5..10).contains(&d.exits_in_window()) || i < 8);
         }
         assert_eq!(events.len(), 1);
@@ -558,12 +582,12 @@ mod tests {
     fn storm_end_is_noticed_at_the_next_exit() {
         let mut d = StormDetector::new(StormConfig::new(nz(1600 * MS), nz(4)));
         for i in 0..4 {
-            d.record(i);
+            d.record(ns(i));
         }
         assert!(d.in_storm());
         // Long quiet, then one exit: count 1 < 2, the storm is over; no new one starts.
         assert_eq!(
-            d.record(5000 * MS),
+            d.record(ns(5000 * MS)),
             Some(StormEvent::Ended {
                 at_ns: 5000 * MS,
                 duration_ns: 5000 * MS - 3,
@@ -579,13 +603,13 @@ mod tests {
         let cfg = StormConfig::new(nz(16), nz(1));
         assert_eq!(cfg.end_level(), 1);
         let mut d = StormDetector::new(cfg);
-        assert!(matches!(d.record(0), Some(StormEvent::Started { .. })));
-        assert_eq!(d.poll(15), None);
+        assert!(matches!(d.record(ns(0)), Some(StormEvent::Started { .. })));
+        assert_eq!(d.poll(ns(15)), None);
         assert!(matches!(
-            d.poll(16),
+            d.poll(ns(16)),
             Some(StormEvent::Ended { exits: 1, .. })
         ));
-        assert!(matches!(d.record(17), Some(StormEvent::Started { .. })));
+        assert!(matches!(d.record(ns(17)), Some(StormEvent::Started { .. })));
         assert_eq!(d.storms(), 2);
     }
 
@@ -602,9 +626,9 @@ mod tests {
                 now = now.saturating_add(u.int_in_range(0..=window)?);
                 let ev = if u.arbitrary()? {
                     records += 1;
-                    d.record(now)
+                    d.record(ns(now))
                 } else {
-                    d.poll(now)
+                    d.poll(ns(now))
                 };
                 match ev {
                     Some(StormEvent::Started { .. }) => {

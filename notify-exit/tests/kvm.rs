@@ -172,7 +172,9 @@ fn context_invalid_notify_exit_ends_in_kvm_exit_shutdown() {
     let union = NotifyExit::new(NotifyFlags::CONTEXT_INVALID).to_union_bytes();
     let policy = NotifyPolicy::new(config.mode, setup.triple_fault_event.is_enabled());
     let mut handler = NotifyHandler::new(0, policy);
-    let decision = handler.handle_raw(KVM_EXIT_NOTIFY, &union, 1).unwrap();
+    let decision = handler
+        .handle_raw(KVM_EXIT_NOTIFY, &union, std::time::Duration::from_nanos(1))
+        .unwrap();
     assert_eq!(decision.action, NotifyAction::SynthesizeTripleFault);
 
     // Apply it; the next KVM_RUN must shut the vCPU down.

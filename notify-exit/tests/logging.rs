@@ -8,9 +8,10 @@ use std::sync::Mutex;
 
 use notify_exit::handler::LOG_TARGET;
 use notify_exit::{
-    HandlerOptions, LogRateLimiter, NotifyExit, NotifyFlags, NotifyHandler, NotifyPolicy,
-    NotifyVmexitMode, StormConfig,
+    HandlerOptions, NotifyExit, NotifyFlags, NotifyHandler, NotifyPolicy, NotifyVmexitMode,
+    RateLimit, StormConfig,
 };
+use std::time::Duration;
 
 struct Capture(Mutex<Vec<(log::Level, String)>>);
 
@@ -41,7 +42,7 @@ fn logging_is_rate_limited_and_reports_suppressed_messages() {
             std::num::NonZeroU64::new(1000 * MS).unwrap(),
             std::num::NonZeroU64::new(100).unwrap(),
         ),
-        exit_log: LogRateLimiter::new(std::num::NonZeroU64::new(5000 * MS).unwrap(), 3),
+        exit_log: RateLimit::new(Duration::from_millis(5000), 3),
         ..HandlerOptions::default()
     };
     let mut h =
@@ -49,7 +50,7 @@ fn logging_is_rate_limited_and_reports_suppressed_messages() {
     let valid = NotifyExit::new(NotifyFlags::empty());
     // 1000 exits within one second: 3 exit messages and one storm-start warning.
     for i in 0..1000 {
-        h.handle(valid, i * MS / 2);
+        h.handle(valid, Duration::from_nanos(i * MS / 2));
     }
     let logs = std::mem::take(&mut *LOGGER.0.lock().unwrap());
     let debug: Vec<_> = logs
@@ -71,7 +72,10 @@ fn logging_is_rate_limited_and_reports_suppressed_messages() {
 
     // Still inside the exit-log interval, with its budget spent on debug lines: the
     // exit that stops the VM (here a triple fault) is still logged, at error level.
-    h.handle(NotifyExit::new(NotifyFlags::CONTEXT_INVALID), 600 * MS);
+    h.handle(
+        NotifyExit::new(NotifyFlags::CONTEXT_INVALID),
+        Duration::from_nanos(600 * MS),
+    );
     let logs = std::mem::take(&mut *LOGGER.0.lock().unwrap());
     assert_eq!(logs.len(), 1, "{logs:#?}");
     assert_eq!(logs[0].0, log::Level::Error);
@@ -79,8 +83,8 @@ fn logging_is_rate_limited_and_reports_suppressed_messages() {
     assert!(!logs[0].1.contains("suppressed"), "{}", logs[0].1);
 
     // Next interval: one debug line, carrying the count of the 997 dropped ones ...
-    h.handle(valid, 6000 * MS);
-    h.poll(6001 * MS);
+    h.handle(valid, Duration::from_nanos(6000 * MS));
+    h.poll(Duration::from_nanos(6001 * MS));
     let logs = std::mem::take(&mut *LOGGER.0.lock().unwrap());
     assert_eq!(logs.len(), 2, "{logs:#?}");
     assert_eq!(logs[0].0, log::Level::Debug);

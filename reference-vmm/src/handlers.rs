@@ -14,6 +14,7 @@ use crate::config::{Policy, RunConfig};
 use crate::exit::{Exit, ExitKind};
 use crate::guests::{self, Guest};
 use crate::stop::{StopCause, TripleFaultReason};
+use std::time::Duration;
 
 /// Exit counts per [`ExitKind`], allocation-free, with a running total.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -258,10 +259,11 @@ pub struct RunState {
     pub pending_shutdown: Option<TripleFaultReason>,
     /// Stop after this many exits.
     pub max_exits: u64,
-    /// Time of the current exit in ns since the run started, from the run
-    /// loop's clock (wall clock on KVM, the trace's synthetic clock in
-    /// replay); feeds storm detection and rate limits.
-    pub now_ns: u64,
+    /// Time of the current exit since the run started, from the run loop's
+    /// clock (wall clock on KVM, the trace's synthetic clock in replay); the
+    /// same value feeds notify-exit and heki-policy (storm detection, rate
+    /// limits), with no per-crate conversion.
+    pub now: Duration,
 }
 
 impl RunState {
@@ -299,7 +301,7 @@ impl RunState {
             heki: HekiState::default(),
             pending_shutdown: None,
             max_exits: u64::MAX,
-            now_ns: 0,
+            now: Duration::ZERO,
         }
     }
 }
@@ -483,7 +485,7 @@ pub mod notify {
 
     /// A notify exit, the `nth` exit of the run.
     pub fn handle(exit: NotifyExit, nth: u64, st: &mut RunState) -> Actions {
-        let d = st.notify.handler.handle(exit, st.now_ns);
+        let d = st.notify.handler.handle(exit, st.now);
         if let Some(StormEvent::Started { .. }) = d.storm {
             st.notify.storms_started += 1;
         }
@@ -544,7 +546,7 @@ pub mod heki {
             .heki
             .handler
             .get_or_insert_with(|| HekiExitHandler::new(abi, denial));
-        let d = h.handle(exit, std::time::Duration::from_nanos(st.now_ns));
+        let d = h.handle(exit, st.now);
         if d.anomaly.is_some() {
             st.heki.anomalies += 1;
         }

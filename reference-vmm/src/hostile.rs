@@ -159,7 +159,7 @@ pub const DENIAL_STORM_PREAMBLE: u64 = 3;
 /// then halts.
 pub fn heki_denial_storm(denials: u64) -> Generated {
     const HEAD: [&[u8]; 3] = [
-        b"{\"abi\": \"heki-rfc-v2\"}\n",
+        b"{\"abi\": \"rfc-v2\"}\n",
         b"{\"exit\": \"heki_configure\", \"reason\": \"cr4\", \"cr_pinned\": \"0x300000\"}\n",
         b"{\"exit\": \"heki_configure\", \"reason\": \"cr0\", \"cr_pinned\": \"0x10000\"}\n",
     ];

@@ -20,7 +20,7 @@
 
 #![deny(unsafe_code)]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::action::Actions;
 pub use crate::apply::complete_read;
@@ -37,10 +37,11 @@ pub const SYNTHETIC_STEP_NS: u64 = 1_000;
 
 /// Where the run loop's time comes from.
 pub trait Clock {
-    /// The time of the exit just taken, in ns since the run started.
-    /// `stamp` is the time the exit source recorded for it, if any (a
-    /// trace's time).
-    fn exit_time_ns(&mut self, stamp: Option<u64>) -> u64;
+    /// The time of the exit just taken, since the run started: the one
+    /// `Duration` the run loop passes to notify-exit and heki-policy alike.
+    /// `stamp` is the time the exit source recorded for it in ns since the
+    /// run started, if any (a trace line's `"t_ns"`).
+    fn exit_time(&mut self, stamp: Option<u64>) -> Duration;
 }
 
 /// Real time since the run started (KVM runs). Stamps are ignored.
@@ -58,8 +59,8 @@ impl WallClock {
 
 impl Clock for WallClock {
     #[inline]
-    fn exit_time_ns(&mut self, _stamp: Option<u64>) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+    fn exit_time(&mut self, _stamp: Option<u64>) -> Duration {
+        self.start.elapsed()
     }
 }
 
@@ -77,9 +78,9 @@ impl SyntheticClock {
         SyntheticClock { now: 0, step }
     }
 
-    /// The time of the last exit.
-    pub fn now_ns(&self) -> u64 {
-        self.now
+    /// The time of the last exit, since the run started.
+    pub fn now(&self) -> Duration {
+        Duration::from_nanos(self.now)
     }
 }
 
@@ -91,10 +92,10 @@ impl Default for SyntheticClock {
 
 impl Clock for SyntheticClock {
     #[inline]
-    fn exit_time_ns(&mut self, stamp: Option<u64>) -> u64 {
+    fn exit_time(&mut self, stamp: Option<u64>) -> Duration {
         let t = stamp.unwrap_or_else(|| self.now.saturating_add(self.step));
         self.now = self.now.max(t);
-        self.now
+        Duration::from_nanos(self.now)
     }
 }
 
@@ -132,7 +133,7 @@ pub fn run<S: ExitSource, C: Clock>(
 ) -> Result<Stop, S::Error> {
     loop {
         let step = source.next_exit(st, |exit, t_ns, st| {
-            st.now_ns = clock.exit_time_ns(t_ns);
+            st.now = clock.exit_time(t_ns);
             handlers::handle(exit, st)
         })?;
         let actions = match step {
@@ -154,11 +155,13 @@ mod tests {
 
     #[test]
     fn synthetic_clock_takes_stamps_and_steps_between_them() {
+        let ns = Duration::from_nanos;
         let mut c = SyntheticClock::default();
-        assert_eq!(c.exit_time_ns(None), SYNTHETIC_STEP_NS);
-        assert_eq!(c.exit_time_ns(Some(5_000_000)), 5_000_000);
-        assert_eq!(c.exit_time_ns(None), 5_000_000 + SYNTHETIC_STEP_NS);
+        assert_eq!(c.exit_time(None), ns(SYNTHETIC_STEP_NS));
+        assert_eq!(c.exit_time(Some(5_000_000)), ns(5_000_000));
+        assert_eq!(c.exit_time(None), ns(5_000_000 + SYNTHETIC_STEP_NS));
         // Never backwards.
-        assert_eq!(c.exit_time_ns(Some(7)), 5_000_000 + SYNTHETIC_STEP_NS);
+        assert_eq!(c.exit_time(Some(7)), ns(5_000_000 + SYNTHETIC_STEP_NS));
+        assert_eq!(c.now(), ns(5_000_000 + SYNTHETIC_STEP_NS));
     }
 }

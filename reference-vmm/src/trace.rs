@@ -2,8 +2,9 @@
 
 //! Exit traces (JSON Lines) for `replay`.
 //!
-//! Format: an optional first line `{"abi": "heki-rfc-v2"}` (or `heki-rfc-v3`,
-//! `none`), then one exit per line:
+//! Format: an optional first line `{"abi": "rfc-v2"}` (or `rfc-v3`, `none`; the
+//! older spellings `heki-rfc-v2` and `heki-rfc-v3` are still read), then one exit per
+//! line:
 //! - raw: `{"exit_reason": 37, "data": "01000000"}` where `data` is the hex of
 //!   the kvm_run exit union (offset 32 of `struct kvm_run`), missing bytes zero;
 //! - typed conveniences: `{"exit": "notify", "flags": 1}`,
@@ -75,7 +76,7 @@ pub enum TraceErrorKind {
     #[error("the abi line must come before any exit")]
     LateAbi,
     /// Unknown ABI name.
-    #[error("unknown abi {0:?} (expected none, heki-rfc-v2 or heki-rfc-v3)")]
+    #[error("unknown abi {0:?} (expected none, rfc-v2 or rfc-v3)")]
     UnknownAbi(String),
     /// Both `exit_reason` and `exit`, or neither.
     #[error("a line needs exactly one of \"exit_reason\" (raw) or \"exit\" (typed)")]
@@ -90,7 +91,7 @@ pub enum TraceErrorKind {
     #[error("{0}")]
     Field(String),
     /// A Heki line but no Heki ABI selected.
-    #[error("{0} needs a Heki ABI: put {{\"abi\": \"heki-rfc-v2\"}} first or pass --heki-abi")]
+    #[error("{0} needs a Heki ABI: put {{\"abi\": \"rfc-v2\"}} first or pass --heki-abi")]
     NoHekiAbi(&'static str),
     /// The line reads, but its exit bytes do not decode (e.g. `KVM_EXIT_IO`
     /// with access size 3): what KVM would never produce.
@@ -193,12 +194,14 @@ pub enum TraceItem {
     Exit(RawExit),
 }
 
-/// Parses an ABI name as written in traces (`heki-rfc-v2`) or on the command line (`rfc-v2`).
+/// Parses an ABI name as traces and the command line write it: heki-policy's one
+/// spelling ([`heki_policy::HekiAbi::slug`], `rfc-v2`), or the older one traces used
+/// to carry ([`heki_policy::HekiAbi::alias`], `heki-rfc-v2`), still read.
 pub fn parse_abi(s: &str) -> Option<HekiAbi> {
     match s {
         "none" => Some(HekiAbi::None),
-        "heki-rfc-v2" | "rfc-v2" => Some(HekiAbi::RfcV2),
-        "heki-rfc-v3" | "rfc-v3" => Some(HekiAbi::RfcV3),
+        "rfc-v2" | "heki-rfc-v2" => Some(HekiAbi::RfcV2),
+        "rfc-v3" | "heki-rfc-v3" => Some(HekiAbi::RfcV3),
         _ => None,
     }
 }
@@ -651,21 +654,34 @@ mod tests {
         assert!(matches!(raw[..], [Exit::Notify(n)] if n.context_invalid()));
     }
 
+    /// The abi line is written in heki-policy's one spelling (`rfc-v2`,
+    /// `heki_policy::HekiAbi::slug`); the older `heki-rfc-v2` that traces used
+    /// to carry (`heki_policy::HekiAbi::alias`) still reads the same.
     #[test]
     fn abi_line_selects_heki_decoding() {
-        let t = "{\"abi\": \"heki-rfc-v2\"}\n\n{\"exit_reason\": 39, \"data\": \"02000000000000000000100000000000\"}\n";
-        assert_eq!(
-            exits(t, None).unwrap(),
-            vec![Exit::Heki(heki_policy::HekiExit::configure(
-                heki_policy::HekiExitReason::Cr4,
-                0x100000
-            ))]
-        );
-        // --heki-abi none overrides the trace: 39 is KVM_EXIT_MEMORY_FAULT.
-        assert!(matches!(
-            exits(t, Some(HekiAbi::None)).unwrap()[0],
-            Exit::MemoryFault { .. }
-        ));
+        let policy = heki_policy::HekiAbi::RfcV2;
+        assert_eq!(HekiAbi::RfcV2.policy_abi(), Some(policy));
+        for spelling in [policy.slug(), policy.alias()] {
+            let t = format!(
+                "{{\"abi\": \"{spelling}\"}}\n\n{{\"exit_reason\": 39, \"data\": \"02000000000000000000100000000000\"}}\n"
+            );
+            assert_eq!(
+                exits(&t, None).unwrap(),
+                vec![Exit::Heki(heki_policy::HekiExit::configure(
+                    heki_policy::HekiExitReason::Cr4,
+                    0x100000
+                ))],
+                "{spelling}"
+            );
+            // --heki-abi none overrides the trace: 39 is KVM_EXIT_MEMORY_FAULT.
+            assert!(matches!(
+                exits(&t, Some(HekiAbi::None)).unwrap()[0],
+                Exit::MemoryFault { .. }
+            ));
+        }
+        assert_eq!(parse_abi("rfc-v3"), parse_abi("heki-rfc-v3"));
+        assert_eq!(parse_abi("rfc-v3"), Some(HekiAbi::RfcV3));
+        assert_eq!(parse_abi("heki-rfc-v9"), None);
     }
 
     #[test]
@@ -679,7 +695,7 @@ mod tests {
         assert!(exits(t, None)
             .unwrap_err()
             .starts_with("line 3: invalid JSON"));
-        let t = "{\"exit\": \"hlt\"}\n{\"abi\": \"heki-rfc-v2\"}\n";
+        let t = "{\"exit\": \"hlt\"}\n{\"abi\": \"rfc-v2\"}\n";
         assert_eq!(
             exits(t, None).unwrap_err(),
             "line 2: the abi line must come before any exit"

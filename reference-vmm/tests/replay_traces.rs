@@ -324,7 +324,7 @@ fn a_replayed_in_reads_what_the_decide_step_answers() {
 #[test]
 fn a_denial_with_an_unknown_reason_is_shown_and_names_are_escaped() {
     // Heki RFC v2 denial with reason 0x4000 (neither the CR0 nor the CR4 bit).
-    let t = "{\"abi\": \"heki-rfc-v2\"}\n\
+    let t = "{\"abi\": \"rfc-v2\"}\n\
              {\"exit\": \"heki_denial\", \"reason\": \"0x4000\", \"cr_value\": \"0x0\"}\n\
              {\"exit\": \"hlt\"}\n";
     let r = replay("evil\x1b[2J\nname", t.as_bytes(), Policy::default(), None)

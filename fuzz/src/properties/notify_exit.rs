@@ -4,11 +4,12 @@ use super::common::assert_error_message;
 use super::input::Input;
 use notify_exit::exit::{decode_kvm_run_bytes, KVM_RUN_EXIT_UNION_OFFSET};
 use notify_exit::{
-    decode, CapArgError, DecodeError, HandlerOptions, LogRateLimiter, NotifyAction, NotifyCapArg,
-    NotifyDecision, NotifyExit, NotifyHandler, NotifyPolicy, NotifyStats, NotifyVmexitMode,
-    StormConfig, StormEvent, KVM_EXIT_NOTIFY,
+    decode, CapArgError, DecodeError, HandlerOptions, NotifyAction, NotifyCapArg, NotifyDecision,
+    NotifyExit, NotifyHandler, NotifyPolicy, NotifyStats, NotifyVmexitMode, RateLimit, StormConfig,
+    StormEvent, KVM_EXIT_NOTIFY,
 };
 use std::num::NonZeroU64;
+use std::time::Duration;
 
 /// `notify_exit`: KVM_ENABLE_CAP argument decode, KVM_EXIT_NOTIFY decode and handling.
 ///
@@ -44,10 +45,11 @@ pub fn notify_exit(data: &[u8]) {
     let burst = u32::from(input.u8());
     let options = HandlerOptions {
         storm: StormConfig::new(window_ns, threshold),
-        exit_log: LogRateLimiter::new(LogRateLimiter::DEFAULT_INTERVAL_NS, burst),
-        storm_log: LogRateLimiter::new(LogRateLimiter::DEFAULT_INTERVAL_NS, burst),
+        exit_log: RateLimit::new(RateLimit::DEFAULT_INTERVAL, burst),
+        storm_log: RateLimit::new(RateLimit::DEFAULT_INTERVAL, burst),
     };
     let mut handler = NotifyHandler::with_options(0, policy, options);
+    // The clock in ns since the origin; the handler takes it as a `Duration`.
     let mut now: u64 = 0;
     let mut in_storm = false;
     let mut storms = 0u64;
@@ -68,7 +70,7 @@ pub fn notify_exit(data: &[u8]) {
             now.saturating_add(step)
         };
         if control & 0x8 != 0 {
-            let event = handler.poll(now);
+            let event = handler.poll(Duration::from_nanos(now));
             if let Some(event) = event {
                 assert!(
                     matches!(event, StormEvent::Ended { .. }),
@@ -94,7 +96,7 @@ pub fn notify_exit(data: &[u8]) {
         let decoded = decode(exit_reason, bytes);
         check_decode(exit_reason, flags, bytes, decoded);
 
-        let handled = handler.handle_raw(exit_reason, bytes, now);
+        let handled = handler.handle_raw(exit_reason, bytes, Duration::from_nanos(now));
         let after = handler.stats();
         let (exit, decision) = match (decoded, handled) {
             (Ok(exit), Ok(decision)) => (exit, decision),

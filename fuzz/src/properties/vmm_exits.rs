@@ -121,7 +121,11 @@ impl ExitSource for FuzzSource<'_> {
             assert_ne!(expected, Decision::Malformed, "{exit:?} decoded");
             let before = st.clone();
             let actions = self.decided(&exit, decide, st);
-            assert_eq!(st.now_ns, self.t_ns, "the exit's time is the source's");
+            assert_eq!(
+                st.now,
+                std::time::Duration::from_nanos(self.t_ns),
+                "the exit's time is the source's"
+            );
             check_decision(&exit, expected.clone(), &actions, &before, st, self.budget);
             if let Exit::IoIn { size, .. } = exit {
                 // The run loop's read completion: the bytes the guest's `in` reads.
