@@ -20,18 +20,14 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// Size of the kvm_run exit union, from [`x86_kvm_base::kvm_run`].
 pub use x86_kvm_base::kvm_run::EXIT_UNION_SIZE;
 
-/// The `KVM_EXIT_*` numbers this module decodes, from kvm-bindings.
+/// The `KVM_EXIT_*` numbers this module decodes, and the `kvm_run.io` directions
+/// (`KVM_EXIT_IO_IN`/`_OUT`, compared with the `__u8 direction` widened), from kvm-bindings.
 pub use kvm_bindings::{
     KVM_EXIT_DEBUG, KVM_EXIT_EXCEPTION, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_HYPERCALL,
-    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IRQ_WINDOW_OPEN,
-    KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, KVM_EXIT_NOTIFY, KVM_EXIT_SHUTDOWN,
-    KVM_EXIT_SYSTEM_EVENT, KVM_EXIT_UNKNOWN,
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT,
+    KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, KVM_EXIT_NOTIFY,
+    KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT, KVM_EXIT_UNKNOWN,
 };
-
-/// `KVM_EXIT_IO_IN`: kvm-bindings' value narrowed to the `__u8 direction` of `kvm_run.io`.
-pub const KVM_EXIT_IO_IN: u8 = kvm_bindings::KVM_EXIT_IO_IN as u8;
-/// `KVM_EXIT_IO_OUT`: kvm-bindings' value narrowed to the `__u8 direction` of `kvm_run.io`.
-pub const KVM_EXIT_IO_OUT: u8 = kvm_bindings::KVM_EXIT_IO_OUT as u8;
 
 /// `--heki-abi`: which Heki ABI revision, if any, reads exits 39..=41. It is a
 /// selection of heki-policy's one [`heki_policy::HekiAbi`] (`None`: exits mean what
@@ -393,7 +389,7 @@ impl Exit {
                 if !matches!(io.size, 1 | 2 | 4) {
                     return Err(DecodeError::BadIoSize(io.size));
                 }
-                match io.direction {
+                match u32::from(io.direction) {
                     KVM_EXIT_IO_OUT => Exit::IoOut {
                         port: io.port,
                         size: io.size,
@@ -405,7 +401,7 @@ impl Exit {
                         size: io.size,
                         count: io.count,
                     },
-                    d => return Err(DecodeError::BadIoDirection(d)),
+                    _ => return Err(DecodeError::BadIoDirection(io.direction)),
                 }
             }
             KVM_EXIT_MMIO => {

@@ -391,10 +391,11 @@ fn typed(name: &str, line: &Line, abi: HekiAbi) -> Result<RawExit, TraceErrorKin
                 _ => return Err(TraceErrorKind::BadData("expected a byte array".into())),
             };
             let io = KvmRunIo {
+                // `__u8 direction` of kvm_run.io.
                 direction: if name == "io_out" {
-                    KVM_EXIT_IO_OUT
+                    KVM_EXIT_IO_OUT as u8
                 } else {
-                    KVM_EXIT_IO_IN
+                    KVM_EXIT_IO_IN as u8
                 },
                 size,
                 port,

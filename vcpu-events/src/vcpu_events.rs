@@ -34,12 +34,6 @@ pub use kvm_bindings::{
     KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD, KVM_VCPUEVENT_VALID_SHADOW,
     KVM_VCPUEVENT_VALID_SIPI_VECTOR, KVM_VCPUEVENT_VALID_SMM, KVM_VCPUEVENT_VALID_TRIPLE_FAULT,
 };
-/// `KVM_X86_SHADOW_INT_MOV_SS`: blocking by MOV SS / POP SS.
-/// kvm-bindings' value narrowed to the `__u8 shadow` field it is used in.
-pub const KVM_X86_SHADOW_INT_MOV_SS: u8 = kvm_bindings::KVM_X86_SHADOW_INT_MOV_SS as u8;
-/// `KVM_X86_SHADOW_INT_STI`: blocking by STI.
-/// kvm-bindings' value narrowed to the `__u8 shadow` field it is used in.
-pub const KVM_X86_SHADOW_INT_STI: u8 = kvm_bindings::KVM_X86_SHADOW_INT_STI as u8;
 
 /// The 64-byte `struct kvm_vcpu_events`, read and written as bytes.
 #[repr(C)]
@@ -267,10 +261,10 @@ pub struct Shadow(u8);
 impl Shadow {
     /// No shadow.
     pub const NONE: Self = Self(0);
-    /// Blocking by STI.
-    pub const STI: Self = Self(KVM_X86_SHADOW_INT_STI);
-    /// Blocking by MOV SS.
-    pub const MOV_SS: Self = Self(KVM_X86_SHADOW_INT_MOV_SS);
+    /// Blocking by STI (`KVM_X86_SHADOW_INT_STI`, narrowed to the `__u8 shadow` field).
+    pub const STI: Self = Self(kvm_bindings::KVM_X86_SHADOW_INT_STI as u8);
+    /// Blocking by MOV SS / POP SS (`KVM_X86_SHADOW_INT_MOV_SS`, narrowed likewise).
+    pub const MOV_SS: Self = Self(kvm_bindings::KVM_X86_SHADOW_INT_MOV_SS as u8);
 
     /// All bits kept.
     pub const fn from_bits_retain(raw: u8) -> Self {
@@ -282,15 +276,15 @@ impl Shadow {
     }
     /// Blocking by STI.
     pub const fn sti(self) -> bool {
-        self.0 & KVM_X86_SHADOW_INT_STI != 0
+        self.0 & Self::STI.0 != 0
     }
     /// Blocking by MOV SS.
     pub const fn mov_ss(self) -> bool {
-        self.0 & KVM_X86_SHADOW_INT_MOV_SS != 0
+        self.0 & Self::MOV_SS.0 != 0
     }
     /// Bits other than STI / MOV SS (KVM ignores them).
     pub const fn unknown_bits(self) -> u8 {
-        self.0 & !(KVM_X86_SHADOW_INT_STI | KVM_X86_SHADOW_INT_MOV_SS)
+        self.0 & !(Self::STI.0 | Self::MOV_SS.0)
     }
     /// The VMCS interruptibility-state bits for this shadow.
     pub const fn to_interruptibility(self) -> Interruptibility {
@@ -307,10 +301,10 @@ impl Shadow {
     pub const fn from_interruptibility(i: Interruptibility) -> Self {
         let mut raw = 0;
         if i.sti() {
-            raw |= KVM_X86_SHADOW_INT_STI;
+            raw |= Self::STI.0;
         }
         if i.mov_ss() {
-            raw |= KVM_X86_SHADOW_INT_MOV_SS;
+            raw |= Self::MOV_SS.0;
         }
         Self(raw)
     }
@@ -765,11 +759,11 @@ mod tests {
     #[test]
     fn narrowed_constants_keep_their_bits() {
         assert_eq!(
-            u32::from(KVM_X86_SHADOW_INT_MOV_SS),
+            u32::from(Shadow::MOV_SS.raw()),
             kvm_bindings::KVM_X86_SHADOW_INT_MOV_SS
         );
         assert_eq!(
-            u32::from(KVM_X86_SHADOW_INT_STI),
+            u32::from(Shadow::STI.raw()),
             kvm_bindings::KVM_X86_SHADOW_INT_STI
         );
         assert_eq!(KVM_VCPU_EVENTS_SIZE, 64);
