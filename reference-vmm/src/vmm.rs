@@ -141,7 +141,7 @@ impl VmmError {
     }
 }
 
-fn ioctl(what: &'static str) -> impl FnOnce(vmm_sys_util::errno::Error) -> VmmError {
+pub(crate) fn ioctl(what: &'static str) -> impl FnOnce(vmm_sys_util::errno::Error) -> VmmError {
     move |source| VmmError::Ioctl { what, source }
 }
 
@@ -238,27 +238,7 @@ impl Vm {
             }
         }
 
-        let mem_size = u64::from(cfg.mem_mib) << 20;
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size as usize)])
-            .map_err(|source| VmmError::MapMemory {
-                mib: cfg.mem_mib,
-                source,
-            })?;
-        let host = mem
-            .get_host_address(GuestAddress(0))
-            .map_err(|source| VmmError::WriteMemory { addr: 0, source })?;
-        let region = kvm_userspace_memory_region {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size: mem_size,
-            userspace_addr: host as u64,
-        };
-        // SAFETY: `region` describes exactly the mapping owned by `mem`, which
-        // lives in the returned `Vm` and is dropped after the VM fd.
-        #[allow(unsafe_code)]
-        unsafe { vm.set_user_memory_region(region) }
-            .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+        let mem = map_guest_memory(&vm, cfg.mem_mib)?;
         write_boot_structures(&mem, cfg.guest.image())?;
 
         let cpuid = kvm
@@ -443,6 +423,34 @@ fn guest_args(cfg: &RunConfig) -> (u64, u64, u64) {
         Guest::IrqFlood => (0, cfg.count / 16 + 1000, 0),
         _ => (0, 0, 0),
     }
+}
+
+/// Maps `mib` MiB of anonymous guest memory and registers it as memslot 0 of `vm` at
+/// guest physical 0.
+///
+/// The caller keeps the returned memory alive for as long as `vm` exists (both VM
+/// types here hold it in a field dropped after the VM fd): KVM keeps the slot's host
+/// address until the VM goes.
+pub(crate) fn map_guest_memory(vm: &VmFd, mib: u32) -> Result<GuestMemoryMmap, VmmError> {
+    let size = u64::from(mib) << 20;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size as usize)])
+        .map_err(|source| VmmError::MapMemory { mib, source })?;
+    let host = mem
+        .get_host_address(GuestAddress(0))
+        .map_err(|source| VmmError::WriteMemory { addr: 0, source })?;
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: size,
+        userspace_addr: host as u64,
+    };
+    // SAFETY: `region` describes exactly the mapping owned by `mem`, which is
+    // returned to the caller; both callers (`Vm::new`, `timer::vm::build`) store it
+    // in the VM struct, whose field order drops it after the VM fd.
+    #[allow(unsafe_code)]
+    unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    Ok(mem)
 }
 
 /// Writes the GDT, the identity page tables and the guest image.

@@ -4,20 +4,20 @@
 //! guest's page tables, N vCPUs in 64-bit mode, and with `--irqchip kernel`
 //! KVM's in-kernel irqchip (KVM_CREATE_IRQCHIP before any vCPU, api.rst 4.24).
 
-use kvm_bindings::{
-    kvm_mp_state, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE,
-};
+use kvm_bindings::{kvm_mp_state, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::{Irqchip, TimerConfig};
 use crate::guests::{Guest, APIC_BASE, GUEST_LOAD_ADDR};
-use crate::vmm::{setup_long_mode, write_boot_structures, VmmError, PDPT_ADDR, STACK_TOP};
+use crate::vmm::{
+    ioctl, map_guest_memory, setup_long_mode, write_boot_structures, VmmError, PDPT_ADDR, STACK_TOP,
+};
 
 /// Page directory for guest-physical 3..4 GiB (holds the xAPIC page).
 const PD_HIGH_ADDR: u64 = 0xc000;
 /// Guest memory: 2 MiB.
-const MEM_SIZE: u64 = 2 << 20;
+const MEM_MIB: u32 = 2;
 /// PDE bits: present, writable, 2 MiB page, PWT | PCD (uncached, as MMIO wants).
 const PDE_MMIO: u64 = 0x83 | 0x18;
 
@@ -29,10 +29,6 @@ pub struct TimerVm {
     pub vm: VmFd,
     _kvm: Kvm,
     _mem: GuestMemoryMmap,
-}
-
-fn ioctl(what: &'static str) -> impl FnOnce(vmm_sys_util::errno::Error) -> VmmError {
-    move |source| VmmError::Ioctl { what, source }
 }
 
 fn write(mem: &GuestMemoryMmap, addr: u64, v: u64) -> Result<(), VmmError> {
@@ -47,22 +43,7 @@ pub fn build(cfg: &TimerConfig) -> Result<TimerVm, VmmError> {
     if cfg.irqchip == Irqchip::Kernel {
         vm.create_irq_chip().map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
     }
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)])
-        .map_err(|source| VmmError::MapMemory { mib: 2, source })?;
-    let host = mem
-        .get_host_address(GuestAddress(0))
-        .map_err(|source| VmmError::WriteMemory { addr: 0, source })?;
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: MEM_SIZE,
-        userspace_addr: host as u64,
-    };
-    // SAFETY: `region` describes exactly the mapping owned by `mem`, which
-    // lives in the returned `TimerVm` and is dropped after the VM fd.
-    #[allow(unsafe_code)]
-    unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    let mem = map_guest_memory(&vm, MEM_MIB)?;
     write_boot_structures(&mem, Guest::Timer.image())?;
     // Map 3..4 GiB too, so the guest reaches the xAPIC page at 0xfee00000.
     write(&mem, PDPT_ADDR + 8 * (APIC_BASE >> 30), PD_HIGH_ADDR | 0x3)?;
