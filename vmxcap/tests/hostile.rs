@@ -4,27 +4,13 @@
 //! baselines of many dumps with huge names, control characters in input, exit statuses
 //! and byte-order marks. Every test runs the built binary.
 
+mod common;
+
+use common::*;
+
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn vmxcap() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vmxcap"))
-}
-
-fn fixture(name: &str) -> PathBuf {
-    test_support::vmx_fixture(&format!("{name}.json"))
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vmxcap-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
 
 fn full() -> Stdio {
     Stdio::from(File::options().write(true).open("/dev/full").unwrap())
@@ -64,7 +50,7 @@ fn a_full_stdout_exits_1_with_one_line_on_stderr() {
         vec!["nested", "--dump", p(&skx)],
         vec!["--help"],
     ] {
-        let out = vmxcap().args(&args).stdout(full()).output().unwrap();
+        let out = command().args(&args).stdout(full()).output().unwrap();
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
@@ -75,7 +61,7 @@ fn a_full_stdout_exits_1_with_one_line_on_stderr() {
     }
     // baseline's notes reach stderr; the dump itself could not be written: status 1
     // and the error as the last line (before this fix: status 0, nothing written).
-    let out = vmxcap()
+    let out = command()
         .args(["baseline", p(&skx), p(&penryn)])
         .stdout(full())
         .output()
@@ -95,7 +81,7 @@ fn a_full_stdout_exits_1_with_one_line_on_stderr() {
 fn a_full_stderr_moves_the_error_line_to_stdout() {
     // An input error (status 2) whose line cannot go to stderr: one line on stdout,
     // status unchanged, no panic (status 101).
-    let out = vmxcap()
+    let out = command()
         .args(["--dump", "/nonexistent"])
         .stderr(full())
         .output()
@@ -106,11 +92,11 @@ fn a_full_stderr_moves_the_error_line_to_stdout() {
     assert!(s.starts_with("vmxcap: error: writing to stderr: "), "{s}");
     assert!(s.contains("/nonexistent"), "{s}");
     // A usage error likewise.
-    let out = vmxcap().arg("--bogus").stderr(full()).output().unwrap();
+    let out = command().arg("--bogus").stderr(full()).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert_eq!(text(&out.stdout).lines().count(), 1);
     // Baseline notes (stderr) that cannot be written: status 1.
-    let out = vmxcap()
+    let out = command()
         .args([
             "baseline",
             p(&fixture("skylake-x-i7-7800x")),
@@ -125,7 +111,7 @@ fn a_full_stderr_moves_the_error_line_to_stdout() {
 
 #[test]
 fn an_unwritable_out_file_exits_1() {
-    let out = vmxcap()
+    let out = command()
         .args([
             "baseline",
             p(&fixture("skylake-x-i7-7800x")),
@@ -153,7 +139,7 @@ fn a_baseline_of_30000_dumps_reads_back() {
     let dir = dump.parent().unwrap();
     let args = vec!["named.json"; 30_000];
     let out_file = tmp("baseline-30000.json");
-    let out = vmxcap()
+    let out = command()
         .current_dir(dir)
         .arg("baseline")
         .args(&args)
@@ -163,7 +149,7 @@ fn a_baseline_of_30000_dumps_reads_back() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let len = std::fs::metadata(&out_file).unwrap().len();
     assert!(len < 16 * 1024, "baseline dump is {len} bytes");
-    let back = vmxcap().args(["--dump", p(&out_file)]).output().unwrap();
+    let back = command().args(["--dump", p(&out_file)]).output().unwrap();
     assert_eq!(back.status.code(), Some(0), "{back:?}");
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
@@ -179,13 +165,13 @@ fn baseline_names_are_clipped_whatever_their_size() {
     // Names close to the 1 MiB dump limit: the written dump stays small.
     let dump = dump_named("huge-name.json", &"h".repeat(1_000_000 - 8192));
     let args = vec![p(&dump); 20];
-    let out = vmxcap().arg("baseline").args(&args).output().unwrap();
+    let out = command().arg("baseline").args(&args).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out.stdout.len() < 16 * 1024, "{} bytes", out.stdout.len());
     let s = text(&out.stdout);
     assert!(s.contains("; and 4 more"), "{s}");
     // A short name is kept whole (fixture-sized names are unchanged).
-    let out = vmxcap()
+    let out = command()
         .args(["baseline", p(&fixture("skylake-x-i7-7800x"))])
         .output()
         .unwrap();
@@ -205,14 +191,14 @@ fn control_characters_from_input_are_escaped() {
         vec!["nested", "--dump", p(&dump)],
         vec!["nested", "--dump", p(&dump), "--l1"],
     ] {
-        let out = vmxcap().args(&args).output().unwrap();
+        let out = command().args(&args).output().unwrap();
         let (o, e) = (text(&out.stdout), text(&out.stderr));
         assert_no_raw_controls(&o);
         assert_no_raw_controls(&e);
         assert!(o.contains("evil\\x1b[2K\\rclean\\nnext"), "{args:?}: {o}");
     }
     // A file name with a newline and an escape: one escaped error line.
-    let out = vmxcap()
+    let out = command()
         .args(["--dump", "/nonexistent\n\u{1b}[31mfake"])
         .output()
         .unwrap();
@@ -225,7 +211,7 @@ fn control_characters_from_input_are_escaped() {
     let bad = tmp("bad-key.json");
     std::fs::write(&bad, "{\"msrs\": {\"0x48\\u001b[2K\\n\": \"0x1\"}}").unwrap();
     for args in [vec!["--dump", p(&bad)], vec!["config", "--dump", p(&bad)]] {
-        let out = vmxcap().args(&args).output().unwrap();
+        let out = command().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
         let e = text(&out.stderr);
         assert_eq!(e.lines().count(), 1, "{args:?}: {e}");
@@ -235,7 +221,7 @@ fn control_characters_from_input_are_escaped() {
         assert!(e.contains("0x48\\u{1b}[2K\\n"), "{args:?}: {e}");
     }
     let out_path = tmp("out\u{1b}[2K\nname.json");
-    let out = vmxcap()
+    let out = command()
         .args(["baseline", p(&skx), "--out", p(&out_path)])
         .output()
         .unwrap();
@@ -248,17 +234,17 @@ fn control_characters_from_input_are_escaped() {
 #[test]
 fn usage_errors_are_one_line_naming_the_problem() {
     // clap's "required arguments were not provided" names the argument on its next line.
-    let out = vmxcap().arg("diff").output().unwrap();
+    let out = command().arg("diff").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let e = text(&out.stderr);
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.starts_with("vmxcap: error: "), "{e}");
     assert!(e.contains("<A>"), "{e}");
-    let out = vmxcap().arg("--bogus").output().unwrap();
+    let out = command().arg("--bogus").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(text(&out.stderr).lines().count(), 1);
     // --help lists the statuses and exits 0.
-    let out = vmxcap().arg("--help").output().unwrap();
+    let out = command().arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let h = text(&out.stdout);
     assert!(h.contains("Exit status:"), "{h}");
@@ -273,13 +259,13 @@ fn a_bom_is_skipped_at_the_start_only() {
     let body = test_support::read_vmx_fixture("skylake-x-i7-7800x.json");
     let with_bom = tmp("bom.json");
     std::fs::write(&with_bom, format!("\u{feff}{body}")).unwrap();
-    let plain: Output = vmxcap().args(["--dump", p(&skx)]).output().unwrap();
-    let bom: Output = vmxcap().args(["--dump", p(&with_bom)]).output().unwrap();
+    let plain: Output = command().args(["--dump", p(&skx)]).output().unwrap();
+    let bom: Output = command().args(["--dump", p(&with_bom)]).output().unwrap();
     assert_eq!(bom.status.code(), Some(0), "{bom:?}");
     assert_eq!(bom.stdout, plain.stdout);
     let inner = tmp("bom-inside.json");
     std::fs::write(&inner, body.replacen('{', "{\u{feff}", 1)).unwrap();
-    let out = vmxcap().args(["--dump", p(&inner)]).output().unwrap();
+    let out = command().args(["--dump", p(&inner)]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert_eq!(text(&out.stderr).lines().count(), 1);
 }

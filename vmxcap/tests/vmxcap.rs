@@ -4,33 +4,12 @@
 //! subcommand. (Byte-exactness of every format is tested in vmx-caps itself; here the
 //! built binary is run on the repository's fixtures, `fixtures/vmx/`.)
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::*;
+
+use std::path::PathBuf;
 use std::process::{Command, Output};
-
-fn data() -> PathBuf {
-    test_support::vmx_fixtures_dir()
-}
-
-fn fixture(name: &str) -> PathBuf {
-    data().join(format!("{name}.json"))
-}
-
-fn vmxcap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmxcap"))
-        .args(args)
-        .output()
-        .expect("run vmxcap")
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vmxcap-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
 
 /// Exit status 2 and exactly one `vmxcap: error: ...` line on stderr.
 fn assert_input_error(out: &Output, needle: &str) {
@@ -55,7 +34,8 @@ fn qemu_format_equals_golden_for_every_fixture() {
     ] {
         let out = vmxcap(&["--dump", p(&fixture(name)), "--format", "qemu"]);
         assert_eq!(out.status.code(), Some(0));
-        let golden = std::fs::read(data().join(format!("{name}.vmxcap.txt"))).unwrap();
+        let golden =
+            std::fs::read(test_support::vmx_fixture(&format!("{name}.vmxcap.txt"))).unwrap();
         assert!(out.stdout == golden, "{name}: differs from QEMU's vmxcap");
     }
 }
@@ -183,7 +163,7 @@ fn hostile_dumps_exit_2_and_spellings_are_accepted() {
     std::fs::write(&f, &spelled).unwrap();
     let out = vmxcap(&["--dump", p(&f), "--format", "qemu"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}\n{spelled}");
-    let golden = std::fs::read(data().join("skylake-x-i7-7800x.vmxcap.txt")).unwrap();
+    let golden = std::fs::read(test_support::vmx_fixture("skylake-x-i7-7800x.vmxcap.txt")).unwrap();
     assert!(out.stdout == golden);
 }
 

@@ -4,43 +4,13 @@
 //! through the built binary on the repository's fixture dumps (`fixtures/vmx/`) (model: Linux v6.18
 //! `nested_vmx_setup_ctls_msrs`, arch/x86/kvm/vmx/nested.c).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-const ALL: [&str; 7] = [
-    "arrowlake-core-ultra-5-245k",
-    "broadwell-core-m-5y70",
-    "coffeelake-906ea",
-    "icelake-u-i7-1065g7",
-    "penryn-core2-t9600",
-    "skylake-x-i7-7800x",
-    "tigerlake-i5-1135g7",
-];
+use common::*;
+use test_support::VMX_DUMPS;
 
-fn data() -> PathBuf {
-    test_support::vmx_fixtures_dir()
-}
-
-fn fixture(name: &str) -> PathBuf {
-    data().join(format!("{name}.json"))
-}
-
-fn vmxcap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmxcap"))
-        .args(args)
-        .output()
-        .expect("run vmxcap")
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vmxcap-nested-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
+use std::path::PathBuf;
+use std::process::Output;
 
 fn stdout(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -59,7 +29,7 @@ fn edited(name: &str, msr: &str, value: u64) -> PathBuf {
 
 #[test]
 fn every_fixture_in_every_format() {
-    for name in ALL {
+    for name in VMX_DUMPS {
         let f = fixture(name);
         let text = stdout(&vmxcap(&["nested", "--dump", p(&f)]));
         assert!(text.contains("Linux v6.18"), "{name}");
@@ -96,7 +66,7 @@ fn every_fixture_in_every_format() {
 
 #[test]
 fn json_round_trips_through_show_check_and_config() {
-    for name in ALL {
+    for name in VMX_DUMPS {
         let out_file = tmp(&format!("{name}-l1.json"));
         let json = stdout(&vmxcap(&[
             "nested",
@@ -288,7 +258,7 @@ fn l1_runs_kvm_on_the_nested_view() {
 fn baseline_nested_intersects_l1_views() {
     let out_file = tmp("nested-baseline.json");
     let mut args = vec!["baseline".to_owned(), "--nested".to_owned()];
-    args.extend(ALL.iter().map(|n| p(&fixture(n)).to_owned()));
+    args.extend(VMX_DUMPS.iter().map(|n| p(&fixture(n)).to_owned()));
     args.extend(["--out".to_owned(), p(&out_file).to_owned()]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = vmxcap(&argv);
