@@ -34,10 +34,6 @@ const EINVAL: i32 = 22;
 const ENXIO: i32 = 6;
 const EINTR: i32 = 4;
 
-fn kvm_or_skip() -> Option<Kvm> {
-    test_support::kvm_or_skip()
-}
-
 /// The example's guest with `sti; jmp $` at `MAIN` (it never exits by itself, so
 /// only a kick gets the vCPU out of KVM_RUN), a kick signal and the raise state.
 /// Keep the returned guest alive while its vCPU runs (it owns the memory).
@@ -62,7 +58,7 @@ fn join_within<T>(t: thread::JoinHandle<T>, what: &str) -> T {
 
 #[test]
 fn device_threads_and_a_masking_guest_every_vector_accounted_exactly() {
-    if kvm_or_skip().is_none() {
+    if test_support::kvm_or_skip().is_none() {
         return;
     }
     // Three device threads, bursts of 8 every 100 us, 16 vectors, a queue
@@ -102,17 +98,24 @@ fn device_threads_and_a_masking_guest_every_vector_accounted_exactly() {
     // guest (a software KVM backend under load delivers few in 600 ms).
     assert!(a.delivered > 0, "{a:?}");
     assert!(a.coalesced > 0 && a.refused > 0, "{a:?}");
+    // Kicks were sent and took effect: each either interrupted a KVM_RUN or made the
+    // vCPU skip one, whichever the race between raiser and vCPU gave (an idle host
+    // often gives only skips). That a kick interrupts a run in the guest is proven
+    // deterministically by `a_raise_from_another_thread_reaches_a_guest_that_never_exits`.
     assert!(
-        a.kicks > 0 && r.interrupted > 0,
-        "{a:?} interrupted={}",
-        r.interrupted
+        a.kicks > 0 && r.interrupted + r.skipped > 0,
+        "{a:?} interrupted={} skipped={}",
+        r.interrupted,
+        r.skipped
     );
     assert_eq!(a.kick_failures, 0);
 }
 
 #[test]
 fn in_kernel_irqchip_is_refused_at_set_up() {
-    let Some(kvm) = kvm_or_skip() else { return };
+    let Some(kvm) = test_support::kvm_or_skip() else {
+        return;
+    };
     // Linux x86.c kvm_vcpu_ioctl_interrupt: -ENXIO with an in-kernel PIC.
     let vm = kvm.create_vm().unwrap();
     vm.create_irq_chip().unwrap();
@@ -159,7 +162,7 @@ fn in_kernel_irqchip_is_refused_at_set_up() {
 
 #[test]
 fn failed_handler_registration_is_a_typed_error() {
-    if kvm_or_skip().is_none() {
+    if test_support::kvm_or_skip().is_none() {
         return;
     }
     // Past SIGRTMAX, and SIGKILL (9): vmm-sys-util refuses with -EINVAL.
@@ -181,7 +184,9 @@ fn failed_handler_registration_is_a_typed_error() {
 
 #[test]
 fn blocked_kick_signal_is_refused_at_set_up() {
-    let Some(kvm) = kvm_or_skip() else { return };
+    let Some(kvm) = test_support::kvm_or_skip() else {
+        return;
+    };
     let g = build_guest(&kvm).unwrap();
     let signal = KickSignal::install(1).unwrap();
     // On a thread of its own, so the harness's signal mask is untouched.
@@ -201,7 +206,9 @@ fn blocked_kick_signal_is_refused_at_set_up() {
 
 #[test]
 fn kick_gets_a_spinning_vcpu_out_of_kvm_run() {
-    let Some(kvm) = kvm_or_skip() else { return };
+    let Some(kvm) = test_support::kvm_or_skip() else {
+        return;
+    };
     // sti; jmp $ : no exit of its own, ever.
     let (g, signal, mut interrupts) = spinning_guest(&kvm);
     let handle = interrupts.handle();
@@ -249,7 +256,9 @@ fn kick_gets_a_spinning_vcpu_out_of_kvm_run() {
 
 #[test]
 fn a_raise_from_another_thread_reaches_a_guest_that_never_exits() {
-    let Some(kvm) = kvm_or_skip() else { return };
+    let Some(kvm) = test_support::kvm_or_skip() else {
+        return;
+    };
     // sti; jmp $ : the guest never exits by itself, so the vector can only
     // be delivered if the raise kicks the vCPU out of KVM_RUN.
     let (g, signal, mut interrupts) = spinning_guest(&kvm);
@@ -340,7 +349,9 @@ fn example_guest_code_matches_its_assembly() {
 /// values written before the run.
 #[test]
 fn an_interrupted_run_reports_whether_the_slot_is_occupied() {
-    let Some(kvm) = kvm_or_skip() else { return };
+    let Some(kvm) = test_support::kvm_or_skip() else {
+        return;
+    };
     for occupied in [true, false] {
         let mut g = build_guest(&kvm).unwrap();
         g.mem
