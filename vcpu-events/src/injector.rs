@@ -67,6 +67,9 @@ use crate::idt_vectoring::Reinjection;
 use crate::interruption::EntryInterruption;
 use crate::sdm_checks::{check_entry, EntryCaps, EntryControls, GuestEventState, Violation};
 
+pub mod state;
+pub use state::{InjectorState, InjectorStateError};
+
 /// Default bound on distinct queued vectors.
 pub const DEFAULT_CAPACITY: usize = 32;
 /// Largest useful bound: one entry per vector.
@@ -201,7 +204,11 @@ pub enum InjectorError {
 
 /// The injector's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct InjectorStats {
     /// Every call to `raise`.
     pub requested: u64,

@@ -13,6 +13,7 @@
 //! * [`apply`] / [`before_run`] / [`exit_kind`]: run an
 //!   [`Injector`] against a `VcpuFd`.
 //! * [`VcpuStateIo`] for `VcpuFd`, so [`crate::restore`] works on a real vCPU.
+//! * [`snapshot`]: capture / restore a [`crate::snapshot::VcpuSnapshot`].
 
 use kvm_bindings::{kvm_interrupt, kvm_regs, kvm_sregs, KVMIO};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
@@ -308,6 +309,7 @@ impl VcpuStateIo for VcpuFd {
 }
 
 pub mod kick;
+pub mod snapshot;
 
 #[cfg(test)]
 mod tests {

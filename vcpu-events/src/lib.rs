@@ -16,6 +16,9 @@ pub mod restore;
 pub mod sdm_checks;
 #[cfg(target_arch = "x86_64")]
 #[cfg_attr(docsrs, doc(cfg(target_arch = "x86_64")))]
+pub mod snapshot;
+#[cfg(target_arch = "x86_64")]
+#[cfg_attr(docsrs, doc(cfg(target_arch = "x86_64")))]
 pub mod validate;
 #[cfg(target_arch = "x86_64")]
 #[cfg_attr(docsrs, doc(cfg(target_arch = "x86_64")))]
@@ -41,13 +44,18 @@ pub use event::{
 };
 pub use idt_vectoring::{IdtVectoring, Reinjection};
 pub use injector::{
-    Decision, ExitKind, Injector, InjectorStats, RaiseError, RaiseOutcome, RunState, WaitReason,
+    Decision, ExitKind, Injector, InjectorState, InjectorStateError, InjectorStats, RaiseError,
+    RaiseOutcome, RunState, WaitReason,
 };
 pub use interruption::{EntryInterruption, InterruptionInfo, InterruptionType};
 pub use raise::{Accounting, RaiseHandle, VcpuInterrupts};
 pub use sdm_checks::{
     check_entry, EntryCaps, EntryControls, EventRule, GuestEventState, GuestRule, Rule, Violation,
 };
+#[cfg(target_arch = "x86_64")]
+pub use snapshot::{SnapshotError, VcpuSnapshot, SNAPSHOT_VERSION};
+#[cfg(all(target_arch = "x86_64", feature = "serde"))]
+pub use snapshot::{SnapshotReadError, MAX_SNAPSHOT_JSON_BYTES};
 #[cfg(target_arch = "x86_64")]
 pub use validate::{validate, GuestContext, KvmContext, Report};
 #[cfg(target_arch = "x86_64")]

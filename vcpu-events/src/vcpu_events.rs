@@ -312,7 +312,11 @@ impl Shadow {
 
 /// `exception.*` plus `exception_has_payload` / `exception_payload`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct ExceptionFields {
     /// Delivery started; re-inject as-is.
     pub injected: KvmBool,
@@ -332,7 +336,11 @@ pub struct ExceptionFields {
 
 /// `interrupt.*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct InterruptFields {
     /// An interrupt occupies KVM's single slot (already acknowledged).
     pub injected: KvmBool,
@@ -346,7 +354,11 @@ pub struct InterruptFields {
 
 /// `nmi.*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct NmiFields {
     /// An NMI whose delivery must be re-injected.
     pub injected: KvmBool,
@@ -361,7 +373,11 @@ pub struct NmiFields {
 
 /// `smi.*` (only with `VALID_SMM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct SmiFields {
     /// The vCPU is in SMM.
     pub smm: KvmBool,
@@ -376,7 +392,11 @@ pub struct SmiFields {
 /// The typed, lossless form of `struct kvm_vcpu_events`; with feature `serde`
 /// it is also the snapshot form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct VcpuEvents {
     /// `KVM_VCPUEVENT_VALID_*`.
     pub flags: VcpuEventsFlags,
