@@ -10,7 +10,7 @@ use super::{SnapshotError, VcpuSnapshot, SNAPSHOT_VERSION};
 ///
 /// A snapshot written by [`VcpuSnapshot::to_json`] stays far below it: the
 /// worst case (256 queued vectors, 256 in-flight entries, maximal counters)
-/// is about 14 KiB.
+/// is about 19 KiB.
 pub const MAX_SNAPSHOT_JSON_BYTES: usize = 64 * 1024;
 
 /// Why [`VcpuSnapshot::from_json`] refused its input.
