@@ -48,6 +48,7 @@ pub mod trace_replay;
 pub mod vcpu_events;
 pub mod vcpu_injector;
 pub mod vcpu_interruption;
+pub mod vcpu_snapshot;
 pub mod vmm_exits;
 pub mod vmx_caps_raw;
 pub mod vmx_nested;
@@ -72,6 +73,7 @@ targets!(
     vcpu_interruption,
     vcpu_events,
     vcpu_injector,
+    vcpu_snapshot,
     sdm_controls,
     heki_hypercall,
     heki_exit,

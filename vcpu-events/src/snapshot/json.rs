@@ -49,7 +49,7 @@ pub enum SnapshotReadError {
         supported: u32,
     },
     /// A field this version does not have (fields are never ignored).
-    #[error("snapshot has unknown field `{0}`")]
+    #[error("snapshot has unknown field `{}`", .0.escape_debug())]
     UnknownField(String),
     /// JSON of the wrong shape: a missing field, a wrong type, a value out
     /// of range, a register block of the wrong size.

@@ -140,6 +140,11 @@ fn unknown_fields_are_named() {
     let mut v = json_value(&mid_injection());
     v["injector"]["stats"]["lost"] = 0.into();
     assert!(matches!(read(&v), Err(SnapshotReadError::UnknownField(f)) if f == "lost"));
+    // A name from the input is shown escaped: an ESC cannot reach a terminal.
+    let mut v = json_value(&mid_injection());
+    v["x\u{1b}[2J"] = 0.into();
+    let err = read(&v).unwrap_err();
+    assert_eq!(err.to_string(), "snapshot has unknown field `x\\u{1b}[2J`");
 }
 
 #[test]
