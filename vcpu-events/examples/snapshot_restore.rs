@@ -11,9 +11,9 @@
 //! vectors and runs the [`Injector`]. Right after the third KVM_INTERRUPT
 //! (the vector is in KVM's slot, not yet delivered) it:
 //!
-//! 1. captures a [`VcpuSnapshot`] (events first, then regs and sregs, plus
-//!    the injector's queue and counters) and writes it as JSON, as it would to
-//!    a file;
+//! 1. completes the last exit's I/O (`complete_pending_exit`), captures a
+//!    [`VcpuSnapshot`] (events first, then regs and sregs, plus the injector's
+//!    queue and counters) and writes it as JSON, as it would to a file;
 //! 2. copies guest memory and destroys the VM;
 //! 3. creates a new VM, enables the event caps *before* restoring, creates
 //!    the vCPU, sets its CPUID, reads the JSON back (bounded, checked) and
@@ -107,6 +107,8 @@ fn move_to_new_vm(
     mut old: Vm,
     inj: &Injector,
 ) -> Result<(Vm, Injector), Box<dyn Error>> {
+    // Finish the last exit's I/O first (KVM completes it on the next KVM_RUN).
+    snapshot::complete_pending_exit(&mut old.vcpu)?;
     let json = snapshot::capture(&mut old.vcpu, Some(inj))?.to_json();
     let mut image = vec![0u8; MEM_SIZE];
     old.mem.read_slice(&mut image, GuestAddress(0))?;
