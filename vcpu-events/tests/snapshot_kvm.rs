@@ -497,6 +497,47 @@ fn pending_triple_fault_shuts_the_new_vm_down() {
     assert_eq!(run(&mut g.vcpu).0, Seen::Shutdown);
 }
 
+/// Restores `snap` into a fresh vCPU of a VM on which `drop_cap` is not
+/// enabled; checks the refusal wrote nothing and that KVM itself would refuse
+/// the events there.
+fn refused_without(
+    kvm: &Kvm,
+    snap: &VcpuSnapshot,
+    drop_cap: impl FnOnce(&mut VmEventCaps),
+    cap: u32,
+) -> SnapshotRestoreError {
+    let vm = kvm.create_vm().unwrap();
+    // Every event cap but the one dropped, on the VM itself and in `caps`.
+    let mut caps = new_vm(kvm).1;
+    drop_cap(&mut caps);
+    for other in [
+        glue::KVM_CAP_EXCEPTION_PAYLOAD,
+        glue::KVM_CAP_X86_TRIPLE_FAULT_EVENT,
+    ] {
+        if other != cap {
+            glue::enable_cap(&vm, other).unwrap();
+        }
+    }
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    let state = |vcpu: &VcpuFd| {
+        (
+            vcpu.get_regs().unwrap(),
+            vcpu.get_sregs().unwrap(),
+            glue::get_vcpu_events(vcpu).unwrap(),
+        )
+    };
+    let before = state(&vcpu);
+    let err = snapshot::restore(&mut vcpu, &caps, snap).unwrap_err();
+    assert_eq!(before, state(&vcpu), "nothing was written");
+    // What the check spares the VMM: KVM itself refuses the events there.
+    let e = glue::set_vcpu_events(&vcpu, &snap.events).unwrap_err();
+    let glue::KvmError::SetVcpuEvents(errno) = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(errno.errno(), libc_einval());
+    err
+}
+
 #[test]
 fn payload_snapshot_into_a_vm_without_the_cap_is_refused_before_any_write() {
     let Some(kvm) = kvm_with(|c| c.exception_payload, "KVM_CAP_EXCEPTION_PAYLOAD") else {
@@ -513,18 +554,12 @@ fn payload_snapshot_into_a_vm_without_the_cap_is_refused_before_any_write() {
     .unwrap();
     let snap = snapshot::capture(&mut g.vcpu, None).unwrap();
     drop(g);
-
-    // A VM that never enabled KVM_CAP_EXCEPTION_PAYLOAD.
-    let vm = kvm.create_vm().unwrap();
-    let mut caps = new_vm(&kvm).1;
-    caps.exception_payload = CapOutcome::NotRequested;
-    let mut vcpu = vm.create_vcpu(0).unwrap();
-    let before = (
-        vcpu.get_regs().unwrap(),
-        vcpu.get_sregs().unwrap(),
-        glue::get_vcpu_events(&vcpu).unwrap(),
+    let err = refused_without(
+        &kvm,
+        &snap,
+        |c| c.exception_payload = CapOutcome::NotRequested,
+        glue::KVM_CAP_EXCEPTION_PAYLOAD,
     );
-    let err = snapshot::restore(&mut vcpu, &caps, &snap).unwrap_err();
     assert!(
         matches!(
             err,
@@ -532,18 +567,37 @@ fn payload_snapshot_into_a_vm_without_the_cap_is_refused_before_any_write() {
         ),
         "{err:?}"
     );
-    let after = (
-        vcpu.get_regs().unwrap(),
-        vcpu.get_sregs().unwrap(),
-        glue::get_vcpu_events(&vcpu).unwrap(),
-    );
-    assert_eq!(before, after, "nothing was written");
-    // What the check spares the VMM: KVM itself refuses the events there.
-    let e = glue::set_vcpu_events(&vcpu, &snap.events).unwrap_err();
-    let glue::KvmError::SetVcpuEvents(errno) = e else {
-        panic!("{e:?}")
+}
+
+#[test]
+fn triple_fault_snapshot_into_a_vm_without_the_cap_is_refused_before_any_write() {
+    let Some(kvm) = kvm_with(|c| c.triple_fault_event, "KVM_CAP_X86_TRIPLE_FAULT_EVENT") else {
+        return;
     };
-    assert_eq!(errno.errno(), libc_einval());
+    let mut g = setup(&kvm, MAIN_HLT, 0x2);
+    glue::inject_event(
+        &g.vcpu,
+        EventStatus::Pending,
+        Event::TripleFault,
+        &g.caps.kvm_context(),
+        &GuestContext::default(),
+    )
+    .unwrap();
+    let snap = snapshot::capture(&mut g.vcpu, None).unwrap();
+    drop(g);
+    let err = refused_without(
+        &kvm,
+        &snap,
+        |c| c.triple_fault_event = CapOutcome::NotRequested,
+        glue::KVM_CAP_X86_TRIPLE_FAULT_EVENT,
+    );
+    assert!(
+        matches!(
+            err,
+            SnapshotRestoreError::Refused(SnapshotError::TripleFaultWithoutCap { pending: true })
+        ),
+        "{err:?}"
+    );
 }
 
 fn libc_einval() -> i32 {

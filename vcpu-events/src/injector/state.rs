@@ -33,7 +33,9 @@
 //! * `slot_busy` implies `injected + reinjected >= 1` (only a committed
 //!   `Inject` or `Reinject` sets it).
 //!
-//! `window_requests` and `window_exits` are free counters.
+//! `window_requests` and `window_exits` are free counters. The entry
+//! capabilities the injector validates an injection with are always the
+//! defaults (no setter exists), so they are not part of the state.
 
 use std::collections::VecDeque;
 

@@ -187,3 +187,29 @@ fn inconsistent_snapshots_are_invalid() {
         assert!(err.source().is_some());
     }
 }
+
+#[test]
+fn property_any_reachable_injector_state_round_trips_through_json() {
+    arbtest::arbtest(|u| {
+        let mut inj = Injector::with_capacity(u.int_in_range(1..=256)?).unwrap();
+        for _ in 0..u.int_in_range(0..=100)? {
+            match u.int_in_range(0..=3)? {
+                0 | 1 => {
+                    let _ = inj.raise(u.arbitrary()?);
+                }
+                2 => {
+                    let d = inj.before_run(&READY);
+                    inj.commit(&d).unwrap();
+                }
+                _ => {
+                    inj.after_exit(ExitKind::Other);
+                    let _ = inj.on_delivered(u.arbitrary()?);
+                }
+            }
+        }
+        let s = with(|s| s.injector = Some(inj.state()));
+        let back = VcpuSnapshot::from_json(&s.to_json()).expect("a reachable state reads back");
+        assert_eq!(back, s);
+        Ok(())
+    });
+}
