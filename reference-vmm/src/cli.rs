@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{HekiDenialAction, HekiExits, NotifyMode, Policy, RunConfig};
+use crate::config::{HekiDenialAction, HekiExits, NotifyMode, NotifySemantics, Policy, RunConfig};
 use crate::exit::HekiAbi;
 use crate::guests::Guest;
 use crate::hostile::MemProbe;
@@ -149,14 +149,28 @@ fn parse_u32(s: &str) -> Result<u32, String> {
     u32::try_from(v).map_err(|_| format!("{s:?}: more than {}", u32::MAX))
 }
 
+/// `--notify-semantics`: notify-exit's names (`seed`, `qemu-7.2`).
+fn parse_notify_semantics(s: &str) -> Result<NotifySemantics, String> {
+    NotifySemantics::ALL
+        .into_iter()
+        .find(|n| n.name() == s)
+        .ok_or_else(|| format!("{s:?}: not a notify semantics (seed, qemu-7.2)"))
+}
+
 /// Policy flags shared by run, replay and plan.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct PolicyArgs {
-    /// Notify VM exits: run (resume valid, shut down on invalid context through a triple
-    /// fault), internal-error (resume valid, stop as a KVM internal error on invalid
-    /// context), disable (not enabled; run only).
+    /// Notify VM exits: run (resume valid context; invalid context: a triple fault with
+    /// seed semantics, an internal error with qemu-7.2), internal-error (invalid context
+    /// stops as a KVM internal error; valid context resumes with seed, stops with
+    /// qemu-7.2), disable (not enabled; run only).
     #[arg(long, value_enum, default_value_t = NotifyMode::Run)]
     pub notify_vmexit: NotifyMode,
+    /// Notify semantics: seed (the seed QEMU patch: invalid context -> triple fault in
+    /// run mode, valid context resumes in every mode) or qemu-7.2 (merged QEMU 7.2: an
+    /// invalid context or internal-error mode -> internal error; never a triple fault).
+    #[arg(long, default_value = "seed", value_parser = parse_notify_semantics)]
+    pub notify_semantics: NotifySemantics,
     /// Notify window in crystal-clock cycles (u32; 0 is safe).
     #[arg(long, default_value_t = 0, value_parser = parse_u32)]
     pub notify_window: u32,
@@ -176,6 +190,7 @@ impl PolicyArgs {
     pub fn policy(&self) -> Policy {
         Policy {
             notify_mode: self.notify_vmexit,
+            notify_semantics: self.notify_semantics,
             notify_window: self.notify_window,
             heki_abi: self.heki_abi.unwrap_or(HekiAbi::None),
             heki_exits: self.heki_exits.unwrap_or(HekiExits::All),

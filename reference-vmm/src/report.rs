@@ -113,6 +113,8 @@ pub struct ExceptionsReport {
 pub struct NotifyReport {
     /// `--notify-vmexit`.
     pub mode: NotifyMode,
+    /// `--notify-semantics` (`seed` or `qemu-7.2`).
+    pub semantics: crate::config::NotifySemantics,
     /// `--notify-window`.
     pub window: u32,
     /// Host support (`None` for replay).
@@ -348,6 +350,7 @@ impl Report {
                 let n = st.notify.handler.stats();
                 NotifyReport {
                     mode: st.policy.notify_mode,
+                    semantics: st.policy.notify_semantics,
                     window: st.policy.notify_window,
                     host_supported: host_notify,
                     exits: n.exits,
@@ -473,9 +476,10 @@ impl Report {
             let n = &self.notify;
             let _ = writeln!(
                 s,
-                "  notify: mode={:?} window={} exits={} invalid_contexts={} resumed={} storms={} \
+                "  notify: mode={:?} semantics={} window={} exits={} invalid_contexts={} resumed={} storms={} \
                  (in a storm at the end: {}, {} exits/s) action={}",
                 n.mode,
+                n.semantics,
                 n.window,
                 n.exits,
                 n.invalid_contexts,

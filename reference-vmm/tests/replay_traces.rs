@@ -368,3 +368,78 @@ fn an_abi_override_warns() {
     .report;
     assert!(r.warnings.iter().all(|w| !w.contains("overrides")));
 }
+
+/// Both notify semantics by name, through the binary, on a trace with valid-context
+/// exits #2 and #3 and an invalid context at #4 (then hlt):
+/// `--notify-semantics seed` (the default) follows the seed QEMU patch, `qemu-7.2`
+/// follows QEMU 7.2's `kvm_arch_handle_exit` (target/i386/kvm/kvm.c, case
+/// KVM_EXIT_NOTIFY: `ctx_invalid || mode == internal-error` -> internal error).
+#[test]
+fn notify_semantics_by_name_decide_as_their_tables_say() {
+    let t = trace("notify-invalid-context.jsonl");
+    // (mode, semantics, status, outcome, cause kind, stopping exit, notify exits seen, reason)
+    let cases: [(&str, &str, i32, &str, &str, u64, u64, &str); 4] = [
+        (
+            "run",
+            "seed",
+            0,
+            "shutdown",
+            "synthesized-triple-fault",
+            4,
+            3,
+            "",
+        ),
+        (
+            "run",
+            "qemu-7.2",
+            1,
+            "internal-error",
+            "notify-internal-error",
+            4,
+            3,
+            "ContextInvalidInRunMode",
+        ),
+        (
+            "internal-error",
+            "seed",
+            1,
+            "internal-error",
+            "notify-internal-error",
+            4,
+            3,
+            "ContextInvalid",
+        ),
+        (
+            "internal-error",
+            "qemu-7.2",
+            1,
+            "internal-error",
+            "notify-internal-error",
+            2,
+            1,
+            "InternalErrorMode",
+        ),
+    ];
+    for (mode, semantics, status, outcome, kind, nth, exits, reason) in cases {
+        let v = replay_json_status(
+            &[&t, "--notify-vmexit", mode, "--notify-semantics", semantics],
+            status,
+        );
+        let what = format!("{mode} {semantics}: {v}");
+        assert_eq!(v["outcome"], outcome, "{what}");
+        assert_eq!(v["cause"]["kind"], kind, "{what}");
+        assert_eq!(v["notify"]["semantics"], semantics, "{what}");
+        assert_eq!(v["notify"]["exits"], exits, "{what}");
+        if reason.is_empty() {
+            assert_eq!(v["cause"]["why"]["nth"], nth, "{what}");
+        } else {
+            assert_eq!(v["cause"]["nth"], nth, "{what}");
+            assert_eq!(v["cause"]["reason"], reason, "{what}");
+        }
+    }
+    // The default is seed, and an unknown name is a one-line usage error.
+    let v = replay_json_status(&[&t], 0);
+    assert_eq!(v["notify"]["semantics"], "seed");
+    let err = usage_error(&["replay", &t, "--notify-semantics", "qemu"]);
+    assert!(err.contains("seed, qemu-7.2"), "{err}");
+}
