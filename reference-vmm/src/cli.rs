@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use vmxcap::output::{self, Terminal, WriteFailed};
 
 use crate::config::{HekiDenialAction, HekiExits, NotifyMode, NotifySemantics, Policy, RunConfig};
 use crate::exit::HekiAbi;
@@ -35,12 +36,12 @@ pub const EXIT_STATUS_HELP: &str = "Exit status:
   2  bad usage or input: bad flag or value, unknown guest, unreadable or malformed trace,
      a flag replay cannot honour";
 
-/// Status: success.
-pub const EXIT_OK: i32 = 0;
-/// Status: a run, check or write failed.
-pub const EXIT_FAILED: i32 = 1;
-/// Status: bad usage or input.
-pub const EXIT_USAGE: i32 = 2;
+/// Status: success (`vmxcap::output::EXIT_OK`).
+pub const EXIT_OK: i32 = output::EXIT_OK as i32;
+/// Status: a run, check or write failed (`vmxcap::output::EXIT_FAILED`).
+pub const EXIT_FAILED: i32 = output::EXIT_FAILED as i32;
+/// Status: bad usage or input (`vmxcap::output::EXIT_USAGE`).
+pub const EXIT_USAGE: i32 = output::EXIT_USAGE as i32;
 
 pub use crate::report::Format;
 
@@ -311,39 +312,29 @@ pub fn render_report(r: &Report, format: Format) -> String {
     }
 }
 
+/// The terminal contract, one home for both command lines: `vmxcap::output`
+/// (escaping, EPIPE-quiet writes, one-line errors), with this program's prefix.
+const TERM: Terminal = Terminal::new("error: ");
+
+/// The status type of this command line (`std::process::exit`) from the
+/// contract's `u8`.
+fn status(s: u8) -> i32 {
+    i32::from(s)
+}
+
 /// Writes `text` to stdout. A failed write gives [`EXIT_FAILED`] and one line
 /// on stderr; a closed pipe (EPIPE) gives [`EXIT_FAILED`] quietly (the
 /// binary restores SIGPIPE's default, so it normally ends before that).
 pub fn emit(text: &str) -> Result<(), i32> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(EXIT_FAILED),
-        Err(e) => {
-            drop(out);
-            Err(fail(&format!("writing to stdout: {e}"), EXIT_FAILED))
-        }
-    }
+    TERM.emit(text).map_err(|WriteFailed| EXIT_FAILED)
 }
 
 /// Prints `error: {msg}` as one line on stderr and returns `status`. If
 /// stderr cannot be written (and is not a closed pipe), the line goes to
 /// stdout instead and the status is at least [`EXIT_FAILED`].
 pub fn fail(msg: &str, status: i32) -> i32 {
-    let line = format!("error: {}\n", crate::error::escape(msg));
-    let mut err = std::io::stderr().lock();
-    match err.write_all(line.as_bytes()).and_then(|()| err.flush()) {
-        Ok(()) => status,
-        Err(e) => {
-            drop(err);
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                let mut out = std::io::stdout().lock();
-                let _ = write!(out, "error: writing to stderr: {e}; {line}");
-                let _ = out.flush();
-            }
-            status.max(EXIT_FAILED)
-        }
-    }
+    let s = u8::try_from(status).unwrap_or(output::EXIT_FAILED);
+    self::status(TERM.fail(msg, s))
 }
 
 fn status_of(outcome: crate::stop::Outcome) -> i32 {
@@ -385,10 +376,10 @@ where
             let mut out = std::io::stdout().lock();
             match std::io::copy(&mut t, &mut out).and_then(|_| out.flush()) {
                 Ok(()) => Ok(EXIT_OK),
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(EXIT_FAILED),
                 Err(e) => {
                     drop(out);
-                    Err(fail(&format!("writing the trace: {e}"), EXIT_FAILED))
+                    let WriteFailed = TERM.write_failed("the trace", &e);
+                    Err(EXIT_FAILED)
                 }
             }
         }
@@ -410,26 +401,7 @@ where
 /// clap's error as one line (the one naming what is wrong), status 2; help
 /// and version go to stdout with status 0.
 fn usage_error(e: &clap::Error) -> i32 {
-    use clap::error::ErrorKind;
-    match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            emit(&e.render().to_string()).map_or_else(|s| s, |()| EXIT_OK)
-        }
-        _ => {
-            let text = e.render().to_string();
-            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-            let first = lines.next().unwrap_or("error: invalid usage");
-            // "the following required arguments were not provided:" names
-            // them on the next line: keep it on the same line.
-            let msg = match lines.next() {
-                Some(next) if first.ends_with(':') && !next.starts_with("Usage:") => {
-                    format!("{first} {next}")
-                }
-                _ => first.to_string(),
-            };
-            fail(msg.strip_prefix("error: ").unwrap_or(&msg), EXIT_USAGE)
-        }
-    }
+    status(TERM.usage_error(e))
 }
 
 fn run_cmd(args: &RunArgs, t0: Instant) -> Result<i32, i32> {
