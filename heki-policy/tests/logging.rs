@@ -10,7 +10,7 @@ use core::time::Duration;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 
-use heki_policy::handler::LOG_TARGET;
+use heki_policy::handler::{HekiStats, LOG_TARGET};
 use heki_policy::{
     DenialPolicy, HekiAbi, HekiExit, HekiExitHandler, HekiExitReason, PinnedCrs, RateLimit,
 };
@@ -105,25 +105,30 @@ fn denial_lines_counted_as_emitted_reach_a_warn_filter() {
     }
 }
 
+/// An audit handler with a rate limit of `burst` lines per 5 s, given `configures` CR0
+/// configure exits then `denials` CR0 denials, 1 ms apart; its stats.
+fn audit_configures_then_denials(burst: u32, configures: u64, denials: u64) -> HekiStats {
+    let mut h = HekiExitHandler::new(HekiAbi::RfcV2, DenialPolicy::AuditOnly)
+        .with_rate_limit(RateLimit::new(Duration::from_secs(5), burst));
+    for i in 0..configures + denials {
+        let exit = if i < configures {
+            configure_cr0()
+        } else {
+            HekiExit::denial(HekiExitReason::Cr0, 0)
+        };
+        h.handle(&exit, Duration::from_millis(i));
+    }
+    h.stats()
+}
+
 /// Configure lines are `info`: under the default `warn` filter they are not written,
 /// so they are counted as filtered, not emitted; and they do not use up the rate
 /// limit, so the denial lines after them are still written.
 #[test]
 fn configure_lines_hidden_by_a_warn_filter_are_not_counted_as_emitted() {
     let _g = logger_at(log::LevelFilter::Warn);
-    let mut h = HekiExitHandler::new(HekiAbi::RfcV2, DenialPolicy::AuditOnly)
-        .with_rate_limit(RateLimit::new(Duration::from_secs(5), 3));
-    for i in 0..5 {
-        h.handle(&configure_cr0(), Duration::from_millis(i));
-    }
-    for i in 5..8 {
-        h.handle(
-            &HekiExit::denial(HekiExitReason::Cr0, 0),
-            Duration::from_millis(i),
-        );
-    }
+    let s = audit_configures_then_denials(3, 5, 3);
     let lines = take();
-    let s = h.stats();
     assert_eq!(s.logs_filtered, 5, "{s:?}");
     // Burst 3: had the hidden configure lines used up the budget, no denial line
     // would be written.
@@ -141,19 +146,8 @@ fn configure_lines_hidden_by_a_warn_filter_are_not_counted_as_emitted() {
 #[test]
 fn configure_lines_shown_by_an_info_filter_are_counted_as_emitted() {
     let _g = logger_at(log::LevelFilter::Info);
-    let mut h = HekiExitHandler::new(HekiAbi::RfcV2, DenialPolicy::AuditOnly)
-        .with_rate_limit(RateLimit::new(Duration::from_secs(5), 4));
-    for i in 0..3 {
-        h.handle(&configure_cr0(), Duration::from_millis(i));
-    }
-    for i in 3..6 {
-        h.handle(
-            &HekiExit::denial(HekiExitReason::Cr0, 0),
-            Duration::from_millis(i),
-        );
-    }
+    let s = audit_configures_then_denials(4, 3, 3);
     let lines = take();
-    let s = h.stats();
     assert_eq!(
         (s.logs_emitted, s.logs_suppressed, s.logs_filtered),
         (4, 2, 0)

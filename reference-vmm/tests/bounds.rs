@@ -1,15 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Every bound a user or a hostile input can hit in the reference VMM, exact at the
-//! limit and one past it (issue 13): command-line ranges through the real binary, and
-//! the trace reader's line and union limits.
+//! Every bound a user can hit on the reference VMM's command line, exact at the limit
+//! and one past it, through the real binary (issue 13). The trace reader's line and
+//! union limits are tested the same way in `src/trace.rs`.
 
 #[allow(dead_code)] // bounds uses only part of the shared helpers.
 mod common;
 
 use common::bin;
-use reference_vmm::exit::{Exit, EXIT_UNION_SIZE};
-use reference_vmm::trace::{TraceReader, MAX_LINE_BYTES};
 
 /// Exit status and stderr of `reference-vmm args` (no KVM needed: plan, or a value
 /// refused while parsing).
@@ -75,46 +73,4 @@ fn timeout_at_the_limit_and_one_past() {
     // status 2; whether the guest halts before 1 ms is timing (0 halted, 1 timeout).
     let (code, err) = status(&["run", "--guest", "halt", "--timeout", "0.001"]);
     assert!(matches!(code, Some(0) | Some(1)), "{err}");
-}
-
-fn read_all(text: &str) -> Result<Vec<Exit>, String> {
-    let mut r = TraceReader::new(text.as_bytes(), None);
-    let mut v = Vec::new();
-    while let Some(x) = r.next_exit() {
-        let raw = x.map_err(|e| e.to_string())?;
-        v.push(Exit::decode(&raw, r.abi()).map_err(|e| e.to_string())?);
-    }
-    Ok(v)
-}
-
-/// A trace line of exactly `MAX_LINE_BYTES` (4096, without the newline) is read; one
-/// byte more is refused with the line named.
-#[test]
-fn trace_line_length_at_the_limit_and_one_past() {
-    let line = |len: usize| {
-        let head = "{\"exit\": \"hlt\"";
-        let pad = len - head.len() - 1;
-        format!("{head}{}}}\n", " ".repeat(pad))
-    };
-    assert_eq!(line(MAX_LINE_BYTES).len(), MAX_LINE_BYTES + 1);
-    assert_eq!(read_all(&line(MAX_LINE_BYTES)).unwrap(), vec![Exit::Hlt]);
-    assert_eq!(
-        read_all(&line(MAX_LINE_BYTES + 1)).unwrap_err(),
-        format!("line 1: line longer than {MAX_LINE_BYTES} bytes")
-    );
-}
-
-/// A raw line's `data` may fill the whole 256-byte exit union; one byte more is refused.
-#[test]
-fn raw_exit_union_at_the_limit_and_one_past() {
-    let raw = |bytes: usize| {
-        // KVM_EXIT_HLT (5) ignores its union: any bytes decode.
-        format!(
-            "{{\"exit_reason\": 5, \"data\": \"{}\"}}\n",
-            "ab".repeat(bytes)
-        )
-    };
-    assert_eq!(read_all(&raw(EXIT_UNION_SIZE)).unwrap(), vec![Exit::Hlt]);
-    let err = read_all(&raw(EXIT_UNION_SIZE + 1)).unwrap_err();
-    assert!(err.contains("the exit union has 256"), "{err}");
 }

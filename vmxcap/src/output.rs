@@ -21,8 +21,6 @@
 //! # let _ = EXIT_USAGE;
 //! ```
 
-use std::io::Write as _;
-
 /// Success (check: no violation; diff: no difference).
 pub const EXIT_OK: u8 = 0;
 /// A run, check or write that failed: violations, differences, KVM refusing to load,
@@ -52,6 +50,12 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// `write_all` then `flush`: a write is complete only once flushed.
+fn write_all_flush(w: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
+    w.write_all(text.as_bytes())?;
+    w.flush()
+}
+
 /// One program's terminal: the contract of the module docs, with the program's error
 /// prefix (`"vmxcap: error: "`, `"error: "`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,14 +79,9 @@ impl Terminal {
     /// Writes `text` to stdout. A closed pipe fails quietly; any other failure is
     /// reported as one line ([`Terminal::fail`]).
     pub fn emit(&self, text: &str) -> Result<(), WriteFailed> {
-        let mut out = std::io::stdout().lock();
-        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                drop(out);
-                Err(self.write_failed("to stdout", &e))
-            }
-        }
+        // The stdout lock is released before a failure is reported.
+        write_all_flush(&mut std::io::stdout().lock(), text)
+            .map_err(|e| self.write_failed("to stdout", &e))
     }
 
     /// Reports a failed write of `what` (`"to stdout"`, `"the trace"`) as one line
@@ -99,20 +98,16 @@ impl Terminal {
     /// (and is not a closed pipe), one line saying so, with the first line of `text`,
     /// goes to stdout.
     pub fn emit_err(&self, text: &str) -> Result<(), WriteFailed> {
-        let mut err = std::io::stderr().lock();
-        match err.write_all(text.as_bytes()).and_then(|()| err.flush()) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                drop(err);
-                if e.kind() != std::io::ErrorKind::BrokenPipe {
-                    let first = text.lines().next().unwrap_or_default();
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{}writing to stderr: {e}; {first}", self.prefix);
-                    let _ = out.flush();
-                }
-                Err(WriteFailed)
-            }
+        let Err(e) = write_all_flush(&mut std::io::stderr().lock(), text) else {
+            return Ok(());
+        };
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let first = text.lines().next().unwrap_or_default();
+            let line = format!("{}writing to stderr: {e}; {first}\n", self.prefix);
+            // Nothing is left to report a failure on.
+            let _ = write_all_flush(&mut std::io::stdout().lock(), &line);
         }
+        Err(WriteFailed)
     }
 
     /// Prints `{prefix}{msg}` (escaped) as one line on stderr and returns `status`, or
