@@ -97,7 +97,7 @@ pub const VMX_DUMPS: [&str; 7] = [
 /// 13 found them silently skipped); this test fails if that dev-dependency or a feature
 /// in it goes. `cfg!` expands in the caller, so it sees the caller's features.
 ///
-/// ```ignore
+/// ```text
 /// test_support::features_on_in_tests!("kvm", "serde");
 /// ```
 #[macro_export]
