@@ -74,3 +74,22 @@ fn timeout_at_the_limit_and_one_past() {
     let (code, err) = status(&["run", "--guest", "halt", "--timeout", "0.001"]);
     assert!(matches!(code, Some(0) | Some(1)), "{err}");
 }
+
+/// The replay stand-in keeps the first `StandIn::KEEP` (64) actions verbatim and only
+/// counts the rest, so a trace of any length replays in constant memory: 64 injections
+/// are all kept, the 65th is counted, not kept.
+#[test]
+fn stand_in_records_at_the_limit_and_one_past() {
+    use reference_vmm::config::Policy;
+    use reference_vmm::guests::{PORT_SYNC, SYNC_INJECT_NMI};
+    use reference_vmm::replay::{replay, StandIn};
+    for n in [StandIn::KEEP, StandIn::KEEP + 1] {
+        let line = format!(
+            "{{\"exit\": \"io_out\", \"port\": {PORT_SYNC}, \"data\": [{SYNC_INJECT_NMI}]}}\n"
+        );
+        let trace = line.repeat(n) + "{\"exit\": \"hlt\"}\n";
+        let r = replay("t", trace.as_bytes(), Policy::default(), None).unwrap();
+        assert_eq!(r.stand_in.applied, n as u64, "{n}");
+        assert_eq!(r.stand_in.recorded.len(), StandIn::KEEP.min(n), "{n}");
+    }
+}
