@@ -61,20 +61,9 @@ fn benches(c: &mut Criterion) {
         b.iter(|| policy.validate_lock(black_box(0), black_box(1), black_box(HOST)))
     });
 
-    // A logger that shows `warn` (the usual default) and discards: the handler counts a
-    // line only when the logger shows it, so without one this would time the filtered
-    // path instead of the rate limiter.
-    struct WarnSink;
-    impl log::Log for WarnSink {
-        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-            m.level() <= log::Level::Warn
-        }
-        fn log(&self, _: &log::Record<'_>) {}
-        fn flush(&self) {}
-    }
-    if log::set_logger(&WarnSink).is_ok() {
-        log::set_max_level(log::LevelFilter::Warn);
-    }
+    // The handler counts a line only when the logger shows it: with no logger this
+    // would time the filtered path instead of the rate limiter.
+    test_support::install_warn_logger();
     let mut handler = HekiExitHandler::new(HekiAbi::RfcV3, DenialPolicy::Gp)
         .with_pins(policy.pins())
         .with_rate_limit(RateLimit::new(Duration::from_secs(5), 10));

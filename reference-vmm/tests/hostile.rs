@@ -105,31 +105,12 @@ fn a_million_notify_exits_replay_in_bounded_memory_and_fire_the_storm_detector()
     assert!(big["notify"]["storms"].as_u64().unwrap() >= 1, "{big}");
 }
 
-/// A logger that shows `warn` and above and writes nothing: the VMM binary's default
-/// filter, without the noise. heki-policy counts a line as emitted only when the
-/// logger shows it.
-struct WarnSink;
-
-impl log::Log for WarnSink {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Warn
-    }
-    fn log(&self, _: &log::Record<'_>) {}
-    fn flush(&self) {}
-}
-
-fn warn_logger() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        log::set_logger(&WarnSink).expect("the only logger of this test binary");
-        log::set_max_level(log::LevelFilter::Warn);
-    });
-}
-
 #[test]
 fn heki_denial_storm_follows_each_policy_with_rate_limited_logs() {
     const N: u64 = 20_000;
-    warn_logger();
+    // The VMM binary's default filter: heki-policy counts a line as emitted only when
+    // the logger shows it.
+    test_support::install_warn_logger();
     let policy = |heki_denial| Policy {
         heki_denial,
         ..Policy::default()
