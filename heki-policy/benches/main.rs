@@ -61,6 +61,9 @@ fn benches(c: &mut Criterion) {
         b.iter(|| policy.validate_lock(black_box(0), black_box(1), black_box(HOST)))
     });
 
+    // The handler counts a line only when the logger shows it: with no logger this
+    // would time the filtered path instead of the rate limiter.
+    test_support::install_warn_logger();
     let mut handler = HekiExitHandler::new(HekiAbi::RfcV3, DenialPolicy::Gp)
         .with_pins(policy.pins())
         .with_rate_limit(RateLimit::new(Duration::from_secs(5), 10));

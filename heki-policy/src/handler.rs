@@ -3,7 +3,10 @@
 //! [`HekiExitHandler`] keeps a mirror of the VM's pins (from configure exits), applies
 //! a [`DenialPolicy`] to denial exits, counts everything ([`HekiStats`]) and logs
 //! through `log` at a rate the caller bounds ([`RateLimit`], clock passed in, so it is
-//! deterministic). It returns a [`HekiDecision`] and never acts: the VMM re-enters the
+//! deterministic). A line counts as written only when the logger's filter shows its
+//! level at that moment ([`log::log_enabled!`]); lines the filter hides are counted
+//! apart ([`HekiStats::logs_filtered`]) and do not use up the rate limit, so a report
+//! built from the stats says exactly how many lines reached the log. It returns a [`HekiDecision`] and never acts: the VMM re-enters the
 //! vCPU or shuts the VM down. Its memory is constant whatever the number of exits.
 //!
 //! What KVM does after each exit (RFC v2 03/19), which the actions rely on:
@@ -19,6 +22,10 @@ use crate::cr::Cr0;
 use crate::exit::{HekiExit, HekiExitReason};
 use crate::policy::{PinnedCrs, RebootPolicy};
 use core::time::Duration;
+
+/// The `log` target of every message of this crate: configure exits at `info`, denials
+/// at `warn` (`error` under [`DenialPolicy::Shutdown`]).
+pub const LOG_TARGET: &str = "heki";
 
 /// What to do about a denial exit.
 #[non_exhaustive]
@@ -136,7 +143,8 @@ pub struct HekiDecision {
     pub denied_bits: u64,
     /// The first anomaly found, if any.
     pub anomaly: Option<HekiAnomaly>,
-    /// Whether a log line was written.
+    /// Whether a log line was written: `Suppress` when the rate limit dropped it or
+    /// the logger's filter hides its level ([`HekiStats`] tells the two apart).
     pub log: LogPermit,
 }
 
@@ -158,10 +166,15 @@ pub struct HekiStats {
     pub audited: u64,
     /// Exits with an anomaly.
     pub anomalies: u64,
-    /// Log lines written.
+    /// Log lines written: passed by the logger's filter ([`log::log_enabled!`] at the
+    /// time of the exit) and by the rate limit.
     pub logs_emitted: u64,
-    /// Log lines dropped by the rate limit.
+    /// Log lines the filter let through but the rate limit dropped.
     pub logs_suppressed: u64,
+    /// Log lines not written because the logger's filter hides their level (configure
+    /// lines are `info`, hidden by a default `warn` filter). They do not use up the
+    /// rate limit. `logs_emitted + logs_suppressed + logs_filtered` is one line per exit.
+    pub logs_filtered: u64,
 }
 
 /// The VMM's handler for both Heki exits of one VM.
@@ -194,6 +207,7 @@ impl HekiExitHandler {
                 anomalies: 0,
                 logs_emitted: 0,
                 logs_suppressed: 0,
+                logs_filtered: 0,
             },
             limit: RateLimit::DEFAULT,
         }
@@ -366,15 +380,20 @@ impl HekiExitHandler {
         level: log::Level,
         line: impl FnOnce(u64) -> String,
     ) -> LogPermit {
+        // Ask the logger first: a line its filter hides is neither written nor
+        // counted as written, and it does not use up the rate limit (hidden `info`
+        // configure lines must not suppress the `warn` denial line that follows).
+        if !log::log_enabled!(target: LOG_TARGET, level) {
+            self.stats.logs_filtered = self.stats.logs_filtered.saturating_add(1);
+            return LogPermit::Suppress;
+        }
         let decision = self.limit.check(now);
         match decision {
             LogPermit::Allow {
                 suppressed: suppressed_before,
             } => {
                 self.stats.logs_emitted = self.stats.logs_emitted.saturating_add(1);
-                if log::log_enabled!(target: "heki", level) {
-                    log::log!(target: "heki", level, "{}", line(suppressed_before));
-                }
+                log::log!(target: LOG_TARGET, level, "{}", line(suppressed_before));
             }
             LogPermit::Suppress => {
                 self.stats.logs_suppressed = self.stats.logs_suppressed.saturating_add(1);

@@ -72,7 +72,8 @@ pub fn probe(kvm: &Kvm, abi: HekiAbi) -> Result<HekiSupport, KvmError> {
     Ok(probe_with(abi, &mut query))
 }
 
-/// Enable `cap` for `reasons` on `vm`. Requires the [`HekiSupported`] token of a
+/// Enable `cap` for `reasons` on `vm`: `KVM_ENABLE_CAP` with
+/// [`HekiSupported::enable_request`], the request built (and tested) without KVM. Requires the [`HekiSupported`] token of a
 /// successful probe, so the collided cap numbers are never enabled on a kernel where
 /// they mean something else (e.g. 237 = `KVM_CAP_X86_APIC_BUS_CYCLES_NS`).
 pub fn enable_cap(
@@ -81,10 +82,9 @@ pub fn enable_cap(
     cap: HekiCap,
     reasons: HekiExitReasons,
 ) -> Result<(), KvmError> {
-    let number = proof.uapi().cap(cap);
-    let req = enable_cap_request(number, reasons.to_enable_arg()?);
+    let req = proof.enable_request(cap, reasons)?;
     vm.enable_cap(&req).map_err(|source| KvmError::EnableCap {
-        cap: number,
+        cap: req.cap,
         source,
     })
 }

@@ -70,7 +70,8 @@
 #![deny(unsafe_code)]
 
 use crate::abi::{upstream_cap_name, HekiAbi, HekiCap, HekiUapi};
-use crate::cap::{HekiExitReasons, CHECK_EXTENSION_VALUE};
+use crate::cap::{CapError, HekiExitReasons, CHECK_EXTENSION_VALUE};
+use kvm_bindings::kvm_enable_cap;
 
 /// How many cap numbers after the revision's last Heki cap must answer 0.
 pub const SENTINEL_SPAN: u32 = 3;
@@ -101,6 +102,22 @@ impl HekiSupported {
     /// Its numbers.
     pub const fn uapi(&self) -> HekiUapi {
         self.uapi
+    }
+
+    /// The `KVM_ENABLE_CAP` request that asks this revision's `cap` for exits on
+    /// `reasons`: `cap` = the revision's number for it, `args[0]` = the reason mask
+    /// (`KVM_HEKI_EXIT_REASON_*`), every other field 0 (RFC v2 03/19,
+    /// `kvm_vm_ioctl_enable_cap`). Pure: the `kvm` module's `enable_cap` sends exactly
+    /// this. Unknown reason bits are refused here rather than by the kernel.
+    pub fn enable_request(
+        &self,
+        cap: HekiCap,
+        reasons: HekiExitReasons,
+    ) -> Result<kvm_enable_cap, CapError> {
+        Ok(x86_kvm_base::cap::enable_cap_request(
+            self.uapi.cap(cap),
+            reasons.to_enable_arg()?,
+        ))
     }
 }
 

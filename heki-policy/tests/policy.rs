@@ -136,6 +136,67 @@ fn cr4_pin_must_be_within_pinnable_mask() {
     assert!(p.pins().is_empty());
 }
 
+/// The pinnable mask's edge, bit by bit: each of the 64 CR4 bits pinned alone (host
+/// CR4 all ones) is granted exactly when it is in the revision's mask, and refused with
+/// that bit named otherwise; the whole mask at once is granted, the mask plus any one
+/// outside bit is refused (RFC v2 03/19 `heki_lock_cr`: `pin & ~cr4_pinned_mask`).
+#[test]
+fn cr4_pinnable_mask_bit_by_bit() {
+    for abi in [HekiAbi::RfcV2, HekiAbi::RfcV3] {
+        let mask = abi.cr4_pinnable().bits();
+        for bit in 0..64 {
+            let pin = 1u64 << bit;
+            let got = PinPolicy::new(abi).lock(4, pin, HOST_ALL);
+            if mask & pin != 0 {
+                assert!(got.is_ok(), "{abi} bit {bit}: {got:?}");
+            } else {
+                assert_eq!(
+                    got,
+                    Err(LockError::Cr4OutsidePinnable { pin, outside: pin }),
+                    "{abi} bit {bit}"
+                );
+                let over = mask | pin;
+                assert_eq!(
+                    PinPolicy::new(abi).lock(4, over, HOST_ALL),
+                    Err(LockError::Cr4OutsidePinnable {
+                        pin: over,
+                        outside: pin
+                    }),
+                    "{abi} mask + bit {bit}"
+                );
+            }
+        }
+        let mut p = PinPolicy::new(abi);
+        assert!(p.lock(4, mask, HOST_ALL).is_ok(), "{abi}");
+        assert_eq!(p.pins().cr4, mask);
+    }
+}
+
+/// CR0's edge, bit by bit: a pin is granted exactly when it contains WP (and the host
+/// has the bits); WP alone is the smallest pin granted, any single other bit is refused.
+#[test]
+fn cr0_pin_needs_wp_bit_by_bit() {
+    let host = HostCrs {
+        cr0: u64::MAX,
+        cr4: 0,
+    };
+    for bit in 0..64 {
+        let pin = 1u64 << bit;
+        let got = PinPolicy::new(HekiAbi::RfcV2).lock(0, pin, host);
+        if pin == WP {
+            assert!(got.is_ok(), "{got:?}");
+        } else {
+            assert_eq!(got, Err(LockError::Cr0WithoutWp { pin }), "bit {bit}");
+            assert!(
+                PinPolicy::new(HekiAbi::RfcV2)
+                    .lock(0, pin | WP, host)
+                    .is_ok(),
+                "WP | bit {bit}"
+            );
+        }
+    }
+}
+
 #[test]
 fn fred_pinnable_in_v3_only() {
     let fred = Cr4::FRED.bits();

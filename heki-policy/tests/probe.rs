@@ -233,3 +233,49 @@ fn enable_step_never_sends_a_state_changing_value_to_upstream_caps() {
         assert!(k.enables.is_empty());
     }
 }
+
+/// The enable path's request (`HekiSupported::enable_request`, which `kvm::enable_cap`
+/// sends as is): the revision's cap number, `args[0]` = exactly the reason mask, every
+/// other field 0 (RFC v2 03/19 `kvm_vm_ioctl_enable_cap` reads `cap->args[0]`), and the
+/// simulated Heki kernel given that request ends with exactly those reasons enabled.
+#[test]
+fn enable_request_carries_the_cap_number_and_the_reason_mask() {
+    use heki_policy::cap::CapError;
+    use heki_policy::HekiExitReasons;
+    for abi in [HekiAbi::RfcV2, HekiAbi::RfcV3] {
+        let proof = match probe(abi, &mut heki_kernel(abi)) {
+            HekiSupport::Supported(p) => p,
+            other => panic!("{abi}: {other:?}"),
+        };
+        let u = abi.uapi().unwrap();
+        for cap in [HekiCap::Configure, HekiCap::Denial] {
+            for reasons in [
+                HekiExitReasons::empty(),
+                HekiExitReasons::CR0,
+                HekiExitReasons::CR4,
+                HekiExitReasons::VALID,
+            ] {
+                let req = proof.enable_request(cap, reasons).unwrap();
+                assert_eq!(req.cap, u.cap(cap), "{abi} {cap:?}");
+                assert_eq!(req.args, [reasons.bits(), 0, 0, 0], "{abi} {cap:?}");
+                assert_eq!(req.flags, 0);
+                assert_eq!(req.pad, [0; 64]);
+                // What a Heki kernel does with exactly this request.
+                let mut kernel = HekiCapState::new();
+                let which = if req.cap == u.cap_configure() {
+                    HekiCap::Configure
+                } else {
+                    HekiCap::Denial
+                };
+                kernel.enable(which, req.args[0]).unwrap();
+                assert_eq!(kernel.enabled(cap), reasons, "{abi} {cap:?}");
+            }
+            // An unknown reason bit (4) is refused before any ioctl, with the bits named.
+            let bad = HekiExitReasons::from_bits_retain(0b111);
+            assert_eq!(
+                proof.enable_request(cap, bad),
+                Err(CapError::UnknownReasons { arg: 7, unknown: 4 })
+            );
+        }
+    }
+}

@@ -36,6 +36,6 @@ pub use exit::{
     KVM_NOTIFY_CONTEXT_INVALID,
 };
 pub use handler::{HandlerOptions, NotifyDecision, NotifyHandler};
-pub use policy::{decide, NotifyAction, NotifyPolicy, StopReason};
+pub use policy::{decide, NotifyAction, NotifyPolicy, NotifySemantics, StopReason};
 pub use ratelimit::{LogPermit, RateLimit};
 pub use stats::{NotifyStats, StormConfig, StormDetector, StormEvent};

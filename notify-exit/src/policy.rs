@@ -1,32 +1,48 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! What to do with a `KVM_EXIT_NOTIFY`: a pure decision, [`decide`], returning a
-//! [`NotifyAction`] for the VMM to apply.
+//! [`NotifyAction`] for the VMM to apply. The decision follows one of two named
+//! [`NotifySemantics`], the two QEMU readings of the same modes.
+//!
+//! [`NotifySemantics::SeedPatch`] (the default), after the seed QEMU series (v4, 2022,
+//! "i386: add notify VM exit support": context invalid -> triple fault through
+//! `KVM_SET_VCPU_EVENTS`, valid-context exits ignored):
 //!
 //! | mode | context valid | context invalid |
 //! |---|---|---|
 //! | `run` | [`Resume`](NotifyAction::Resume) | [`SynthesizeTripleFault`](NotifyAction::SynthesizeTripleFault) if `KVM_CAP_X86_TRIPLE_FAULT_EVENT` is enabled, else [`StopInternalError`](NotifyAction::StopInternalError) ([`StopReason::NoTripleFaultEvent`]) |
-//! | `internal-error` | `Resume` (or `StopInternalError` with [`NotifyPolicy::qemu_internal_error_semantics`]) | `StopInternalError` ([`StopReason::ContextInvalid`]) |
+//! | `internal-error` | `Resume` | `StopInternalError` ([`StopReason::ContextInvalid`]) |
+//! | `disable` | `Resume` | `StopInternalError` ([`StopReason::UnexpectedWhileDisabled`]) |
+//!
+//! [`NotifySemantics::Qemu72`], after merged QEMU 7.2 (`target/i386/kvm/kvm.c`,
+//! `kvm_arch_handle_exit`, case `KVM_EXIT_NOTIFY`: `if (ctx_invalid || notify_vmexit ==
+//! NOTIFY_VMEXIT_OPTION_INTERNAL_ERROR)` -> "KVM internal error", return -1; else warn
+//! once and resume). It never synthesizes a triple fault:
+//!
+//! | mode | context valid | context invalid |
+//! |---|---|---|
+//! | `run` | `Resume` | `StopInternalError` ([`StopReason::ContextInvalidInRunMode`]) |
+//! | `internal-error` | `StopInternalError` ([`StopReason::InternalErrorMode`]) | `StopInternalError` ([`StopReason::ContextInvalid`]) |
 //! | `disable` | `Resume` | `StopInternalError` ([`StopReason::UnexpectedWhileDisabled`]) |
 //!
 //! Why:
 //! * A valid-context exit has already done its job: leaving the guest opened an event
-//!   window, so pending interrupts get delivered. Resuming is safe.
+//!   window, so pending interrupts get delivered. Resuming is safe; QEMU 7.2 still stops
+//!   on it in `internal-error` mode, where the operator asked to treat any notify exit as
+//!   an error.
 //! * An invalid-context exit means the VMCS no longer holds a usable guest state (KVM's
-//!   api.rst: resuming gives undefined results). In `run` mode the vCPU is shut down the
-//!   way a real CPU would end a hopeless state, a triple fault, which the VMM requests with
-//!   `KVM_SET_VCPU_EVENTS` (`KVM_VCPUEVENT_VALID_TRIPLE_FAULT`, `triple_fault.pending = 1`;
-//!   the next `KVM_RUN` returns `KVM_EXIT_SHUTDOWN`), as the QEMU v4 series did. KVM refuses
-//!   that flag unless the VM enabled `KVM_CAP_X86_TRIPLE_FAULT_EVENT`, so without it the
-//!   policy falls back to stopping the VM and says why.
-//! * `internal-error` mode stops the VM with an internal error naming the notify exit
-//!   (QEMU ≥ 7.2's `internal-error`). QEMU stops on *every* notify exit in that mode, valid
-//!   context included; [`NotifyPolicy::qemu_internal_error_semantics`] selects that.
+//!   api.rst: resuming gives undefined results). Under the seed semantics, in `run` mode
+//!   the vCPU is shut down the way a real CPU would end a hopeless state, a triple fault,
+//!   which the VMM requests with `KVM_SET_VCPU_EVENTS` (`KVM_VCPUEVENT_VALID_TRIPLE_FAULT`,
+//!   `triple_fault.pending = 1`; the next `KVM_RUN` returns `KVM_EXIT_SHUTDOWN`). KVM
+//!   refuses that flag unless the VM enabled `KVM_CAP_X86_TRIPLE_FAULT_EVENT`, so without
+//!   it the policy falls back to stopping the VM and says why. QEMU 7.2 stops the VM as
+//!   an internal error instead, in every mode.
 //! * `disable`: the VMM never enabled the cap, so a notify exit is unexpected (a kernel
 //!   default changed, another component enabled it, or a trace from a different
-//!   configuration). It is handled on its merits rather than refused: a valid context is
-//!   resumed (harmless), an invalid one stops the VM because it cannot be resumed safely
-//!   and the VMM did not opt into synthesizing triple faults.
+//!   configuration). Both semantics handle it on its merits (QEMU 7.2's code path does
+//!   not look at the mode for an invalid context): a valid context is resumed
+//!   (harmless), an invalid one stops the VM because it cannot be resumed safely.
 
 #![deny(unsafe_code)]
 
@@ -34,6 +50,43 @@ use std::fmt;
 
 use crate::config::NotifyVmexitMode;
 use crate::exit::{NotifyExit, NotifyFlags};
+
+/// Which QEMU reading of the notify-vmexit modes [`decide`] follows (see the module
+/// docs for both tables).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum NotifySemantics {
+    /// The seed QEMU patch (v4 series, 2022): an invalid context in `run` mode becomes
+    /// a synthesized triple fault; a valid context resumes in every mode.
+    #[default]
+    #[cfg_attr(feature = "serde", serde(rename = "seed"))]
+    SeedPatch,
+    /// Merged QEMU 7.2 (`kvm_arch_handle_exit`, `KVM_EXIT_NOTIFY`): `ctx_invalid ||
+    /// mode == internal-error` stops the VM as an internal error; anything else
+    /// resumes. Never a triple fault.
+    #[cfg_attr(feature = "serde", serde(rename = "qemu-7.2"))]
+    Qemu72,
+}
+
+impl NotifySemantics {
+    /// Both, the default first.
+    pub const ALL: [NotifySemantics; 2] = [NotifySemantics::SeedPatch, NotifySemantics::Qemu72];
+
+    /// The name used on command lines, in reports and by serde: `seed` or `qemu-7.2`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            NotifySemantics::SeedPatch => "seed",
+            NotifySemantics::Qemu72 => "qemu-7.2",
+        }
+    }
+}
+
+impl fmt::Display for NotifySemantics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The inputs of the decision besides the exit itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,24 +97,24 @@ pub struct NotifyPolicy {
     /// Whether `KVM_CAP_X86_TRIPLE_FAULT_EVENT` was enabled on the VM, i.e. whether
     /// `KVM_SET_VCPU_EVENTS` will accept a pending triple fault.
     pub triple_fault_event_enabled: bool,
-    /// In `internal-error` mode, stop on valid-context exits too, as QEMU ≥ 7.2 does.
-    /// Default `false`: only invalid contexts stop the VM.
-    pub qemu_internal_error_semantics: bool,
+    /// Which reading of the modes to follow (default [`NotifySemantics::SeedPatch`]).
+    pub semantics: NotifySemantics,
 }
 
 impl NotifyPolicy {
-    /// A policy for `mode`, knowing whether the triple-fault event cap is enabled.
+    /// A policy for `mode`, knowing whether the triple-fault event cap is enabled, with
+    /// the default [`NotifySemantics::SeedPatch`].
     pub const fn new(mode: NotifyVmexitMode, triple_fault_event_enabled: bool) -> Self {
         NotifyPolicy {
             mode,
             triple_fault_event_enabled,
-            qemu_internal_error_semantics: false,
+            semantics: NotifySemantics::SeedPatch,
         }
     }
 
-    /// The same policy with QEMU's "stop on every exit" reading of `internal-error`.
-    pub const fn with_qemu_internal_error_semantics(mut self, on: bool) -> Self {
-        self.qemu_internal_error_semantics = on;
+    /// The same policy following `semantics`.
+    pub const fn with_semantics(mut self, semantics: NotifySemantics) -> Self {
+        self.semantics = semantics;
         self
     }
 
@@ -128,8 +181,11 @@ pub enum StopReason {
     /// `run` mode and `KVM_NOTIFY_CONTEXT_INVALID`, but the VM did not enable
     /// `KVM_CAP_X86_TRIPLE_FAULT_EVENT`, so a triple fault cannot be synthesized.
     NoTripleFaultEvent,
-    /// `internal-error` mode with QEMU semantics and a valid context.
+    /// `internal-error` mode under [`NotifySemantics::Qemu72`] and a valid context.
     InternalErrorMode,
+    /// `run` mode under [`NotifySemantics::Qemu72`] and `KVM_NOTIFY_CONTEXT_INVALID`:
+    /// QEMU 7.2 stops instead of synthesizing a triple fault.
+    ContextInvalidInRunMode,
     /// `disable` mode (the exit was never enabled) and `KVM_NOTIFY_CONTEXT_INVALID`.
     UnexpectedWhileDisabled,
 }
@@ -149,6 +205,11 @@ impl fmt::Display for StopReason {
                 "KVM_EXIT_NOTIFY: the guest ran for the notify window without an event window \
                  (notify-vmexit=internal-error)"
             }
+            StopReason::ContextInvalidInRunMode => {
+                "KVM_EXIT_NOTIFY with KVM_NOTIFY_CONTEXT_INVALID: the guest context is corrupt \
+                 and cannot be resumed (notify-vmexit=run, QEMU 7.2 semantics: an internal \
+                 error, no triple fault)"
+            }
             StopReason::UnexpectedWhileDisabled => {
                 "KVM_EXIT_NOTIFY with KVM_NOTIFY_CONTEXT_INVALID although notify-vmexit=disable: \
                  the guest context is corrupt and cannot be resumed"
@@ -157,20 +218,21 @@ impl fmt::Display for StopReason {
     }
 }
 
-/// Decides what to do with one notify exit. Pure: no state, no I/O; unknown flag bits
-/// do not change the decision (only `KVM_NOTIFY_CONTEXT_INVALID` is meaningful).
+/// Decides what to do with one notify exit under `policy.semantics` (the two tables of
+/// the module docs). Pure: no state, no I/O; unknown flag bits do not change the
+/// decision (only `KVM_NOTIFY_CONTEXT_INVALID` is meaningful).
 pub fn decide(policy: &NotifyPolicy, exit: NotifyExit) -> NotifyAction {
     let flags = exit.flags;
     let stop = |reason| NotifyAction::StopInternalError { reason, flags };
+    let qemu72 = policy.semantics == NotifySemantics::Qemu72;
     if !exit.context_invalid() {
         return match policy.mode {
-            NotifyVmexitMode::InternalError if policy.qemu_internal_error_semantics => {
-                stop(StopReason::InternalErrorMode)
-            }
+            NotifyVmexitMode::InternalError if qemu72 => stop(StopReason::InternalErrorMode),
             _ => NotifyAction::Resume,
         };
     }
     match policy.mode {
+        NotifyVmexitMode::Run if qemu72 => stop(StopReason::ContextInvalidInRunMode),
         NotifyVmexitMode::Run if policy.triple_fault_event_enabled => {
             NotifyAction::SynthesizeTripleFault
         }
@@ -234,14 +296,60 @@ mod tests {
         }
     }
 
+    /// QEMU 7.2, target/i386/kvm/kvm.c `kvm_arch_handle_exit`, case KVM_EXIT_NOTIFY:
+    /// `ctx_invalid || notify_vmexit == NOTIFY_VMEXIT_OPTION_INTERNAL_ERROR` -> internal
+    /// error (return -1), else resume. Every (mode, context, triple-fault cap) cell.
     #[test]
-    fn qemu_semantics_stop_internal_error_mode_on_every_exit() {
-        let p = NotifyPolicy::new(InternalError, true).with_qemu_internal_error_semantics(true);
-        assert_eq!(p.decide(exit(0)), stop(StopReason::InternalErrorMode, 0));
-        assert_eq!(p.decide(exit(1)), stop(StopReason::ContextInvalid, 1));
-        // The switch only affects internal-error mode.
-        let p = NotifyPolicy::new(Run, true).with_qemu_internal_error_semantics(true);
-        assert_eq!(p.decide(exit(0)), NotifyAction::Resume);
+    fn qemu_7_2_semantics_stop_on_invalid_context_or_internal_error_mode() {
+        for tf in [false, true] {
+            let p = |mode| NotifyPolicy::new(mode, tf).with_semantics(NotifySemantics::Qemu72);
+            assert_eq!(p(Run).decide(exit(0)), NotifyAction::Resume);
+            assert_eq!(
+                p(Run).decide(exit(1)),
+                stop(StopReason::ContextInvalidInRunMode, 1),
+                "7.2 never synthesizes a triple fault (tf cap {tf})"
+            );
+            assert_eq!(
+                p(InternalError).decide(exit(0)),
+                stop(StopReason::InternalErrorMode, 0)
+            );
+            assert_eq!(
+                p(InternalError).decide(exit(0x41)),
+                stop(StopReason::ContextInvalid, 0x41)
+            );
+            assert_eq!(p(Disable).decide(exit(0)), NotifyAction::Resume);
+            assert_eq!(
+                p(Disable).decide(exit(1)),
+                stop(StopReason::UnexpectedWhileDisabled, 1)
+            );
+        }
+        let text = stop(StopReason::ContextInvalidInRunMode, 1).to_string();
+        assert!(text.contains("QEMU 7.2"), "{text}");
+    }
+
+    /// The seed QEMU patch: invalid context -> triple fault (run mode, with the cap),
+    /// valid context resumes in every mode, internal-error mode included.
+    #[test]
+    fn seed_patch_semantics_are_the_default_and_resume_valid_contexts() {
+        // The names are the same for humans and serde.
+        #[cfg(feature = "serde")]
+        for s in NotifySemantics::ALL {
+            let json = format!("\"{}\"", s.name());
+            assert_eq!(serde_json::to_string(&s).unwrap(), json);
+            assert_eq!(serde_json::from_str::<NotifySemantics>(&json).unwrap(), s);
+        }
+        assert_eq!(NotifySemantics::default(), NotifySemantics::SeedPatch);
+        assert_eq!(
+            NotifyPolicy::new(Run, true).semantics,
+            NotifySemantics::SeedPatch
+        );
+        let p = |mode| NotifyPolicy::new(mode, true).with_semantics(NotifySemantics::SeedPatch);
+        assert_eq!(p(InternalError).decide(exit(0)), NotifyAction::Resume);
+        assert_eq!(p(Run).decide(exit(1)), NotifyAction::SynthesizeTripleFault);
+        assert_eq!(
+            NotifySemantics::ALL.map(NotifySemantics::name),
+            ["seed", "qemu-7.2"]
+        );
     }
 
     #[test]
@@ -260,13 +368,14 @@ mod tests {
         arbtest::arbtest(|u| {
             let bits: u32 = u.arbitrary()?;
             let p = NotifyPolicy::new(*u.choose(&NotifyVmexitMode::ALL)?, u.arbitrary()?)
-                .with_qemu_internal_error_semantics(u.arbitrary()?);
+                .with_semantics(*u.choose(&NotifySemantics::ALL)?);
             let action = p.decide(exit(bits));
             if bits & 1 == 1 {
                 assert!(!action.resumes());
             }
             if action == NotifyAction::SynthesizeTripleFault {
                 assert!(p.triple_fault_event_enabled && p.mode == Run);
+                assert_eq!(p.semantics, NotifySemantics::SeedPatch);
             }
             Ok(())
         });

@@ -19,8 +19,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use vmxcap::output::{self, Terminal, WriteFailed};
 
-use crate::config::{HekiDenialAction, HekiExits, NotifyMode, Policy, RunConfig};
+use crate::config::{HekiDenialAction, HekiExits, NotifyMode, NotifySemantics, Policy, RunConfig};
 use crate::exit::HekiAbi;
 use crate::guests::Guest;
 use crate::hostile::MemProbe;
@@ -35,12 +36,12 @@ pub const EXIT_STATUS_HELP: &str = "Exit status:
   2  bad usage or input: bad flag or value, unknown guest, unreadable or malformed trace,
      a flag replay cannot honour";
 
-/// Status: success.
-pub const EXIT_OK: i32 = 0;
-/// Status: a run, check or write failed.
-pub const EXIT_FAILED: i32 = 1;
-/// Status: bad usage or input.
-pub const EXIT_USAGE: i32 = 2;
+/// Status: success (`vmxcap::output::EXIT_OK`).
+pub const EXIT_OK: i32 = output::EXIT_OK as i32;
+/// Status: a run, check or write failed (`vmxcap::output::EXIT_FAILED`).
+pub const EXIT_FAILED: i32 = output::EXIT_FAILED as i32;
+/// Status: bad usage or input (`vmxcap::output::EXIT_USAGE`).
+pub const EXIT_USAGE: i32 = output::EXIT_USAGE as i32;
 
 pub use crate::report::Format;
 
@@ -149,14 +150,28 @@ fn parse_u32(s: &str) -> Result<u32, String> {
     u32::try_from(v).map_err(|_| format!("{s:?}: more than {}", u32::MAX))
 }
 
+/// `--notify-semantics`: notify-exit's names (`seed`, `qemu-7.2`).
+fn parse_notify_semantics(s: &str) -> Result<NotifySemantics, String> {
+    NotifySemantics::ALL
+        .into_iter()
+        .find(|n| n.name() == s)
+        .ok_or_else(|| format!("{s:?}: not a notify semantics (seed, qemu-7.2)"))
+}
+
 /// Policy flags shared by run, replay and plan.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct PolicyArgs {
-    /// Notify VM exits: run (resume valid, shut down on invalid context through a triple
-    /// fault), internal-error (resume valid, stop as a KVM internal error on invalid
-    /// context), disable (not enabled; run only).
+    /// Notify VM exits: run (resume valid context; invalid context: a triple fault with
+    /// seed semantics, an internal error with qemu-7.2), internal-error (invalid context
+    /// stops as a KVM internal error; valid context resumes with seed, stops with
+    /// qemu-7.2), disable (not enabled; run only).
     #[arg(long, value_enum, default_value_t = NotifyMode::Run)]
     pub notify_vmexit: NotifyMode,
+    /// Notify semantics: seed (the seed QEMU patch: invalid context -> triple fault in
+    /// run mode, valid context resumes in every mode) or qemu-7.2 (merged QEMU 7.2: an
+    /// invalid context or internal-error mode -> internal error; never a triple fault).
+    #[arg(long, default_value = "seed", value_parser = parse_notify_semantics)]
+    pub notify_semantics: NotifySemantics,
     /// Notify window in crystal-clock cycles (u32; 0 is safe).
     #[arg(long, default_value_t = 0, value_parser = parse_u32)]
     pub notify_window: u32,
@@ -176,6 +191,7 @@ impl PolicyArgs {
     pub fn policy(&self) -> Policy {
         Policy {
             notify_mode: self.notify_vmexit,
+            notify_semantics: self.notify_semantics,
             notify_window: self.notify_window,
             heki_abi: self.heki_abi.unwrap_or(HekiAbi::None),
             heki_exits: self.heki_exits.unwrap_or(HekiExits::All),
@@ -296,39 +312,29 @@ pub fn render_report(r: &Report, format: Format) -> String {
     }
 }
 
+/// The terminal contract, one home for both command lines: `vmxcap::output`
+/// (escaping, EPIPE-quiet writes, one-line errors), with this program's prefix.
+const TERM: Terminal = Terminal::new("error: ");
+
+/// The status type of this command line (`std::process::exit`) from the
+/// contract's `u8`.
+fn status(s: u8) -> i32 {
+    i32::from(s)
+}
+
 /// Writes `text` to stdout. A failed write gives [`EXIT_FAILED`] and one line
 /// on stderr; a closed pipe (EPIPE) gives [`EXIT_FAILED`] quietly (the
 /// binary restores SIGPIPE's default, so it normally ends before that).
 pub fn emit(text: &str) -> Result<(), i32> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(EXIT_FAILED),
-        Err(e) => {
-            drop(out);
-            Err(fail(&format!("writing to stdout: {e}"), EXIT_FAILED))
-        }
-    }
+    TERM.emit(text).map_err(|WriteFailed| EXIT_FAILED)
 }
 
 /// Prints `error: {msg}` as one line on stderr and returns `status`. If
 /// stderr cannot be written (and is not a closed pipe), the line goes to
 /// stdout instead and the status is at least [`EXIT_FAILED`].
 pub fn fail(msg: &str, status: i32) -> i32 {
-    let line = format!("error: {}\n", crate::error::escape(msg));
-    let mut err = std::io::stderr().lock();
-    match err.write_all(line.as_bytes()).and_then(|()| err.flush()) {
-        Ok(()) => status,
-        Err(e) => {
-            drop(err);
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                let mut out = std::io::stdout().lock();
-                let _ = write!(out, "error: writing to stderr: {e}; {line}");
-                let _ = out.flush();
-            }
-            status.max(EXIT_FAILED)
-        }
-    }
+    let s = u8::try_from(status).unwrap_or(output::EXIT_FAILED);
+    self::status(TERM.fail(msg, s))
 }
 
 fn status_of(outcome: crate::stop::Outcome) -> i32 {
@@ -370,10 +376,10 @@ where
             let mut out = std::io::stdout().lock();
             match std::io::copy(&mut t, &mut out).and_then(|_| out.flush()) {
                 Ok(()) => Ok(EXIT_OK),
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(EXIT_FAILED),
                 Err(e) => {
                     drop(out);
-                    Err(fail(&format!("writing the trace: {e}"), EXIT_FAILED))
+                    let WriteFailed = TERM.write_failed("the trace", &e);
+                    Err(EXIT_FAILED)
                 }
             }
         }
@@ -395,26 +401,7 @@ where
 /// clap's error as one line (the one naming what is wrong), status 2; help
 /// and version go to stdout with status 0.
 fn usage_error(e: &clap::Error) -> i32 {
-    use clap::error::ErrorKind;
-    match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            emit(&e.render().to_string()).map_or_else(|s| s, |()| EXIT_OK)
-        }
-        _ => {
-            let text = e.render().to_string();
-            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-            let first = lines.next().unwrap_or("error: invalid usage");
-            // "the following required arguments were not provided:" names
-            // them on the next line: keep it on the same line.
-            let msg = match lines.next() {
-                Some(next) if first.ends_with(':') && !next.starts_with("Usage:") => {
-                    format!("{first} {next}")
-                }
-                _ => first.to_string(),
-            };
-            fail(msg.strip_prefix("error: ").unwrap_or(&msg), EXIT_USAGE)
-        }
-    }
+    status(TERM.usage_error(e))
 }
 
 fn run_cmd(args: &RunArgs, t0: Instant) -> Result<i32, i32> {

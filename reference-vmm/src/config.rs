@@ -11,17 +11,24 @@ use crate::exit::HekiAbiSelection;
 use crate::guests::Guest;
 
 /// `--notify-vmexit`: what to do with notify VM exits (QEMU's accelerator property).
+/// What each mode does with an exit depends on [`Policy::notify_semantics`]
+/// (notify-exit's `policy` module has both tables).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum NotifyMode {
-    /// Enable notify exits; valid-context exits resume, invalid context shuts the VM down.
+    /// Enable notify exits; valid-context exits resume; an invalid context shuts the VM
+    /// down through a triple fault (seed) or stops it as an internal error (qemu-7.2).
     Run,
-    /// Enable notify exits; valid-context exits resume, an invalid context stops the VM
-    /// as a KVM internal error (the seed QEMU patch's semantics).
+    /// Enable notify exits; an invalid context stops the VM as a KVM internal error;
+    /// a valid context resumes (seed) or stops it too (qemu-7.2).
     InternalError,
-    /// Do not enable notify exits.
+    /// Do not enable notify exits (an exit that comes anyway: valid resumes, invalid stops).
     Disable,
 }
+
+/// `--notify-semantics`: notify-exit's [`NotifySemantics`], by its name (`seed`,
+/// `qemu-7.2`).
+pub use notify_exit::NotifySemantics;
 
 /// `--heki-exits`: which Heki exits to ask KVM for (`KVM_CAP_HEKI_CONFIGURE` / `_DENIAL`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -54,6 +61,8 @@ pub enum HekiDenialAction {
 pub struct Policy {
     /// `--notify-vmexit`.
     pub notify_mode: NotifyMode,
+    /// `--notify-semantics`.
+    pub notify_semantics: NotifySemantics,
     /// `--notify-window` (crystal clock cycles; 0 is safe, hardware adds a threshold).
     pub notify_window: u32,
     /// `--heki-abi`: a selection of heki-policy's `HekiAbi` (`none`, `rfc-v2`, `rfc-v3`).
@@ -68,6 +77,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             notify_mode: NotifyMode::Run,
+            notify_semantics: NotifySemantics::SeedPatch,
             notify_window: 0,
             heki_abi: HekiAbiSelection::None,
             heki_exits: HekiExits::All,

@@ -22,20 +22,9 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     escape(&s)
 }
 
-/// Escapes control characters (`\n`, `\x1b`, ...) so a message stays one line.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes control characters (`\n`, `\x1b`, ...) so a message stays one line:
+/// the one escaping of both command lines, `vmxcap::output::escape`.
+pub use vmxcap::output::escape;
 
 #[cfg(test)]
 mod tests {

@@ -204,16 +204,20 @@ pub struct NotifyState {
 }
 
 impl NotifyState {
-    /// A handler for `mode`; `triple_fault_event` says whether the VMM can synthesize one.
-    pub fn new(mode: crate::config::NotifyMode, triple_fault_event: bool) -> Self {
+    /// A handler for `policy`'s notify mode and semantics; `triple_fault_event` says
+    /// whether the VMM can synthesize one.
+    pub fn new(policy: &Policy, triple_fault_event: bool) -> Self {
         use notify_exit::{NotifyHandler, NotifyPolicy, NotifyVmexitMode};
-        let mode = match mode {
+        let mode = match policy.notify_mode {
             crate::config::NotifyMode::Run => NotifyVmexitMode::Run,
             crate::config::NotifyMode::InternalError => NotifyVmexitMode::InternalError,
             crate::config::NotifyMode::Disable => NotifyVmexitMode::Disable,
         };
         NotifyState {
-            handler: NotifyHandler::new(0, NotifyPolicy::new(mode, triple_fault_event)),
+            handler: NotifyHandler::new(
+                0,
+                NotifyPolicy::new(mode, triple_fault_event).with_semantics(policy.notify_semantics),
+            ),
             storms_started: 0,
             last_action: None,
         }
@@ -297,7 +301,7 @@ impl RunState {
             exceptions: ExceptionPlan::default(),
             injected_exceptions: 0,
             injected_nmis: 0,
-            notify: NotifyState::new(policy.notify_mode, true),
+            notify: NotifyState::new(&policy, true),
             heki: HekiState::default(),
             pending_shutdown: None,
             max_exits: u64::MAX,

@@ -113,6 +113,8 @@ pub struct ExceptionsReport {
 pub struct NotifyReport {
     /// `--notify-vmexit`.
     pub mode: NotifyMode,
+    /// `--notify-semantics` (`seed` or `qemu-7.2`).
+    pub semantics: crate::config::NotifySemantics,
     /// `--notify-window`.
     pub window: u32,
     /// Host support (`None` for replay).
@@ -160,11 +162,15 @@ pub struct HekiReport {
     pub audited: u64,
     /// Denials answered with a shutdown.
     pub shutdowns: u64,
-    /// heki-policy log lines written (rate-limited: 10 per 5 s, like Linux's
-    /// `printk_ratelimit`).
+    /// heki-policy log lines written: shown by the active log filter (`RUST_LOG`,
+    /// default `warn`) and within the rate limit (10 per 5 s, like Linux's
+    /// `printk_ratelimit`). Exactly the lines that reached stderr.
     pub logs_emitted: u64,
     /// heki-policy log lines dropped by the rate limit (counted, never lost).
     pub logs_suppressed: u64,
+    /// heki-policy log lines the active log filter hides (configure lines are
+    /// `info`; the default filter is `warn`).
+    pub logs_filtered: u64,
     /// Anomalies heki-policy flagged (e.g. a denial clearing no mirrored pin).
     pub anomalies: u64,
     /// Last action taken.
@@ -344,6 +350,7 @@ impl Report {
                 let n = st.notify.handler.stats();
                 NotifyReport {
                     mode: st.policy.notify_mode,
+                    semantics: st.policy.notify_semantics,
                     window: st.policy.notify_window,
                     host_supported: host_notify,
                     exits: n.exits,
@@ -375,6 +382,7 @@ impl Report {
                     shutdowns: stats.shutdowns,
                     logs_emitted: stats.logs_emitted,
                     logs_suppressed: stats.logs_suppressed,
+                    logs_filtered: stats.logs_filtered,
                     anomalies: stats.anomalies.max(st.heki.anomalies),
                     action: st.heki.last_action,
                 }
@@ -468,9 +476,10 @@ impl Report {
             let n = &self.notify;
             let _ = writeln!(
                 s,
-                "  notify: mode={:?} window={} exits={} invalid_contexts={} resumed={} storms={} \
+                "  notify: mode={:?} semantics={} window={} exits={} invalid_contexts={} resumed={} storms={} \
                  (in a storm at the end: {}, {} exits/s) action={}",
                 n.mode,
+                n.semantics,
                 n.window,
                 n.exits,
                 n.invalid_contexts,
@@ -486,7 +495,7 @@ impl Report {
             let _ = writeln!(
                 s,
                 "  heki: abi={} pins cr0={} cr4={} configure_exits={} denials={} (cr0 {}, cr4 {}, other {}) \
-                 audited={} shutdowns={} logs emitted={} suppressed={} action={}",
+                 audited={} shutdowns={} logs emitted={} suppressed={} filtered={} action={}",
                 h.abi.name(),
                 h.pinned_cr0,
                 h.pinned_cr4,
@@ -499,6 +508,7 @@ impl Report {
                 h.shutdowns,
                 h.logs_emitted,
                 h.logs_suppressed,
+                h.logs_filtered,
                 h.action.unwrap_or("-")
             );
         }

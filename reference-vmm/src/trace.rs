@@ -716,6 +716,34 @@ mod tests {
         );
     }
 
+    /// A trace line of exactly `MAX_LINE_BYTES` (4096, without the newline) is read;
+    /// one byte more is refused with the line named (issue 13: every bound at the limit
+    /// and one past it).
+    #[test]
+    fn trace_line_length_at_the_limit_and_one_past() {
+        let line = |len: usize| {
+            let head = "{\"exit\": \"hlt\"";
+            format!("{head}{}}}\n", " ".repeat(len - head.len() - 1))
+        };
+        assert_eq!(line(MAX_LINE_BYTES).len(), MAX_LINE_BYTES + 1);
+        assert_eq!(exits(&line(MAX_LINE_BYTES), None).unwrap(), vec![Exit::Hlt]);
+        assert_eq!(
+            exits(&line(MAX_LINE_BYTES + 1), None).unwrap_err(),
+            format!("line 1: line longer than {MAX_LINE_BYTES} bytes")
+        );
+    }
+
+    /// A raw line's `data` may fill the whole 256-byte exit union; one byte more is
+    /// refused.
+    #[test]
+    fn raw_exit_union_at_the_limit_and_one_past() {
+        // KVM_EXIT_HLT (5) ignores its union: any bytes decode.
+        let raw = |n: usize| format!("{{\"exit_reason\": 5, \"data\": \"{}\"}}\n", "ab".repeat(n));
+        assert_eq!(exits(&raw(EXIT_UNION_SIZE), None).unwrap(), vec![Exit::Hlt]);
+        let err = exits(&raw(EXIT_UNION_SIZE + 1), None).unwrap_err();
+        assert!(err.contains("the exit union has 256"), "{err}");
+    }
+
     /// Found by the `trace_replay` fuzz target (seed `unknown-field-esc.jsonl`):
     /// serde_json's "unknown field" message quotes the key raw; the error shows it
     /// escaped, on one line.

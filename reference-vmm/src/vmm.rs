@@ -295,10 +295,7 @@ impl Vm {
     /// guest memory goes.
     pub fn run(mut self, st: RunState, t0: Instant) -> Result<KvmRun, VmmError> {
         let mut st = st;
-        st.notify = handlers::NotifyState::new(
-            st.policy.notify_mode,
-            self.kvm_ctx.triple_fault_event_enabled,
-        );
+        st.notify = handlers::NotifyState::new(&st.policy, self.kvm_ctx.triple_fault_event_enabled);
         let kvm = self.kvm_ctx;
         let timeout = self.timeout;
         let mem = &self.mem;

@@ -300,3 +300,42 @@ fn a_trace_field_of_another_kind_is_a_line_numbered_usage_error() {
         "{err}"
     );
 }
+
+/// "logs emitted" in the report is the number of heki-policy lines that reached
+/// stderr, at the active log level: with the default filter (`warn`) the two Heki
+/// configure lines (`info`) are hidden and counted as filtered; with `RUST_LOG=info`
+/// they are written and counted as emitted; with `RUST_LOG=off` nothing is.
+#[test]
+fn heki_logs_emitted_are_the_lines_on_stderr_at_the_active_level() {
+    let gen = bin()
+        .args(["gen-trace", "heki-denial-storm", "--count", "4"])
+        .output()
+        .unwrap();
+    assert_eq!(gen.status.code(), Some(0));
+    let dir = std::env::temp_dir().join(format!("rvmm-heki-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("heki.jsonl");
+    std::fs::write(&path, &gen.stdout).unwrap();
+    // (RUST_LOG, lines expected on stderr, filtered): 2 configure + 4 denials.
+    for (rust_log, lines, filtered) in [(None, 4, 2), (Some("info"), 6, 0), (Some("off"), 0, 6)] {
+        let mut cmd = bin();
+        cmd.args(["replay", "--format", "json", "--heki-denial", "audit"])
+            .arg(&path)
+            .env_remove("RUST_LOG");
+        if let Some(level) = rust_log {
+            cmd.env("RUST_LOG", level);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{rust_log:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let written = stderr.lines().filter(|l| l.contains(" heki] ")).count() as u64;
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let heki = &report["heki"];
+        assert_eq!(heki["audited"], 4, "{report}");
+        assert_eq!(written, lines, "{rust_log:?}: {stderr}");
+        assert_eq!(heki["logs_emitted"], written, "{rust_log:?}: {heki}");
+        assert_eq!(heki["logs_suppressed"], 0, "{rust_log:?}: {heki}");
+        assert_eq!(heki["logs_filtered"], filtered, "{rust_log:?}: {heki}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

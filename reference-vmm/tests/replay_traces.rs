@@ -368,3 +368,82 @@ fn an_abi_override_warns() {
     .report;
     assert!(r.warnings.iter().all(|w| !w.contains("overrides")));
 }
+
+/// Both notify semantics by name, through the binary, on a trace with valid-context
+/// exits #2 and #3 and an invalid context at #4 (then hlt):
+/// `--notify-semantics seed` (the default) follows the seed QEMU patch, `qemu-7.2`
+/// follows QEMU 7.2's `kvm_arch_handle_exit` (target/i386/kvm/kvm.c, case
+/// KVM_EXIT_NOTIFY: `ctx_invalid || mode == internal-error` -> internal error).
+/// One row of [`notify_semantics_by_name_decide_as_their_tables_say`].
+struct SemanticsCase {
+    mode: &'static str,
+    semantics: &'static str,
+    status: i32,
+    outcome: &'static str,
+    kind: &'static str,
+    /// The exit that stops the run (1-based).
+    nth: u64,
+    /// Notify exits handled.
+    exits: u64,
+    /// notify-exit's `StopReason` (`None`: a synthesized triple fault).
+    reason: Option<&'static str>,
+}
+
+#[test]
+fn notify_semantics_by_name_decide_as_their_tables_say() {
+    let t = trace("notify-invalid-context.jsonl");
+    let stop = |mode, semantics, nth, exits, reason| SemanticsCase {
+        mode,
+        semantics,
+        status: 1,
+        outcome: "internal-error",
+        kind: "notify-internal-error",
+        nth,
+        exits,
+        reason: Some(reason),
+    };
+    let cases = [
+        SemanticsCase {
+            mode: "run",
+            semantics: "seed",
+            status: 0,
+            outcome: "shutdown",
+            kind: "synthesized-triple-fault",
+            nth: 4,
+            exits: 3,
+            reason: None,
+        },
+        stop("run", "qemu-7.2", 4, 3, "ContextInvalidInRunMode"),
+        stop("internal-error", "seed", 4, 3, "ContextInvalid"),
+        stop("internal-error", "qemu-7.2", 2, 1, "InternalErrorMode"),
+    ];
+    for c in cases {
+        let v = replay_json_status(
+            &[
+                &t,
+                "--notify-vmexit",
+                c.mode,
+                "--notify-semantics",
+                c.semantics,
+            ],
+            c.status,
+        );
+        let what = format!("{} {}: {v}", c.mode, c.semantics);
+        assert_eq!(v["outcome"], c.outcome, "{what}");
+        assert_eq!(v["cause"]["kind"], c.kind, "{what}");
+        assert_eq!(v["notify"]["semantics"], c.semantics, "{what}");
+        assert_eq!(v["notify"]["exits"], c.exits, "{what}");
+        match c.reason {
+            None => assert_eq!(v["cause"]["why"]["nth"], c.nth, "{what}"),
+            Some(reason) => {
+                assert_eq!(v["cause"]["nth"], c.nth, "{what}");
+                assert_eq!(v["cause"]["reason"], reason, "{what}");
+            }
+        }
+    }
+    // The default is seed, and an unknown name is a one-line usage error.
+    let v = replay_json_status(&[&t], 0);
+    assert_eq!(v["notify"]["semantics"], "seed");
+    let err = usage_error(&["replay", &t, "--notify-semantics", "qemu"]);
+    assert!(err.contains("seed, qemu-7.2"), "{err}");
+}

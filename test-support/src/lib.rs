@@ -90,6 +90,60 @@ pub const VMX_DUMPS: [&str; 7] = [
     "arrowlake-core-ultra-5-245k",
 ];
 
+/// A `log` logger that shows `warn` and above (the VMM binary's default filter) and
+/// writes nothing.
+struct WarnSink;
+
+impl log::Log for WarnSink {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+    fn log(&self, _: &log::Record<'_>) {}
+    fn flush(&self) {}
+}
+
+/// Installs (once per process) a logger that shows `warn` and discards every line: a
+/// test or bench of code that counts only the lines a logger shows (heki-policy's
+/// `logs_emitted`) sees the default filter without noise. Does nothing if another
+/// logger is already installed.
+pub fn install_warn_logger() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if log::set_logger(&WarnSink).is_ok() {
+            log::set_max_level(log::LevelFilter::Warn);
+        }
+    });
+}
+
+/// Defines the test `per_crate_test_runs_have_every_feature_on`, which fails unless each
+/// named feature is on in the calling crate's test build. A library's Cargo.toml turns
+/// them on with a path-only self dev-dependency (`x = { path = ".", features = [...] }`),
+/// so `cargo test -p x` with no flags runs the tests of its feature-gated code (issue
+/// 13 found them silently skipped); this test fails if that dev-dependency or a feature
+/// in it goes. `cfg!` expands in the caller, so it sees the caller's features.
+///
+/// ```text
+/// test_support::features_on_in_tests!("kvm", "serde");
+/// ```
+#[macro_export]
+macro_rules! features_on_in_tests {
+    ($($feature:tt),+ $(,)?) => {
+        #[test]
+        // The constant is the point: the feature set this test build was compiled with.
+        #[allow(clippy::assertions_on_constants)]
+        fn per_crate_test_runs_have_every_feature_on() {
+            $(
+                assert!(
+                    cfg!(feature = $feature),
+                    "`cargo test -p {}` ran without the `{}` feature: its tests were skipped",
+                    env!("CARGO_PKG_NAME"),
+                    $feature
+                );
+            )+
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -393,6 +393,34 @@ fn cr3_target_count() {
     );
 }
 
+/// SDM Vol. 3D A.6: IA32_VMX_MISC bits 24:16 give the number of CR3-target values, "a
+/// value between 0 and 256, inclusive": 256 is accepted, 257 is the first violation
+/// (the field can say up to 511). Exact at the limit and one past it.
+#[test]
+fn cr3_target_count_at_the_limit_and_one_past() {
+    for (count, violated) in [
+        (0u64, false),
+        (4, false),
+        (256, false),
+        (257, true),
+        (511, true),
+    ] {
+        let mut raw = load("skylake-x-i7-7800x");
+        let misc = raw.get(msr::IA32_VMX_MISC).unwrap();
+        raw.insert(msr::IA32_VMX_MISC, misc & !(0x1FF << 16) | count << 16);
+        let caps = VmxCaps::from_raw(raw).unwrap();
+        assert_eq!(u64::from(caps.misc().cr3_count()), count);
+        let r = check(&caps);
+        assert_eq!(
+            r.has(Invariant::Cr3TargetCount, msr::IA32_VMX_MISC, 0x1FF << 16),
+            violated,
+            "count {count}: {:#?}",
+            r.findings
+        );
+        assert_eq!(r.is_violated(), violated, "count {count}");
+    }
+}
+
 #[test]
 fn invalidation_types_without_instruction() {
     expect(

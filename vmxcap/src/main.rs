@@ -33,8 +33,11 @@ use vmx_caps::report::{self, Format};
 use vmx_caps::{CapsError, Dump, VmxCaps};
 use vmx_controls::nested::{self, NestedAssumptions, NestedError, NestedView};
 
-mod output;
-use output::{emit, emit_err, escape, fail, WriteFailed, EXIT_FAILED, EXIT_USAGE};
+use vmxcap::output::{escape, Terminal, WriteFailed, EXIT_FAILED, EXIT_USAGE};
+
+/// The terminal contract (vmxcap's library, shared with reference-vmm), with this
+/// program's error prefix.
+const TERM: Terminal = Terminal::new("vmxcap: error: ");
 
 /// The exit statuses, shown by `--help`.
 const EXIT_HELP: &str = "Exit status:
@@ -350,7 +353,7 @@ fn show(args: &ShowArgs) -> Result<ExitCode, CliError> {
         ShowFormat::Qemu2024 => Format::Qemu2024,
         ShowFormat::Json => Format::Json,
     };
-    emit(&report::render(&caps, format))?;
+    TERM.emit(&report::render(&caps, format))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -361,7 +364,7 @@ fn check(args: &CheckArgs) -> Result<ExitCode, CliError> {
         OutFormat::Json => {
             let mut s = serde_json::to_string_pretty(&r).unwrap_or_default();
             s.push('\n');
-            emit(&s)?;
+            TERM.emit(&s)?;
         }
         OutFormat::Text => {
             let mut s = String::new();
@@ -382,7 +385,7 @@ fn check(args: &CheckArgs) -> Result<ExitCode, CliError> {
                 count(Severity::Warning),
                 count(Severity::Info),
             ));
-            emit(&s)?;
+            TERM.emit(&s)?;
         }
     }
     Ok(if r.is_violated() {
@@ -416,11 +419,11 @@ fn diff_cmd(args: &DiffArgs) -> Result<ExitCode, CliError> {
     };
     let d = diff::diff(&a, &b);
     match args.format {
-        OutFormat::Text => emit(&d.render_text(&label(&da, &args.a), &lb))?,
+        OutFormat::Text => TERM.emit(&d.render_text(&label(&da, &args.a), &lb))?,
         OutFormat::Json => {
             let mut s = serde_json::to_string_pretty(&d).unwrap_or_default();
             s.push('\n');
-            emit(&s)?;
+            TERM.emit(&s)?;
         }
     }
     Ok(if d.is_empty() {
@@ -520,13 +523,13 @@ fn baseline_cmd(args: &BaselineArgs) -> Result<ExitCode, CliError> {
             for n in &base.notes {
                 s.push_str(&format!("note: {n}\n"));
             }
-            emit(&s)?;
+            TERM.emit(&s)?;
         }
         None => {
             for n in &base.notes {
-                emit_err(&format!("note: {n}\n"))?;
+                TERM.emit_err(&format!("note: {n}\n"))?;
             }
-            emit(&dump.to_json())?;
+            TERM.emit(&dump.to_json())?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -558,9 +561,9 @@ fn config_cmd(args: &ConfigArgs) -> Result<ExitCode, CliError> {
             .output
             .strip_suffix('\n')
             .unwrap_or(&rendered.output);
-        emit_err(&format!("{}\n", escape(line)))?;
+        TERM.emit_err(&format!("{}\n", escape(line)))?;
     } else {
-        emit(&rendered.output)?;
+        TERM.emit(&rendered.output)?;
     }
     // render_outcome's statuses are 0 (computed), 1 (configuration fails), 2 (unusable input).
     Ok(ExitCode::from(
@@ -608,7 +611,7 @@ fn config_cpus(args: &ConfigArgs) -> Result<ExitCode, CliError> {
     let boot = match vmx_controls::setup_vmcs_config(first, &policy) {
         Ok(b) => b,
         Err(e) => {
-            emit_err(&format!(
+            TERM.emit_err(&format!(
                 "error: configuration fails on the boot CPU: {}\n",
                 escape(&e.to_string())
             ))?;
@@ -618,7 +621,7 @@ fn config_cpus(args: &ConfigArgs) -> Result<ExitCode, CliError> {
     let report = match nested::check_processor_compat_with(&sets, &assume, &policy) {
         Ok(r) => r,
         Err(e) => {
-            emit_err(&format!("error: {}\n", escape(&e.to_string())))?;
+            TERM.emit_err(&format!("error: {}\n", escape(&e.to_string())))?;
             return Ok(ExitCode::from(1));
         }
     };
@@ -637,7 +640,7 @@ fn config_cpus(args: &ConfigArgs) -> Result<ExitCode, CliError> {
             } else {
                 "kvm_intel refuses to load (-EIO)\n"
             });
-            emit(&s)?;
+            TERM.emit(&s)?;
         }
         OutFormat::Json => {
             let v = serde_json::json!({
@@ -647,7 +650,7 @@ fn config_cpus(args: &ConfigArgs) -> Result<ExitCode, CliError> {
             });
             let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
             s.push('\n');
-            emit(&s)?;
+            TERM.emit(&s)?;
         }
     }
     Ok(if report.loads() {
@@ -659,7 +662,7 @@ fn config_cpus(args: &ConfigArgs) -> Result<ExitCode, CliError> {
 
 /// One line on stderr and status 1: KVM would not load, so there is no nested view.
 fn nested_refused(what: &str, e: &NestedError) -> Result<ExitCode, CliError> {
-    emit_err(&format!(
+    TERM.emit_err(&format!(
         "vmxcap: nested: {}: no nested view: {}\n",
         escape(what),
         escape(&e.to_string())
@@ -701,9 +704,9 @@ fn nested_cmd(args: &NestedArgs) -> Result<ExitCode, CliError> {
         return l1_cmd(args, &view, &cpu);
     }
     match args.format {
-        NestedFormat::Json => emit(&view.to_dump(&dump.cpu).to_json())?,
-        NestedFormat::Qemu => emit(&report::render(&view.caps, Format::Qemu))?,
-        NestedFormat::Text => emit(&nested::render_text(&view, &cpu))?,
+        NestedFormat::Json => TERM.emit(&view.to_dump(&dump.cpu).to_json())?,
+        NestedFormat::Qemu => TERM.emit(&report::render(&view.caps, Format::Qemu))?,
+        NestedFormat::Text => TERM.emit(&nested::render_text(&view, &cpu))?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -714,7 +717,7 @@ fn l1_cmd(args: &NestedArgs, view: &NestedView, cpu: &str) -> Result<ExitCode, C
     let setup = match &l1.setup {
         Ok(s) => s,
         Err(e) => {
-            emit_err(&format!(
+            TERM.emit_err(&format!(
                 "vmxcap: nested --l1: kvm_intel in L1 on {cpu} refuses to load: {}\n",
                 escape(&e.to_string())
             ))?;
@@ -727,7 +730,7 @@ fn l1_cmd(args: &NestedArgs, view: &NestedView, cpu: &str) -> Result<ExitCode, C
         None => return Ok(ExitCode::from(1)),
     };
     match args.format {
-        NestedFormat::Qemu => emit(&report::render(&l2.caps, Format::Qemu))?,
+        NestedFormat::Qemu => TERM.emit(&report::render(&l2.caps, Format::Qemu))?,
         NestedFormat::Json => {
             let l2_dump: serde_json::Value =
                 serde_json::from_str(&l2.to_dump(&format!("the L1 hypervisor on {cpu}")).to_json())
@@ -739,7 +742,7 @@ fn l1_cmd(args: &NestedArgs, view: &NestedView, cpu: &str) -> Result<ExitCode, C
             });
             let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
             s.push('\n');
-            emit(&s)?;
+            TERM.emit(&s)?;
         }
         NestedFormat::Text => {
             let mut s = format!(
@@ -756,7 +759,7 @@ fn l1_cmd(args: &NestedArgs, view: &NestedView, cpu: &str) -> Result<ExitCode, C
                 s.push_str("L2 gets less than L1:\n");
                 s.push_str(&d.render_text("L1", "L2"));
             }
-            emit(&s)?;
+            TERM.emit(&s)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -777,13 +780,13 @@ fn run(cli: &Cli) -> Result<ExitCode, CliError> {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => return ExitCode::from(output::usage_error(&e)),
+        Err(e) => return ExitCode::from(TERM.usage_error(&e)),
     };
     match run(&cli) {
         Ok(code) => code,
         // Already reported (or a closed pipe).
         Err(CliError::Output(WriteFailed)) => ExitCode::from(EXIT_FAILED),
         // One escaped line, whatever the error.
-        Err(e) => ExitCode::from(fail(&e.to_string(), e.status())),
+        Err(e) => ExitCode::from(TERM.fail(&e.to_string(), e.status())),
     }
 }

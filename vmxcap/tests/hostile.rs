@@ -269,3 +269,68 @@ fn a_bom_is_skipped_at_the_start_only() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert_eq!(text(&out.stderr).lines().count(), 1);
 }
+
+/// The baseline's name bounds, exact at the limit and one past it: a name of 120
+/// characters is kept whole, 121 is clipped to 120 and `...`; 16 inputs are all named,
+/// the 17th is counted ("; and 1 more").
+#[test]
+fn baseline_name_bounds_at_the_limit_and_one_past() {
+    let at = dump_named("name-120.json", &"a".repeat(120));
+    let past = dump_named("name-121.json", &"b".repeat(121));
+    let out = command()
+        .args(["baseline", p(&at), p(&past)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cpu = v["cpu"].as_str().unwrap();
+    let names: Vec<&str> = cpu
+        .strip_prefix("baseline of: ")
+        .unwrap_or_else(|| panic!("{cpu}"))
+        .split("; ")
+        .collect();
+    assert_eq!(
+        names,
+        ["a".repeat(120), format!("{}...", "b".repeat(120))],
+        "{cpu}"
+    );
+    for (inputs, tail) in [(16, None), (17, Some("; and 1 more"))] {
+        let args = vec![p(&at); inputs];
+        let out = command().arg("baseline").args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let cpu = v["cpu"].as_str().unwrap();
+        assert_eq!(cpu.matches(&"a".repeat(120)).count(), 16, "{inputs}: {cpu}");
+        match tail {
+            Some(t) => assert!(cpu.ends_with(t), "{inputs}: {cpu}"),
+            None => assert!(!cpu.contains("more"), "{inputs}: {cpu}"),
+        }
+    }
+}
+
+/// vmx-caps' `MAX_DUMP_BYTES` (1 MiB) through the binary: a dump of exactly 1 MiB (the
+/// fixture padded with spaces) is read, one byte more is refused with status 2 and
+/// "file too large".
+#[test]
+fn dump_size_limit_at_the_limit_and_one_past() {
+    const LIMIT: usize = 1 << 20;
+    let json = test_support::read_vmx_fixture("skylake-x-i7-7800x.json");
+    for (len, status) in [(LIMIT, 0), (LIMIT + 1, 2)] {
+        let mut padded = json.clone().into_bytes();
+        padded.resize(len, b' ');
+        let path = tmp(&format!("padded-{len}.json"));
+        std::fs::write(&path, &padded).unwrap();
+        let out = command().args(["--dump", p(&path)]).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(status),
+            "{len}: {}",
+            text(&out.stderr)
+        );
+        if status != 0 {
+            let err = text(&out.stderr);
+            assert!(err.contains("file too large"), "{err}");
+            assert!(err.contains(&format!("more than {LIMIT} bytes")), "{err}");
+        }
+    }
+}

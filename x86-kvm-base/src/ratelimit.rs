@@ -192,6 +192,45 @@ mod tests {
         assert_eq!(l.check(ns(111)), LogPermit::Allow { suppressed: 2 });
     }
 
+    /// The clock-reset rule, exact: a `now` exactly one `interval` before the interval
+    /// start stays in the interval; one nanosecond earlier begins a new one.
+    #[test]
+    fn clock_reset_at_the_limit_and_one_past() {
+        let mut l = RateLimit::new(ns(10), 1);
+        assert_eq!(l.check(ns(100)), LogPermit::Allow { suppressed: 0 });
+        assert_eq!(l.check(ns(90)), LogPermit::Suppress);
+        assert_eq!(l.check(ns(89)), LogPermit::Allow { suppressed: 1 });
+        // The new interval began at 89: 99 is inside, 100 is past.
+        assert_eq!(l.check(ns(99)), LogPermit::Suppress);
+        assert_eq!(l.check(ns(100)), LogPermit::Allow { suppressed: 1 });
+    }
+
+    /// Burst edges: exactly `burst` messages pass in one interval and the next is
+    /// suppressed; the largest burst and interval (`u32::MAX`, `Duration::MAX`) neither
+    /// overflow nor end the interval early.
+    #[test]
+    fn burst_at_the_limit_and_one_past() {
+        for burst in [1u32, 2, 10] {
+            let mut l = RateLimit::new(S, burst);
+            for i in 0..burst {
+                assert!(l.check(ns(u64::from(i))).is_allowed(), "{burst}: {i}");
+            }
+            assert_eq!(
+                l.check(ns(u64::from(burst))),
+                LogPermit::Suppress,
+                "{burst}"
+            );
+        }
+        let mut l = RateLimit::new(Duration::MAX, u32::MAX);
+        for i in 0..1000 {
+            assert!(l.check(ns(i)).is_allowed());
+        }
+        // The largest interval: Duration::MAX after the start is still inside.
+        let mut one = RateLimit::new(Duration::MAX, 1);
+        assert!(one.check(Duration::ZERO).is_allowed());
+        assert_eq!(one.check(Duration::MAX), LogPermit::Suppress);
+    }
+
     #[test]
     fn clock_reset_does_not_silence_the_log() {
         let mut l = RateLimit::new(ns(10), 1);

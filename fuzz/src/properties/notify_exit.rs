@@ -5,8 +5,8 @@ use super::input::Input;
 use notify_exit::exit::{decode_kvm_run_bytes, KVM_RUN_EXIT_UNION_OFFSET};
 use notify_exit::{
     decode, CapArgError, DecodeError, HandlerOptions, NotifyAction, NotifyCapArg, NotifyDecision,
-    NotifyExit, NotifyHandler, NotifyPolicy, NotifyStats, NotifyVmexitMode, RateLimit, StormConfig,
-    StormEvent, KVM_EXIT_NOTIFY,
+    NotifyExit, NotifyHandler, NotifyPolicy, NotifySemantics, NotifyStats, NotifyVmexitMode,
+    RateLimit, StormConfig, StormEvent, KVM_EXIT_NOTIFY,
 };
 use std::num::NonZeroU64;
 use std::time::Duration;
@@ -38,8 +38,12 @@ pub fn notify_exit(data: &[u8]) {
         1 => NotifyVmexitMode::InternalError,
         _ => NotifyVmexitMode::Disable,
     };
-    let policy = NotifyPolicy::new(mode, policy_byte & 0x4 != 0)
-        .with_qemu_internal_error_semantics(policy_byte & 0x8 != 0);
+    let semantics = if policy_byte & 0x8 == 0 {
+        NotifySemantics::SeedPatch
+    } else {
+        NotifySemantics::Qemu72
+    };
+    let policy = NotifyPolicy::new(mode, policy_byte & 0x4 != 0).with_semantics(semantics);
     let window_ns = NonZeroU64::new(input.u64()).unwrap_or(StormConfig::DEFAULT_WINDOW_NS);
     let threshold = NonZeroU64::new(u64::from(input.u16())).unwrap_or(NonZeroU64::MIN);
     let burst = u32::from(input.u8());
@@ -200,10 +204,14 @@ fn check_decode(
 fn check_decision(exit: NotifyExit, decision: &NotifyDecision, policy: &NotifyPolicy) {
     let mode = policy.mode;
     assert_eq!(decision.action, policy.decide(exit), "handler vs policy");
+    // Seed QEMU patch: a valid context resumes; an invalid one in run mode is a triple
+    // fault (when KVM can take one). QEMU 7.2 (kvm_arch_handle_exit):
+    // `ctx_invalid || mode == internal-error` stops, anything else resumes.
+    let qemu_7_2 = policy.semantics == NotifySemantics::Qemu72;
     let expected = match (exit.context_invalid(), mode) {
-        (false, NotifyVmexitMode::InternalError) if policy.qemu_internal_error_semantics => "stop",
+        (false, NotifyVmexitMode::InternalError) if qemu_7_2 => "stop",
         (false, _) => "resume",
-        (true, NotifyVmexitMode::Run) if policy.triple_fault_event_enabled => "triple",
+        (true, NotifyVmexitMode::Run) if !qemu_7_2 && policy.triple_fault_event_enabled => "triple",
         (true, _) => "stop",
     };
     let got = match decision.action {

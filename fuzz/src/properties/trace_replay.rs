@@ -62,7 +62,7 @@ impl Expected {
 /// trace (its synthetic clock): a second replay gives the same report, notify storm
 /// counts included; the report says `replay` and serializes to JSON.
 pub fn trace_replay(data: &[u8]) {
-    use reference_vmm::config::{HekiExits, NotifyMode};
+    use reference_vmm::config::{HekiExits, NotifyMode, NotifySemantics};
     use reference_vmm::replay::{replay, ReplayError};
 
     let policies = [
@@ -70,12 +70,30 @@ pub fn trace_replay(data: &[u8]) {
         (
             Policy {
                 notify_mode: NotifyMode::InternalError,
+                notify_semantics: NotifySemantics::SeedPatch,
                 notify_window: 128,
                 heki_abi: HekiAbi::RfcV3,
                 heki_exits: HekiExits::Denial,
                 heki_denial: HekiDenialAction::Shutdown,
             },
             Some(HekiAbi::RfcV3),
+        ),
+        // QEMU 7.2's semantics: internal-error mode stops on a valid context too.
+        (
+            Policy {
+                notify_mode: NotifyMode::InternalError,
+                notify_semantics: NotifySemantics::Qemu72,
+                heki_denial: HekiDenialAction::Audit,
+                ..Policy::default()
+            },
+            None,
+        ),
+        (
+            Policy {
+                notify_semantics: NotifySemantics::Qemu72,
+                ..Policy::default()
+            },
+            None,
         ),
     ];
     for (policy, forced_abi) in policies {
@@ -197,6 +215,7 @@ fn model(data: &[u8], policy: Policy, forced_abi: Option<HekiAbi>) -> Expected {
         }
         let setting = Setting {
             notify: policy.notify_mode,
+            semantics: policy.notify_semantics,
             heki_abi: abi,
             heki_denial: policy.heki_denial,
             plan: (plan.gp_error_code, plan.pf_error_code, plan.pf_cr2),

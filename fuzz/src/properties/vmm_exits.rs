@@ -356,7 +356,9 @@ fn check_decision(
 /// The run state, the table's setting and the exit budget from the guest and policy
 /// bytes.
 fn setup(input: &mut Input<'_>) -> (RunState, Setting, Option<u64>) {
-    use reference_vmm::config::{HekiDenialAction, HekiExits, NotifyMode, Policy, RunConfig};
+    use reference_vmm::config::{
+        HekiDenialAction, HekiExits, NotifyMode, NotifySemantics, Policy, RunConfig,
+    };
     use reference_vmm::exit::HekiAbi;
 
     let guest_byte = input.u8();
@@ -370,6 +372,12 @@ fn setup(input: &mut Input<'_>) -> (RunState, Setting, Option<u64>) {
             NotifyMode::InternalError,
             NotifyMode::Disable,
         ][usize::from(p % 3)],
+        // The guest byte's spare top bit.
+        notify_semantics: if guest_byte & 0x80 == 0 {
+            NotifySemantics::SeedPatch
+        } else {
+            NotifySemantics::Qemu72
+        },
         notify_window: 0,
         heki_abi: abi,
         heki_exits: [
@@ -397,6 +405,7 @@ fn setup(input: &mut Input<'_>) -> (RunState, Setting, Option<u64>) {
     }
     let setting = Setting {
         notify: policy.notify_mode,
+        semantics: policy.notify_semantics,
         heki_abi: abi,
         heki_denial: policy.heki_denial,
         plan: (

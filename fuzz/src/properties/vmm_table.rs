@@ -18,23 +18,23 @@
 //! | `KVM_EXIT_IO` out, sync port | the step the guest asks for: #GP / #PF (the plan's error code and CR2) / NMI / a triple fault; another code: resume, counted as unknown |
 //! | `KVM_EXIT_IO` out, report port + k (k < 16) | resume; field k = the bytes written |
 //! | `KVM_EXIT_IO` out, another port | resume, counted as unknown |
-//! | `KVM_EXIT_NOTIFY` (37), valid context | resume |
-//! | `KVM_EXIT_NOTIFY`, `KVM_NOTIFY_CONTEXT_INVALID` | `run`: a triple fault (then `shutdown`); `internal-error`, `disable`: stop: `internal-error` |
+//! | `KVM_EXIT_NOTIFY` (37), valid context | `--notify-semantics qemu-7.2` and `internal-error`: stop: `internal-error`; otherwise resume |
+//! | `KVM_EXIT_NOTIFY`, `KVM_NOTIFY_CONTEXT_INVALID` | `run`: a triple fault (then `shutdown`) under `seed`, stop: `internal-error` under `qemu-7.2`; `internal-error`, `disable`: stop: `internal-error` |
 //! | Heki configure (the selected ABI's number) | resume (pins mirrored) |
 //! | Heki denial | `--heki-denial shutdown`: a triple fault (then `shutdown`); `gp`, `audit`: resume (KVM injects #GP) |
 //! | anything else (MMIO 6, SYSTEM_EVENT 24, 39..=41 that no selected ABI claims, any other number) | stop: `unhandled-exit` naming that number |
 //! | any decision but a stop, at or past the exit budget | stop: `exit-limit` caused by the budget (`StopCause::ExitBudget`), not an unhandled exit |
 //!
-//! The notify rows follow notify-exit's policy table as the VMM configures it (the seed
-//! QEMU patch's semantics: a valid context resumes in every mode; QEMU 7.2's
-//! `kvm_arch_handle_exit` would stop on any notify exit in internal-error mode); see
-//! [`notify_stops_valid_context`].
+//! The notify rows restate both named semantics: the seed QEMU patch's (an invalid
+//! context in `run` mode is a triple fault, a valid context resumes in every mode) and
+//! merged QEMU 7.2's (target/i386/kvm/kvm.c `kvm_arch_handle_exit`, case
+//! `KVM_EXIT_NOTIFY`: `ctx_invalid || mode == internal-error` -> internal error).
 //!
 //! The table speaks the VMM's vocabulary (`Outcome`, `StopCause`, `TripleFaultReason`,
 //! vcpu-events' `Event`) so the comparison is direct; the decisions themselves are
 //! restated here.
 
-use notify_exit::StopReason;
+use notify_exit::{NotifySemantics, StopReason};
 use reference_vmm::action::Outcome;
 use reference_vmm::config::{HekiDenialAction, NotifyMode};
 use reference_vmm::exit::HekiAbi;
@@ -47,6 +47,8 @@ use vcpu_events::{Event, ExceptionPayload, HardwareException};
 pub(super) struct Setting {
     /// `--notify-vmexit`.
     pub notify: NotifyMode,
+    /// `--notify-semantics`.
+    pub semantics: NotifySemantics,
     /// The Heki ABI in force.
     pub heki_abi: HekiAbi,
     /// `--heki-denial`.
@@ -98,17 +100,6 @@ impl Decision {
                 | Decision::UnknownPort
         )
     }
-}
-
-/// Whether the VMM stops on a valid-context notify exit in internal-error mode, as QEMU
-/// 7.2's `kvm_arch_handle_exit` does (`ctx_invalid || mode == internal-error`). No: the
-/// VMM configures notify-exit's default, the seed QEMU patch's semantics, where a valid
-/// context resumes in every mode. The one switch to flip once the VMM offers both by name.
-const QEMU_7_2_INTERNAL_ERROR: bool = false;
-
-/// The notify rows' one open choice: whether a valid-context exit stops under `mode`.
-pub(super) fn notify_stops_valid_context(mode: NotifyMode) -> bool {
-    QEMU_7_2_INTERNAL_ERROR && mode == NotifyMode::InternalError
 }
 
 fn u16_at(u: &[u8], at: usize) -> u16 {
@@ -271,17 +262,18 @@ fn port_out(port: u16, size: u8, io_data: u64, setting: &Setting) -> Decision {
 /// `KVM_EXIT_NOTIFY` with `flags` (bit 0: `KVM_NOTIFY_CONTEXT_INVALID`).
 fn notify(flags: u32, nth: u64, setting: &Setting) -> Decision {
     let invalid = flags & 1 != 0;
-    if !invalid && !notify_stops_valid_context(setting.notify) {
-        return Decision::Resume;
-    }
-    let reason = match setting.notify {
-        // KVM_CAP_X86_TRIPLE_FAULT_EVENT is enabled on every VM the VMM makes.
-        NotifyMode::Run if invalid => {
+    let qemu_7_2 = setting.semantics == NotifySemantics::Qemu72;
+    let reason = match (invalid, setting.notify) {
+        // QEMU 7.2: `ctx_invalid || notify_vmexit == NOTIFY_VMEXIT_OPTION_INTERNAL_ERROR`.
+        (false, NotifyMode::InternalError) if qemu_7_2 => StopReason::InternalErrorMode,
+        (false, _) => return Decision::Resume,
+        (true, NotifyMode::Run) if qemu_7_2 => StopReason::ContextInvalidInRunMode,
+        // Seed patch; KVM_CAP_X86_TRIPLE_FAULT_EVENT is enabled on every VM the VMM makes.
+        (true, NotifyMode::Run) => {
             return Decision::TripleFault(TripleFaultReason::NotifyInvalidContext { nth })
         }
-        NotifyMode::Disable => StopReason::UnexpectedWhileDisabled,
-        _ if invalid => StopReason::ContextInvalid,
-        _ => StopReason::InternalErrorMode,
+        (true, NotifyMode::InternalError) => StopReason::ContextInvalid,
+        (true, NotifyMode::Disable) => StopReason::UnexpectedWhileDisabled,
     };
     Decision::Stop(
         Outcome::InternalError,

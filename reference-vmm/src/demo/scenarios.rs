@@ -66,7 +66,7 @@ fn heki_storm(r: &Report, audit: bool) -> Result<(), String> {
             && h.denials_cr4 == DEMO_DENIALS / 2
             && h.audited == if audit { DEMO_DENIALS } else { 0 }
             && h.shutdowns == 0
-            && h.logs_emitted + h.logs_suppressed == handled
+            && h.logs_emitted + h.logs_suppressed + h.logs_filtered == handled
             && h.logs_emitted <= 10 * windows,
         || format!("{h:?}"),
     )?;
