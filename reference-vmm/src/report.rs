@@ -182,6 +182,19 @@ pub struct HekiProbeReport {
     pub summary: String,
 }
 
+/// `snapshots` section (`run --snapshot-every`, `resume`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotsReport {
+    /// `--snapshot-every N` (none for a `resume` without it).
+    pub every: Option<u64>,
+    /// Snapshots taken.
+    pub taken: u64,
+    /// Snapshots restored into a fresh VM.
+    pub restored: u64,
+    /// Restores that failed.
+    pub restore_failures: u64,
+}
+
 /// A run's report.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -219,6 +232,9 @@ pub struct Report {
     /// Heki probe (heki-probe guest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heki_probe: Option<HekiProbeReport>,
+    /// Snapshots and restores (runs that took or restored one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<SnapshotsReport>,
     /// Peak RSS (`run` and `replay` commands: the process's `VmHWM`; demo
     /// storm scenarios: the scenario's own peak and growth).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -380,6 +396,14 @@ impl Report {
                 }
             },
             heki_probe,
+            snapshots: (st.snapshots != crate::handlers::SnapshotCounts::default()).then_some(
+                SnapshotsReport {
+                    every: None,
+                    taken: st.snapshots.taken,
+                    restored: st.snapshots.restored,
+                    restore_failures: st.snapshots.restore_failures,
+                },
+            ),
             memory: None,
             garbage: None,
             caps,
@@ -463,6 +487,16 @@ impl Report {
         }
         if let Some(h) = &self.heki_probe {
             let _ = writeln!(s, "  heki probe: {}", h.summary);
+        }
+        if let Some(n) = &self.snapshots {
+            let every = n
+                .every
+                .map_or(String::new(), |e| format!("every {e} exits, "));
+            let _ = writeln!(
+                s,
+                "  snapshots: {every}taken={} restored={} restore_failures={}",
+                n.taken, n.restored, n.restore_failures
+            );
         }
         if self.notify.exits > 0 {
             let n = &self.notify;

@@ -39,7 +39,7 @@ pub fn kvm_report(cfg: &RunConfig, run: KvmRun) -> Report {
         .iter()
         .find(|c| c.cap == crate::plan::KVM_CAP_X86_NOTIFY_VMEXIT)
         .map(|c| c.supported);
-    Report::build(
+    let mut r = Report::build(
         cfg.guest.name(),
         Source::Kvm,
         &run.state,
@@ -49,7 +49,11 @@ pub fn kvm_report(cfg: &RunConfig, run: KvmRun) -> Report {
         host_notify,
         run.caps,
         run.warnings,
-    )
+    );
+    if let Some(s) = &mut r.snapshots {
+        s.every = cfg.snapshot_every;
+    }
+    r
 }
 
 /// What a scenario runs.
