@@ -254,6 +254,28 @@ pub struct SnapshotCounts {
     pub restored: u64,
     /// Restores that failed (the run ends with `StopCause::RestoreFailed`).
     pub restore_failures: u64,
+    /// What the snapshots held: how many caught each kind of event in flight.
+    pub held: SnapshotHeld,
+}
+
+/// How many snapshots caught each kind of event in flight (a snapshot may
+/// count in several).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotHeld {
+    /// An interrupt injected (KVM_INTERRUPT done) but not yet delivered.
+    pub interrupt_injected: u64,
+    /// Vectors still queued in the injector.
+    pub vectors_queued: u64,
+    /// `kvm_run.request_interrupt_window` set for the next `KVM_RUN`.
+    pub window_requested: u64,
+    /// An exception pending or injected.
+    pub exception: u64,
+    /// An exception with its payload (CR2 / DR6) not yet delivered.
+    pub exception_payload: u64,
+    /// An NMI pending or injected.
+    pub nmi: u64,
+    /// A triple fault pending.
+    pub triple_fault: u64,
 }
 
 /// Everything the handlers read and update during one run.

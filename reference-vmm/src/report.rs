@@ -193,6 +193,27 @@ pub struct SnapshotsReport {
     pub restored: u64,
     /// Restores that failed.
     pub restore_failures: u64,
+    /// How many snapshots caught each kind of event in flight.
+    pub held: SnapshotHeldReport,
+}
+
+/// `snapshots.held`: how many snapshots caught each kind of event in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotHeldReport {
+    /// An interrupt injected but not yet delivered.
+    pub interrupt_injected: u64,
+    /// Vectors queued in the injector.
+    pub vectors_queued: u64,
+    /// An interrupt window requested for the next `KVM_RUN`.
+    pub window_requested: u64,
+    /// An exception pending or injected.
+    pub exception: u64,
+    /// An exception payload (CR2 / DR6) not yet delivered.
+    pub exception_payload: u64,
+    /// An NMI pending or injected.
+    pub nmi: u64,
+    /// A triple fault pending.
+    pub triple_fault: u64,
 }
 
 /// A run's report.
@@ -396,14 +417,24 @@ impl Report {
                 }
             },
             heki_probe,
-            snapshots: (st.snapshots != crate::handlers::SnapshotCounts::default()).then_some(
+            snapshots: (st.snapshots != crate::handlers::SnapshotCounts::default()).then_some({
+                let h = st.snapshots.held;
                 SnapshotsReport {
                     every: None,
                     taken: st.snapshots.taken,
                     restored: st.snapshots.restored,
                     restore_failures: st.snapshots.restore_failures,
-                },
-            ),
+                    held: SnapshotHeldReport {
+                        interrupt_injected: h.interrupt_injected,
+                        vectors_queued: h.vectors_queued,
+                        window_requested: h.window_requested,
+                        exception: h.exception,
+                        exception_payload: h.exception_payload,
+                        nmi: h.nmi,
+                        triple_fault: h.triple_fault,
+                    },
+                }
+            }),
             memory: None,
             garbage: None,
             caps,
@@ -494,8 +525,19 @@ impl Report {
                 .map_or(String::new(), |e| format!("every {e} exits, "));
             let _ = writeln!(
                 s,
-                "  snapshots: {every}taken={} restored={} restore_failures={}",
-                n.taken, n.restored, n.restore_failures
+                "  snapshots: {every}taken={} restored={} restore_failures={}; held in flight: \
+                 injected interrupt={} queued vectors={} window request={} exception={} \
+                 (payload {}) nmi={} triple fault={}",
+                n.taken,
+                n.restored,
+                n.restore_failures,
+                n.held.interrupt_injected,
+                n.held.vectors_queued,
+                n.held.window_requested,
+                n.held.exception,
+                n.held.exception_payload,
+                n.held.nmi,
+                n.held.triple_fault
             );
         }
         if self.notify.exits > 0 {

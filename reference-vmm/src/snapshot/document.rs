@@ -50,7 +50,9 @@ use super::{Saved, Snapshot};
 use crate::config::{Policy, RunConfig};
 use crate::exit::ExitKind;
 use crate::guests::{self, Guest};
-use crate::handlers::{GuestChannel, IrqMode, IrqState, RunState, SnapshotCounts, FRESH_RAISES};
+use crate::handlers::{
+    GuestChannel, IrqMode, IrqState, RunState, SnapshotCounts, SnapshotHeld, FRESH_RAISES,
+};
 
 /// The `format` field.
 pub const FORMAT: &str = "reference-vmm-snapshot";
@@ -197,6 +199,19 @@ struct SnapshotsDoc {
     taken: u64,
     restored: u64,
     restore_failures: u64,
+    held: HeldDoc,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeldDoc {
+    interrupt_injected: u64,
+    vectors_queued: u64,
+    window_requested: u64,
+    exception: u64,
+    exception_payload: u64,
+    nmi: u64,
+    triple_fault: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -353,6 +368,7 @@ impl SnapshotFile {
             vcpu: self.vcpu.clone(),
             memory,
             at_exit: self.at_exit,
+            window_requested: false,
         }
     }
 
@@ -409,10 +425,22 @@ impl SnapshotFile {
                 },
                 injected_exceptions: st.injected_exceptions,
                 injected_nmis: st.injected_nmis,
-                snapshots: SnapshotsDoc {
-                    taken: st.snapshots.taken,
-                    restored: st.snapshots.restored,
-                    restore_failures: st.snapshots.restore_failures,
+                snapshots: {
+                    let (n, h) = (&st.snapshots, &st.snapshots.held);
+                    SnapshotsDoc {
+                        taken: n.taken,
+                        restored: n.restored,
+                        restore_failures: n.restore_failures,
+                        held: HeldDoc {
+                            interrupt_injected: h.interrupt_injected,
+                            vectors_queued: h.vectors_queued,
+                            window_requested: h.window_requested,
+                            exception: h.exception,
+                            exception_payload: h.exception_payload,
+                            nmi: h.nmi,
+                            triple_fault: h.triple_fault,
+                        },
+                    }
                 },
             },
             memory: MemoryDoc {
@@ -639,10 +667,20 @@ fn state_of(doc: &Doc, cfg: &RunConfig) -> Result<RunState, SnapshotFileError> {
     };
     st.injected_exceptions = v.injected_exceptions;
     st.injected_nmis = v.injected_nmis;
+    let h = &v.snapshots.held;
     st.snapshots = SnapshotCounts {
         taken: v.snapshots.taken,
         restored: v.snapshots.restored,
         restore_failures: v.snapshots.restore_failures,
+        held: SnapshotHeld {
+            interrupt_injected: h.interrupt_injected,
+            vectors_queued: h.vectors_queued,
+            window_requested: h.window_requested,
+            exception: h.exception,
+            exception_payload: h.exception_payload,
+            nmi: h.nmi,
+            triple_fault: h.triple_fault,
+        },
     };
     Ok(st)
 }

@@ -115,9 +115,34 @@ pub struct Snapshot {
     pub memory: Vec<u8>,
     /// Exits handled when it was taken.
     pub at_exit: u64,
+    /// `kvm_run.request_interrupt_window` as the injector left it for the
+    /// next `KVM_RUN` (the fresh vCPU's next `before_run` writes it again).
+    pub window_requested: bool,
 }
 
 impl Snapshot {
+    /// Adds what this snapshot holds in flight to `held`.
+    pub fn count_held(&self, held: &mut crate::handlers::SnapshotHeld) {
+        let e = &self.vcpu.events;
+        let add = |n: &mut u64, on: bool| *n += u64::from(on);
+        add(&mut held.interrupt_injected, e.interrupt.injected.get());
+        add(
+            &mut held.vectors_queued,
+            self.vcpu
+                .injector
+                .as_ref()
+                .is_some_and(|i| !i.queued.is_empty()),
+        );
+        add(&mut held.window_requested, self.window_requested);
+        add(
+            &mut held.exception,
+            e.exception.injected.get() || e.exception.pending.get(),
+        );
+        add(&mut held.exception_payload, e.exception.has_payload.get());
+        add(&mut held.nmi, e.nmi.injected.get() || e.nmi.pending != 0);
+        add(&mut held.triple_fault, e.triple_fault_pending.get());
+    }
+
     /// Takes a snapshot of `vcpu` (with `injector`'s state) and all of `mem`.
     pub fn capture(
         vcpu: &mut VcpuFd,
@@ -125,6 +150,7 @@ impl Snapshot {
         injector: Option<&Injector>,
         at_exit: u64,
     ) -> Result<Snapshot, CaptureError> {
+        let window_requested = vcpu.get_kvm_run().request_interrupt_window != 0;
         let vcpu =
             vcpu_events::kvm::snapshot::capture(vcpu, injector).map_err(CaptureError::Vcpu)?;
         let mut memory = vec![0u8; mem.last_addr().0 as usize + 1];
@@ -134,6 +160,7 @@ impl Snapshot {
             vcpu,
             memory,
             at_exit,
+            window_requested,
         })
     }
 }
@@ -215,6 +242,7 @@ pub(crate) fn run(
             continue;
         };
         st.snapshots.taken += 1;
+        snapshot.count_held(&mut st.snapshots.held);
         let saved = Saved {
             snapshot,
             state: st.clone(),
