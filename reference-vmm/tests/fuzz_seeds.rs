@@ -132,4 +132,5 @@ seed_tests!(
     trace_replay,
     vmm_exits,
     vmx_nested,
+    vmm_snapshot,
 );

@@ -49,6 +49,7 @@ pub mod vcpu_events;
 pub mod vcpu_injector;
 pub mod vcpu_interruption;
 pub mod vmm_exits;
+pub mod vmm_snapshot;
 pub mod vmx_caps_raw;
 pub mod vmx_nested;
 
@@ -78,4 +79,5 @@ targets!(
     trace_replay,
     vmm_exits,
     vmx_nested,
+    vmm_snapshot,
 );
