@@ -4,7 +4,7 @@
 Run from the repository root: `python3 fuzz/tools/make_seeds.py`. Text seeds (JSON
 dumps, option strings, traces) are committed as they are; this script only builds the
 byte layouts that `fuzz/src/properties/` reads with its `Input` cursor, from the real
-CPU dumps in vmx-caps/tests/data/ and from real kvm_run / kvm_vcpu_events values.
+CPU dumps in fixtures/vmx/ and from real kvm_run / kvm_vcpu_events values.
 The script is deterministic; rerunning it rewrites the same files.
 """
 import json
@@ -13,7 +13,7 @@ import struct
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURES = os.path.join(ROOT, "vmx-caps", "tests", "data")
+FIXTURES = os.path.join(ROOT, "fixtures", "vmx")
 SEEDS = os.path.join(ROOT, "fuzz", "seeds")
 MSRS = list(range(0x480, 0x494))
 
@@ -395,6 +395,109 @@ def vmm_exits():
     seed("unhandled-system-event", "halt", 0, raw(11, struct.pack("<I", 2)) + raw(14, reason=77))
 
 
+def kvm_regs(rip=0x10000, rsp=0x80000, rflags=0x202):
+    """struct kvm_regs: rax..r15 (rsp is the 8th), rip, rflags, 18 x u64."""
+    regs = [0] * 18
+    regs[7] = rsp
+    regs[16] = rip
+    regs[17] = rflags
+    return struct.pack("<18Q", *regs)
+
+
+def kvm_sregs(interrupt_vector=None, cr0=0x80000031, cr2=0):
+    """struct kvm_sregs of the 64-bit test guest (vcpu-events tests/common/long_mode.rs):
+    8 kvm_segment (cs ds es fs gs ss tr ldt), gdt, idt, cr0 cr2 cr3 cr4 cr8 efer
+    apic_base, interrupt_bitmap[4]; 312 bytes."""
+    def seg(selector, type_, l, db):
+        # base, limit, selector, type, present, dpl, db, s, l, g, avl, unusable, padding
+        return struct.pack("<QIHBBBBBBBBBB", 0, 0xFFFFFFFF, selector, type_, 1, 0, db, 1, l, 1, 0, 0, 0)
+    code = seg(0x08, 0xB, 1, 0)
+    data = seg(0x10, 0x3, 0, 1)
+    tr = struct.pack("<QIHBBBBBBBBBB", 0, 0xFFFF, 0, 0xB, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+    ldt = struct.pack("<QIHBBBBBBBBBB", 0, 0xFFFF, 0, 0x2, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+    out = code + data * 5 + tr + ldt
+    out += struct.pack("<QH3H", 0x1000, 23, 0, 0, 0) + struct.pack("<QH3H", 0x2000, 0xFFF, 0, 0, 0)
+    bitmap = [0, 0, 0, 0]
+    if interrupt_vector is not None:
+        bitmap[interrupt_vector // 64] |= 1 << (interrupt_vector % 64)
+    out += struct.pack("<7Q", cr0, cr2, 0x3000, 1 << 5, 0, 0x500, 0xFEE00900)
+    out += struct.pack("<4Q", *bitmap)
+    assert len(out) == 312, len(out)
+    return out
+
+
+def snapshot_events(flags=0x3D, exception=None, interrupt=None, nmi=None, triple_fault=0):
+    """VcpuEvents in its serde form (what KVM_GET_VCPU_EVENTS reports with both caps:
+    flags NMI_PENDING | SHADOW | SMM | PAYLOAD | TRIPLE_FAULT)."""
+    exc = dict(injected=0, nr=0, has_error_code=0, pending=0, error_code=0, has_payload=0, payload=0)
+    exc.update(exception or {})
+    intr = dict(injected=0, nr=0, soft=0, shadow=0)
+    intr.update(interrupt or {})
+    n = dict(injected=0, pending=0, masked=0, pad=0)
+    n.update(nmi or {})
+    return dict(flags=flags, exception=exc, interrupt=intr, nmi=n, sipi_vector=0,
+                smi=dict(smm=0, pending=0, smm_inside_nmi=0, latched_init=0),
+                triple_fault_pending=triple_fault, reserved=[0] * 26)
+
+
+def injector_state(queued=(), in_flight=(), slot_busy=False, capacity=32, **stats):
+    counters = dict(requested=0, coalesced=0, rejected=0, injected=0, delivered=0, reinjected=0,
+                    window_requests=0, window_exits=0)
+    counters.update(stats)
+    return dict(capacity=capacity, queued=list(queued), in_flight=[list(e) for e in in_flight],
+                slot_busy=slot_busy, stats=counters)
+
+
+def vcpu_snapshot():
+    """JSON snapshot files (`VcpuSnapshot::to_json` layout, SNAPSHOT_VERSION 1)."""
+    def snap(events, regs=None, sregs=None, injector=None, version=1):
+        return dict(version=version, regs=list(regs or kvm_regs()), sregs=list(sregs or kvm_sregs()),
+                    events=events, injector=injector)
+
+    def seed(name, value):
+        # Compact JSON: small seeds suit libFuzzer's length limit (to_json writes
+        # the same layout pretty-printed).
+        text = value if isinstance(value, bytes) else json.dumps(value, separators=(",", ":")).encode() + b"\n"
+        write("vcpu_snapshot", name, text)
+
+    # Captured right after KVM_INTERRUPT(0x20): 0x20 in KVM's slot (and in
+    # interrupt_bitmap), 0x21 and 0x22 still queued in the injector.
+    mid = snap(snapshot_events(interrupt=dict(injected=1, nr=0x20)),
+               sregs=kvm_sregs(interrupt_vector=0x20),
+               injector=injector_state([0x21, 0x22], [(0x20, 1)], True, requested=3, injected=1,
+                                       window_requests=1, window_exits=1))
+    seed("mid-injection.json", mid)
+    seed("pending-pf-payload.json", snap(snapshot_events(exception=dict(
+        pending=1, nr=14, has_error_code=1, error_code=6, has_payload=1, payload=0x7FFFDEADB000)),
+        regs=kvm_regs(rflags=0x2)))
+    seed("injected-gp.json", snap(snapshot_events(exception=dict(
+        injected=1, nr=13, has_error_code=1, error_code=0x1234)), regs=kvm_regs(rflags=0x2)))
+    seed("nmi-masked-pending.json", snap(snapshot_events(nmi=dict(pending=1, masked=1)),
+                                         regs=kvm_regs(rflags=0x2)))
+    seed("sti-shadow-queued.json", snap(snapshot_events(interrupt=dict(shadow=1)),
+                                        injector=injector_state([0x20], requested=1)))
+    seed("triple-fault.json", snap(snapshot_events(triple_fault=1), regs=kvm_regs(rflags=0x2)))
+    # Hostile: another version, truncated, an unknown field, an injected interrupt
+    # with IF = 0, an unknown flag bit, a duplicate queued vector, capacity 257, in-flight
+    # counts that do not add up, a register block of the wrong size.
+    seed("version-2.json", dict(mid, version=2))
+    text = json.dumps(mid, separators=(",", ":")).encode()
+    seed("truncated.json", text[: len(text) // 2])
+    seed("unknown-field.json", dict(mid, checksum=0))
+    # A field name with an ESC sequence: the error shows it escaped.
+    seed("unknown-field-esc.json", b'{"version": 1, "x\\u001b[2J": 0}\n')
+    seed("if-clear-injected.json", dict(mid, regs=list(kvm_regs(rflags=0x2))))
+    seed("unknown-flag.json", dict(mid, events=snapshot_events(
+        flags=0x3D | 0x80, interrupt=dict(injected=1, nr=0x20))))
+    seed("duplicate-queued.json", dict(mid, injector=injector_state(
+        [0x21, 0x21], [(0x20, 1)], True, requested=3, injected=1)))
+    seed("capacity-257.json", dict(mid, injector=injector_state(
+        [0x21, 0x22], [(0x20, 1)], True, capacity=257, requested=3, injected=1)))
+    seed("in-flight-inconsistent.json", dict(mid, injector=injector_state(
+        [0x21, 0x22], [(0x20, 2)], True, requested=3, injected=1)))
+    seed("regs-short.json", dict(mid, regs=list(kvm_regs())[:100]))
+
+
 def main():
     vmx_caps_raw()
     notify_options()
@@ -402,6 +505,7 @@ def main():
     vcpu_interruption()
     vcpu_events()
     vcpu_injector()
+    vcpu_snapshot()
     sdm_controls()
     heki_hypercall()
     heki_exit()

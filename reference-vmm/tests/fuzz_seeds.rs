@@ -129,6 +129,7 @@ seed_tests!(
     vcpu_interruption,
     vcpu_injector,
     vcpu_events,
+    vcpu_snapshot,
     trace_replay,
     vmm_exits,
     vmx_nested,

@@ -92,6 +92,10 @@ pub enum KvmError {
     /// The injector refused the commit.
     #[error(transparent)]
     Injector(#[from] InjectorError),
+    /// KVM_RUN with `immediate_exit` (completing the last exit's I/O, see
+    /// [`snapshot::complete_pending_exit`]) failed with something other than -EINTR.
+    #[error("KVM_RUN with immediate_exit failed")]
+    CompletePendingExit(#[source] errno::Error),
 }
 
 /// The event capabilities of a VM after [`enable_event_caps`].

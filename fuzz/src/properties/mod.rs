@@ -48,6 +48,7 @@ pub mod trace_replay;
 pub mod vcpu_events;
 pub mod vcpu_injector;
 pub mod vcpu_interruption;
+pub mod vcpu_snapshot;
 pub mod vmm_exits;
 pub mod vmm_snapshot;
 pub mod vmx_caps_raw;
@@ -73,6 +74,7 @@ targets!(
     vcpu_interruption,
     vcpu_events,
     vcpu_injector,
+    vcpu_snapshot,
     sdm_controls,
     heki_hypercall,
     heki_exit,

@@ -33,7 +33,9 @@
 //! * `slot_busy` implies `injected + reinjected >= 1` (only a committed
 //!   `Inject` or `Reinject` sets it).
 //!
-//! `window_requests` and `window_exits` are free counters.
+//! `window_requests` and `window_exits` are free counters. The entry
+//! capabilities the injector validates an injection with are always the
+//! defaults (no setter exists), so they are not part of the state.
 
 use std::collections::VecDeque;
 
@@ -232,4 +234,280 @@ fn check_counters(
         return Err(E::SlotBusyWithoutInjection);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Interruptibility;
+    use crate::idt_vectoring::IdtVectoring;
+    use crate::injector::{Decision, ExitKind, RunState};
+    use crate::interruption::InterruptionInfo;
+
+    const READY: RunState = RunState {
+        ready_for_interrupt_injection: true,
+        if_flag: true,
+        interruptibility: None,
+        reinjection: None,
+    };
+
+    /// An injector with something in every part of its state: 0x21 in
+    /// flight twice, 0x20 delivered, 0x22 and 0x23 queued, slot busy.
+    fn busy() -> Injector {
+        let mut inj = Injector::with_capacity(4).unwrap();
+        for v in [0x20, 0x21, 0x21] {
+            inj.raise(v).unwrap();
+            let d = inj.before_run(&READY);
+            inj.commit(&d).unwrap();
+            inj.after_exit(ExitKind::IrqWindowOpen);
+        }
+        inj.on_delivered(0x20).unwrap();
+        inj.raise(0x22).unwrap();
+        inj.raise(0x23).unwrap();
+        inj.raise(0x22).unwrap(); // coalesced
+        let d = inj.before_run(&READY);
+        inj.commit(&d).unwrap(); // 0x22 injected: slot busy
+        inj.raise(0x24).unwrap();
+        inj
+    }
+
+    #[test]
+    fn state_lists_queue_in_flight_slot_and_counters() {
+        let s = busy().state();
+        assert_eq!(s.capacity, 4);
+        assert_eq!(s.queued, vec![0x23, 0x24]);
+        assert_eq!(s.in_flight, vec![(0x21, 2), (0x22, 1)]);
+        assert!(s.slot_busy);
+        assert_eq!(
+            (
+                s.stats.requested,
+                s.stats.coalesced,
+                s.stats.injected,
+                s.stats.delivered
+            ),
+            (7, 1, 4, 1)
+        );
+        let back = Injector::from_state(&s).unwrap();
+        assert_eq!(back.state(), s);
+        // The restored slot is busy: no second KVM_INTERRUPT before the run.
+        assert!(back.slot_busy());
+        assert!(matches!(
+            back.before_run(&READY),
+            Decision::RequestWindow(_)
+        ));
+    }
+
+    fn valid() -> InjectorState {
+        busy().state()
+    }
+
+    fn refused(edit: impl FnOnce(&mut InjectorState)) -> InjectorStateError {
+        let mut s = valid();
+        edit(&mut s);
+        Injector::from_state(&s).unwrap_err()
+    }
+
+    #[test]
+    fn every_hostile_state_gets_its_error() {
+        use InjectorStateError as E;
+        assert_eq!(refused(|s| s.capacity = 0), E::BadCapacity(0));
+        assert_eq!(refused(|s| s.capacity = 257), E::BadCapacity(257));
+        assert_eq!(
+            refused(|s| s.capacity = 1),
+            E::TooManyQueued {
+                queued: 2,
+                capacity: 1
+            }
+        );
+        assert_eq!(
+            refused(|s| s.queued = vec![0x23, 0x23]),
+            E::DuplicateVector(0x23)
+        );
+        assert_eq!(
+            refused(|s| s.in_flight = vec![(0x22, 1), (0x21, 2)]),
+            E::UnsortedOrDuplicateInFlight(0x21)
+        );
+        assert_eq!(
+            refused(|s| s.in_flight = vec![(0x21, 1), (0x21, 2)]),
+            E::UnsortedOrDuplicateInFlight(0x21)
+        );
+        assert_eq!(
+            refused(|s| s.in_flight = vec![(0x21, 3), (0x22, 0)]),
+            E::ZeroInFlight(0x22)
+        );
+        assert_eq!(
+            refused(|s| s.stats.delivered = 5),
+            E::DeliveredExceedsInjected {
+                delivered: 5,
+                injected: 4
+            }
+        );
+        assert_eq!(
+            refused(|s| s.in_flight = vec![(0x21, 2)]),
+            E::InFlightMismatch {
+                in_flight: 2,
+                outstanding: 3
+            }
+        );
+        assert_eq!(
+            refused(|s| s.in_flight = vec![(0x21, 2), (0x22, 2)]),
+            E::InFlightMismatch {
+                in_flight: 4,
+                outstanding: 3
+            }
+        );
+        assert_eq!(
+            refused(|s| s.stats.requested = 8),
+            E::RaisesMismatch {
+                requested: 8,
+                accounted: 7
+            }
+        );
+        // A sum that would wrap u64 is not mistaken for a match.
+        assert_eq!(
+            refused(|s| {
+                s.stats.coalesced = u64::MAX;
+                s.stats.requested = u64::MAX;
+            }),
+            E::RaisesMismatch {
+                requested: u64::MAX,
+                accounted: u128::from(u64::MAX) + 6
+            }
+        );
+        let fresh = Injector::new().state();
+        let mut s = fresh.clone();
+        s.slot_busy = true;
+        assert_eq!(
+            Injector::from_state(&s).unwrap_err(),
+            E::SlotBusyWithoutInjection
+        );
+        // Each message is one line naming the problem.
+        for e in [E::BadCapacity(0), E::SlotBusyWithoutInjection] {
+            assert!(!e.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn capacity_and_queue_bounds_at_the_limit_and_one_past() {
+        let mut s = Injector::new().state();
+        s.capacity = MAX_CAPACITY;
+        s.queued = (0..=255u8).collect();
+        s.stats.requested = 256;
+        let inj = Injector::from_state(&s).unwrap();
+        assert_eq!((inj.capacity(), inj.len()), (256, 256));
+        s.capacity = MAX_CAPACITY + 1;
+        assert_eq!(
+            Injector::from_state(&s).unwrap_err(),
+            InjectorStateError::BadCapacity(257)
+        );
+        let mut s = Injector::with_capacity(2).unwrap().state();
+        s.queued = vec![1, 2];
+        s.stats.requested = 2;
+        assert!(Injector::from_state(&s).is_ok());
+        s.queued = vec![1, 2, 3];
+        s.stats.requested = 3;
+        assert_eq!(
+            Injector::from_state(&s).unwrap_err(),
+            InjectorStateError::TooManyQueued {
+                queued: 3,
+                capacity: 2
+            }
+        );
+    }
+
+    #[test]
+    fn a_saturated_in_flight_count_needs_only_an_upper_bound() {
+        // `commit` saturates a per-vector count at u32::MAX; the injected
+        // counter goes on, so then in_flight < injected - delivered.
+        let mut s = Injector::new().state();
+        let injected = u64::from(u32::MAX) + 10;
+        s.in_flight = vec![(0x20, u32::MAX)];
+        s.stats.injected = injected;
+        s.stats.requested = injected;
+        let inj = Injector::from_state(&s).unwrap();
+        assert_eq!(inj.in_flight(), u64::from(u32::MAX));
+        s.in_flight = vec![(0x20, u32::MAX - 1)];
+        assert!(matches!(
+            Injector::from_state(&s),
+            Err(InjectorStateError::InFlightMismatch { .. })
+        ));
+    }
+
+    /// One random operation, applied to an injector; returns what a VMM
+    /// would observe.
+    #[derive(Debug, PartialEq)]
+    enum Observed {
+        Raise(Result<crate::injector::RaiseOutcome, crate::injector::RaiseError>),
+        Run(Decision, Result<(), crate::injector::InjectorError>),
+        Exit,
+        Delivered(Result<(), crate::injector::InjectorError>),
+    }
+
+    fn step(inj: &mut Injector, op: u8, vector: u8, state: &RunState) -> Observed {
+        match op {
+            0 | 1 => Observed::Raise(inj.raise(vector)),
+            2 => {
+                let d = inj.before_run(state);
+                let r = inj.commit(&d);
+                Observed::Run(d, r)
+            }
+            3 => {
+                // A stale decision: refused alike.
+                let d = Decision::Inject {
+                    vector,
+                    request_interrupt_window: false,
+                };
+                Observed::Run(d, inj.commit(&d))
+            }
+            4 => {
+                inj.after_exit(if vector & 1 == 0 {
+                    ExitKind::IrqWindowOpen
+                } else {
+                    ExitKind::Other
+                });
+                Observed::Exit
+            }
+            _ => Observed::Delivered(inj.on_delivered(vector)),
+        }
+    }
+
+    #[test]
+    fn property_save_restore_at_every_step_changes_nothing() {
+        let reinjection = IdtVectoring {
+            info: InterruptionInfo::from_bits_retain(0x8000_0030),
+            ..Default::default()
+        }
+        .reinjection()
+        .unwrap()
+        .unwrap();
+        arbtest::arbtest(|u| {
+            let mut never = Injector::with_capacity(u.int_in_range(1..=8)?).unwrap();
+            let mut restored = never.clone();
+            for _ in 0..u.int_in_range(0..=300)? {
+                let saved = restored.state();
+                restored = Injector::from_state(&saved).expect("state() is always accepted");
+                assert_eq!(restored.state(), saved, "state -> from_state -> state");
+                let op = u.int_in_range(0..=5)?;
+                let vector = u.int_in_range(0x20..=0x27)?;
+                let state = RunState {
+                    ready_for_interrupt_injection: u.arbitrary()?,
+                    if_flag: u.arbitrary()?,
+                    interruptibility: if u.ratio(1, 8)? {
+                        Some(Interruptibility::from_bits_retain(
+                            Interruptibility::BLOCKING_BY_STI,
+                        ))
+                    } else {
+                        None
+                    },
+                    reinjection: u.ratio(1, 16)?.then_some(reinjection),
+                };
+                let a = step(&mut never, op, vector, &state);
+                let b = step(&mut restored, op, vector, &state);
+                assert_eq!(a, b, "op {op} vector {vector:#x}");
+                assert_eq!(never.state(), restored.state());
+                assert_eq!(never.stats(), restored.stats());
+            }
+            Ok(())
+        });
+    }
 }

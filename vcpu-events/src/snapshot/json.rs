@@ -10,7 +10,7 @@ use super::{SnapshotError, VcpuSnapshot, SNAPSHOT_VERSION};
 ///
 /// A snapshot written by [`VcpuSnapshot::to_json`] stays far below it: the
 /// worst case (256 queued vectors, 256 in-flight entries, maximal counters)
-/// is about 14 KiB.
+/// is about 19 KiB.
 pub const MAX_SNAPSHOT_JSON_BYTES: usize = 64 * 1024;
 
 /// Why [`VcpuSnapshot::from_json`] refused its input.
@@ -49,7 +49,7 @@ pub enum SnapshotReadError {
         supported: u32,
     },
     /// A field this version does not have (fields are never ignored).
-    #[error("snapshot has unknown field `{0}`")]
+    #[error("snapshot has unknown field `{}`", .0.escape_debug())]
     UnknownField(String),
     /// JSON of the wrong shape: a missing field, a wrong type, a value out
     /// of range, a register block of the wrong size.
