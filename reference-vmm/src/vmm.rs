@@ -353,7 +353,7 @@ impl Vm {
     /// measurement. vCPUs 1.. run on scoped threads: every one is joined
     /// before this returns (on every path), so no vCPU can run once the
     /// guest memory goes. With `snapshot_every` the one vCPU runs through
-    /// [`crate::snapshot::run`], which replaces the VM at every snapshot.
+    /// the snapshot driver ([`crate::snapshot`]), which replaces the VM at every snapshot.
     pub fn run(mut self, st: RunState, t0: Instant) -> Result<KvmRun, VmmError> {
         let mut st = st;
         st.notify = handlers::NotifyState::new(

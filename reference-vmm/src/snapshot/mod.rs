@@ -19,7 +19,7 @@
 //!
 //! # What happens next
 //!
-//! [`run`] destroys the VM (vCPU and VM fds closed, guest memory unmapped),
+//! The driver (`snapshot::run`) destroys the VM (vCPU and VM fds closed, guest memory unmapped),
 //! creates a fresh one through the same set-up as a fresh run
 //! ([`crate::vmm::Vm`]'s `create`: caps, memory, vCPU with CPUID and long
 //! mode), writes guest memory back and restores the vCPU through vcpu-events
