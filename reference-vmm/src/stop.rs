@@ -455,8 +455,27 @@ mod tests {
             Outcome::ExitLimit,
             Outcome::Refused,
             Outcome::InternalError,
+            Outcome::RestoreFailed,
         ] {
             assert!(o.is_failure(), "{o:?}");
         }
+    }
+
+    #[test]
+    fn a_failed_restore_is_its_own_failing_outcome_with_a_tagged_cause() {
+        let c = StopCause::RestoreFailed {
+            snapshot: 3,
+            at_exit: 291,
+            error: "creating the fresh VM: KVM_CREATE_VM failed".into(),
+        };
+        assert_eq!(c.outcome(), Outcome::RestoreFailed);
+        assert_eq!(c.outcome().name(), "restore-failed");
+        assert!(c.outcome().is_failure());
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["kind"], "restore-failed");
+        assert_eq!(v["at_exit"], 291);
+        assert!(c
+            .to_string()
+            .starts_with("snapshot 3 (taken after exit 291) could not be restored"));
     }
 }

@@ -251,3 +251,35 @@ fn the_exceptions_seed_resumes_with_the_pending_page_fault_delivered() {
     assert_eq!(e["received"], e["expected"], "{e}");
     assert_eq!(e["received"]["pf_cr2"], 0x7fff_dead_b000u64);
 }
+
+#[test]
+fn a_snapshot_the_fresh_vm_would_drop_is_refused_with_status_2() {
+    if !kvm_or_skip() {
+        return;
+    }
+    // SMM state in the events: vcpu-events' check_against refuses it for a VM
+    // without KVM_CAP_X86_SMM (KVM_SET_VCPU_EVENTS would fail or drop it). On a
+    // host with SMM the file is a valid (SMM) snapshot, so there is nothing to refuse.
+    let kvm = vcpu_events::kvm_ioctls::Kvm::new().expect("/dev/kvm");
+    if kvm.check_extension_raw(u64::from(vcpu_events::kvm::KVM_CAP_X86_SMM) as _) > 0 {
+        eprintln!("skipping: this host supports SMM");
+        return;
+    }
+    let seed = format!(
+        "{}/../fuzz/seeds/vmm_snapshot/irq-storm-injected.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(seed).unwrap()).unwrap();
+    v["vcpu"]["events"]["smi"]["smm"] = 1.into();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kvm_snapshot_smm");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("smm.json");
+    std::fs::write(&file, v.to_string()).unwrap();
+    let out = bin().arg("resume").arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("no SMM support"), "{err}");
+}
