@@ -182,6 +182,11 @@ impl Vm {
     /// (checked against this VM's caps first). The injector the snapshot
     /// carried is taken by the next run.
     pub fn from_snapshot(cfg: &RunConfig, snap: &Snapshot) -> Result<Vm, RestoreError> {
+        if cfg.vcpus != 1 {
+            // A snapshot holds one vCPU: others would start from KVM's reset state.
+            let e = crate::vmm::ConfigError::SnapshotVcpus { vcpus: cfg.vcpus };
+            return Err(RestoreError::NewVm(Box::new(e.into())));
+        }
         let expected = (cfg.mem_mib as usize) << 20;
         if snap.memory.len() != expected {
             return Err(RestoreError::MemorySize {
