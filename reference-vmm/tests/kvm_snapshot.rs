@@ -283,3 +283,34 @@ fn a_snapshot_the_fresh_vm_would_drop_is_refused_with_status_2() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("no SMM support"), "{err}");
 }
+
+#[test]
+fn a_snapshot_file_that_cannot_be_written_is_status_1_after_the_report() {
+    if !kvm_or_skip() {
+        return;
+    }
+    // No snapshot: halt ends at its first exit.
+    let out = bin()
+        .args(["run", "--guest", "halt", "--snapshot-every", "5"])
+        .args(["--snapshot-file", "/nonexistent/none.json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("halt (kvm): halted"));
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("no snapshot was taken"), "{err}");
+    // A snapshot, but the directory does not exist: nothing is left behind.
+    let out = bin()
+        .args(["run", "--guest", "exceptions", "--snapshot-every", "1"])
+        .args(["--snapshot-file", "/nonexistent/dir/s.json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot write /nonexistent/dir/s.json"),
+        "{err}"
+    );
+}
