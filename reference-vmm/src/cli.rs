@@ -550,6 +550,10 @@ fn resume_cmd(args: &ResumeArgs, t0: Instant) -> Result<i32, i32> {
     let status = status_of(run.stop.outcome);
     let mut r = crate::demo::kvm_report(&cfg, run);
     r.memory = probe.finish();
+    if r.run_seconds > 0.0 {
+        // The exits before the snapshot were taken by another process.
+        r.exits_per_second = r.exits_total.saturating_sub(file.at_exit) as f64 / r.run_seconds;
+    }
     emit(&render_report(&r, args.format)).map(|()| status)
 }
 

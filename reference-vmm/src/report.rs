@@ -238,7 +238,7 @@ pub struct Report {
     pub startup_us: Option<u64>,
     /// First KVM_RUN (or first replayed exit) to the end.
     pub run_seconds: f64,
-    /// exits_total / run_seconds.
+    /// exits_total / run_seconds (`resume`: only the exits taken in this process).
     pub exits_per_second: f64,
     /// Interrupts (irq-storm).
     #[serde(skip_serializing_if = "Option::is_none")]
