@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! The command line: `demo`, `run`, `replay`, `plan`, `caps`, `guests`,
-//! `gen-trace`.
+//! `gen-trace`, `resume`.
 //!
 //! Exit status (also in `--help` and the README): 0 success; 1 a run,
 //! check or write that failed (a run ending in timeout, failed entry,
-//! unhandled exit, internal error, exit budget or a refused injection; a
+//! unhandled exit, internal error, exit budget, a refused injection or a
+//! failed restore; a failed or impossible `--snapshot-file` write; a
 //! failed demo scenario; a failed ioctl; a failed write to stdout or
 //! stderr); 2 bad usage or input (bad flag or value, unknown guest,
-//! unreadable or malformed trace, a flag replay cannot honour). Every error
+//! unreadable or malformed trace, a flag replay cannot honour, a snapshot
+//! file `resume` refuses). Every error
 //! is one line on stderr, control characters escaped. A closed stdout pipe
 //! (EPIPE) ends the process quietly.
 
@@ -31,10 +33,14 @@ use crate::report::Report;
 pub const EXIT_STATUS_HELP: &str = "Exit status:
   0  success (a run that halted or shut down as asked, a replayed trace, every demo scenario passed)
   1  a run, check or write failed: timeout, failed entry, unhandled exit, internal error,
-     exit budget used up, refused injection, a failed demo scenario, an ioctl error,
-     a failed write to stdout or stderr
+     exit budget used up, refused injection, failed restore of a snapshot, a failed demo
+     scenario, an ioctl error, a failed write to stdout, stderr or --snapshot-file
   2  bad usage or input: bad flag or value, unknown guest, unreadable or malformed trace,
-     a flag replay cannot honour";
+     a flag replay cannot honour, a snapshot file resume refuses (truncated, another
+     version, inconsistent)";
+
+/// Default `--timeout` of a run with `--snapshot-every`.
+pub const SNAPSHOT_RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Status: success (`vmxcap::output::EXIT_OK`).
 pub const EXIT_OK: i32 = output::EXIT_OK as i32;
@@ -87,6 +93,25 @@ pub enum Cmd {
     },
     /// Write a generated hostile trace to stdout (pipe it into `replay -`).
     GenTrace(GenTraceArgs),
+    /// Continue a snapshot file (`run --snapshot-file`) in this process, on a fresh VM.
+    Resume(ResumeArgs),
+}
+
+/// `resume` flags.
+#[derive(Args, Debug, Clone)]
+pub struct ResumeArgs {
+    /// The snapshot file written by `run --snapshot-every N --snapshot-file PATH`.
+    pub snapshot: PathBuf,
+    /// Stop the resumed run after this many seconds (default: the guest's, 60 with
+    /// --snapshot-every).
+    #[arg(long, value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
+    /// Go on taking snapshots after every N-th exit (counted over the whole run).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 /// Which trace `gen-trace` writes.
@@ -216,7 +241,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub mem_mib: u32,
     /// Stop the run after this many seconds (outcome `timeout`, with where the vCPU is;
-    /// default 10, or 60 for pio-loop and halt).
+    /// default 10, or 60 for pio-loop and halt and for runs with --snapshot-every).
     #[arg(long, value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
     /// Policy flags.
@@ -232,6 +257,14 @@ pub struct RunArgs {
     /// the xAPIC) or `kernel` (KVM's in-kernel irqchip, KVM_SIGNAL_MSI).
     #[arg(long, value_enum)]
     pub irqchip: Option<crate::timer::Irqchip>,
+    /// After every N-th exit: snapshot the vCPU (vcpu-events) and guest memory,
+    /// destroy the VM, restore into a fresh VM and go on (one vCPU; not timer).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: Option<u64>,
+    /// Write the last snapshot (with the run's parameters and the VMM's state) to
+    /// PATH atomically; `resume PATH` continues it in a new process.
+    #[arg(long, requires = "snapshot_every")]
+    pub snapshot_file: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -261,6 +294,11 @@ impl RunArgs {
         cfg.vcpus = self.vcpus;
         cfg.mem_mib = self.mem_mib;
         cfg.policy = self.policy.policy();
+        cfg.snapshot_every = self.snapshot_every;
+        if cfg.snapshot_every.is_some() {
+            // Every snapshot destroys and creates a VM (milliseconds each).
+            cfg.timeout = Some(SNAPSHOT_RUN_TIMEOUT);
+        }
         if let Some(t) = self.timeout {
             cfg.timeout = Some(t);
         }
@@ -361,6 +399,7 @@ where
             emit(&text).map(|()| if passed { EXIT_OK } else { EXIT_FAILED })
         }
         Cmd::Run(args) => run_cmd(&args, t0),
+        Cmd::Resume(args) => resume_cmd(&args, t0),
         Cmd::Replay(args) => replay_cmd(&args),
         Cmd::Plan(args) => emit(&plan_text(&args)).map(|()| EXIT_OK),
         Cmd::Caps { format } => crate::host::caps_text(format)
@@ -405,6 +444,13 @@ fn usage_error(e: &clap::Error) -> i32 {
 }
 
 fn run_cmd(args: &RunArgs, t0: Instant) -> Result<i32, i32> {
+    if args.guest == Guest::Timer && args.snapshot_every.is_some() {
+        return Err(fail(
+            "--snapshot-every does not apply to --guest timer: it runs its own vCPU loops \
+             and timer thread, which snapshots do not cover",
+            EXIT_USAGE,
+        ));
+    }
     if args.guest == Guest::Timer {
         return timer_cmd(args);
     }
@@ -416,22 +462,86 @@ fn run_cmd(args: &RunArgs, t0: Instant) -> Result<i32, i32> {
     }
     let cfg = args.config();
     let probe = MemProbe::start();
-    match crate::vmm::run(&cfg, t0) {
-        Ok(run) => {
-            let status = status_of(run.stop.outcome);
-            let mut r = crate::demo::kvm_report(&cfg, run);
-            r.memory = probe.finish();
-            emit(&render_report(&r, args.format)).map(|()| status)
-        }
-        Err(e) => {
+    let run = crate::vmm::run(&cfg, t0).map_err(vmm_failure)?;
+    let mut status = status_of(run.stop.outcome);
+    if let Some(path) = &args.snapshot_file {
+        status = status.max(write_snapshot_file(&cfg, &run, path));
+    }
+    let mut r = crate::demo::kvm_report(&cfg, run);
+    r.memory = probe.finish();
+    emit(&render_report(&r, args.format)).map(|()| status)
+}
+
+/// One line for a failed set-up or run: status 2 for bad usage or input, else 1.
+fn vmm_failure(e: crate::vmm::VmmError) -> i32 {
+    let status = if e.is_usage() {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILED
+    };
+    fail(&crate::error::chain(&e), status)
+}
+
+/// `--snapshot-file`: writes the run's last snapshot; the status is 0, or 1
+/// (with one line on stderr) if there is none or it cannot be written.
+fn write_snapshot_file(cfg: &RunConfig, run: &crate::vmm::KvmRun, path: &std::path::Path) -> i32 {
+    use crate::snapshot::document::SnapshotFile;
+    let Some(saved) = &run.last_snapshot else {
+        return fail(
+            &format!(
+                "--snapshot-file {}: no snapshot was taken (the run ended after {} exits)",
+                path.display(),
+                run.state.exits.total()
+            ),
+            EXIT_FAILED,
+        );
+    };
+    match SnapshotFile::from_saved(cfg, saved).and_then(|f| f.write_atomic(path)) {
+        Ok(()) => EXIT_OK,
+        Err(e) => fail(
+            &format!(
+                "--snapshot-file {}: {}",
+                path.display(),
+                crate::error::chain(&e)
+            ),
+            EXIT_FAILED,
+        ),
+    }
+}
+
+/// `resume PATH`: a file that does not read or that the fresh VM refuses is
+/// bad input (status 2); the resumed run's status as for `run`.
+fn resume_cmd(args: &ResumeArgs, t0: Instant) -> Result<i32, i32> {
+    use crate::snapshot::document::SnapshotFile;
+    let name = args.snapshot.display().to_string();
+    let file = SnapshotFile::read(&args.snapshot)
+        .map_err(|e| fail(&format!("{name}: {}", crate::error::chain(&e)), EXIT_USAGE))?;
+    let mut cfg = file.config;
+    cfg.snapshot_every = args.snapshot_every;
+    if cfg.snapshot_every.is_some() {
+        cfg.timeout = Some(SNAPSHOT_RUN_TIMEOUT);
+    }
+    if let Some(t) = args.timeout {
+        cfg.timeout = Some(t);
+    }
+    let probe = MemProbe::start();
+    let run =
+        crate::snapshot::resume(&cfg, file.state.clone(), &file.snapshot(), t0).map_err(|e| {
             let status = if e.is_usage() {
                 EXIT_USAGE
             } else {
                 EXIT_FAILED
             };
-            Err(fail(&crate::error::chain(&e), status))
-        }
+            fail(&format!("{name}: {}", crate::error::chain(&e)), status)
+        })?;
+    let status = status_of(run.stop.outcome);
+    let mut r = crate::demo::kvm_report(&cfg, run);
+    r.memory = probe.finish();
+    if r.run_seconds > 0.0 {
+        // The exits before the snapshot were taken by another process.
+        r.exits_per_second = r.exits_total.saturating_sub(file.at_exit) as f64 / r.run_seconds;
     }
+    emit(&render_report(&r, args.format)).map(|()| status)
 }
 
 /// `run --guest timer`: status 0 when the accounting holds, 1 when not.

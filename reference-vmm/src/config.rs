@@ -103,6 +103,10 @@ pub struct RunConfig {
     pub max_exits: u64,
     /// Stop with [`crate::action::Outcome::Timeout`] if the run takes longer.
     pub timeout: Option<std::time::Duration>,
+    /// `--snapshot-every N`: after every N-th exit, snapshot the vCPU and guest
+    /// memory, destroy the VM, restore into a fresh one and go on
+    /// ([`crate::snapshot`]). One vCPU only.
+    pub snapshot_every: Option<u64>,
 }
 
 impl RunConfig {
@@ -121,6 +125,7 @@ impl RunConfig {
                 Guest::PioLoop | Guest::Halt => 60,
                 _ => 10,
             })),
+            snapshot_every: None,
         }
     }
 }

@@ -44,6 +44,18 @@ impl ExitCounts {
         self.total
     }
 
+    /// Counts with `n` exits of each `(kind, n)` (a restored run's counts).
+    pub fn from_counts(counts: impl IntoIterator<Item = (ExitKind, u64)>) -> Self {
+        let mut c = ExitCounts::default();
+        for (kind, n) in counts {
+            if let Some(slot) = c.per_kind.get_mut(kind as usize) {
+                *slot = slot.saturating_add(n);
+                c.total = c.total.saturating_add(n);
+            }
+        }
+        c
+    }
+
     /// Adds another vCPU's counts.
     pub fn merge(&mut self, other: &ExitCounts) {
         for (a, b) in self.per_kind.iter_mut().zip(other.per_kind.iter()) {
@@ -236,6 +248,40 @@ pub struct HekiState {
     pub last_action: Option<&'static str>,
 }
 
+/// Snapshots of a run (`run --snapshot-every N`, `resume`): the VMM's own
+/// counts, kept across every VM the run goes through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotCounts {
+    /// Snapshots taken (vCPU, guest memory and the VMM's state).
+    pub taken: u64,
+    /// Snapshots restored into a fresh VM.
+    pub restored: u64,
+    /// Restores that failed (the run ends with `StopCause::RestoreFailed`).
+    pub restore_failures: u64,
+    /// What the snapshots held: how many caught each kind of event in flight.
+    pub held: SnapshotHeld,
+}
+
+/// How many snapshots caught each kind of event in flight (a snapshot may
+/// count in several).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotHeld {
+    /// An interrupt injected (KVM_INTERRUPT done) but not yet delivered.
+    pub interrupt_injected: u64,
+    /// Vectors still queued in the injector.
+    pub vectors_queued: u64,
+    /// `kvm_run.request_interrupt_window` set for the next `KVM_RUN`.
+    pub window_requested: u64,
+    /// An exception pending or injected.
+    pub exception: u64,
+    /// An exception with its payload (CR2 / DR6) not yet delivered.
+    pub exception_payload: u64,
+    /// An NMI pending or injected.
+    pub nmi: u64,
+    /// A triple fault pending.
+    pub triple_fault: u64,
+}
+
 /// Everything the handlers read and update during one run.
 #[derive(Clone, Debug)]
 pub struct RunState {
@@ -268,6 +314,8 @@ pub struct RunState {
     /// same value feeds notify-exit and heki-policy (storm detection, rate
     /// limits), with no per-crate conversion.
     pub now: Duration,
+    /// Snapshots taken and restored (not touched by any handler).
+    pub snapshots: SnapshotCounts,
 }
 
 impl RunState {
@@ -306,6 +354,7 @@ impl RunState {
             pending_shutdown: None,
             max_exits: u64::MAX,
             now: Duration::ZERO,
+            snapshots: SnapshotCounts::default(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod plan;
 pub mod replay;
 pub mod report;
 pub mod run_loop;
+pub mod snapshot;
 pub mod stop;
 pub mod timer;
 pub mod trace;

@@ -188,6 +188,40 @@ pub struct HekiProbeReport {
     pub summary: String,
 }
 
+/// `snapshots` section (`run --snapshot-every`, `resume`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotsReport {
+    /// `--snapshot-every N` (none for a `resume` without it).
+    pub every: Option<u64>,
+    /// Snapshots taken.
+    pub taken: u64,
+    /// Snapshots restored into a fresh VM.
+    pub restored: u64,
+    /// Restores that failed.
+    pub restore_failures: u64,
+    /// How many snapshots caught each kind of event in flight.
+    pub held: SnapshotHeldReport,
+}
+
+/// `snapshots.held`: how many snapshots caught each kind of event in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotHeldReport {
+    /// An interrupt injected but not yet delivered.
+    pub interrupt_injected: u64,
+    /// Vectors queued in the injector.
+    pub vectors_queued: u64,
+    /// An interrupt window requested for the next `KVM_RUN`.
+    pub window_requested: u64,
+    /// An exception pending or injected.
+    pub exception: u64,
+    /// An exception payload (CR2 / DR6) not yet delivered.
+    pub exception_payload: u64,
+    /// An NMI pending or injected.
+    pub nmi: u64,
+    /// A triple fault pending.
+    pub triple_fault: u64,
+}
+
 /// A run's report.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -210,7 +244,7 @@ pub struct Report {
     pub startup_us: Option<u64>,
     /// First KVM_RUN (or first replayed exit) to the end.
     pub run_seconds: f64,
-    /// exits_total / run_seconds.
+    /// exits_total / run_seconds (`resume`: only the exits taken in this process).
     pub exits_per_second: f64,
     /// Interrupts (irq-storm).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -225,6 +259,9 @@ pub struct Report {
     /// Heki probe (heki-probe guest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heki_probe: Option<HekiProbeReport>,
+    /// Snapshots and restores (runs that took or restored one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<SnapshotsReport>,
     /// Peak RSS (`run` and `replay` commands: the process's `VmHWM`; demo
     /// storm scenarios: the scenario's own peak and growth).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -388,6 +425,24 @@ impl Report {
                 }
             },
             heki_probe,
+            snapshots: (st.snapshots != crate::handlers::SnapshotCounts::default()).then_some({
+                let h = st.snapshots.held;
+                SnapshotsReport {
+                    every: None,
+                    taken: st.snapshots.taken,
+                    restored: st.snapshots.restored,
+                    restore_failures: st.snapshots.restore_failures,
+                    held: SnapshotHeldReport {
+                        interrupt_injected: h.interrupt_injected,
+                        vectors_queued: h.vectors_queued,
+                        window_requested: h.window_requested,
+                        exception: h.exception,
+                        exception_payload: h.exception_payload,
+                        nmi: h.nmi,
+                        triple_fault: h.triple_fault,
+                    },
+                }
+            }),
             memory: None,
             garbage: None,
             caps,
@@ -471,6 +526,27 @@ impl Report {
         }
         if let Some(h) = &self.heki_probe {
             let _ = writeln!(s, "  heki probe: {}", h.summary);
+        }
+        if let Some(n) = &self.snapshots {
+            let every = n
+                .every
+                .map_or(String::new(), |e| format!("every {e} exits, "));
+            let _ = writeln!(
+                s,
+                "  snapshots: {every}taken={} restored={} restore_failures={}; held in flight: \
+                 injected interrupt={} queued vectors={} window request={} exception={} \
+                 (payload {}) nmi={} triple fault={}",
+                n.taken,
+                n.restored,
+                n.restore_failures,
+                n.held.interrupt_injected,
+                n.held.vectors_queued,
+                n.held.window_requested,
+                n.held.exception,
+                n.held.exception_payload,
+                n.held.nmi,
+                n.held.triple_fault
+            );
         }
         if self.notify.exits > 0 {
             let n = &self.notify;

@@ -106,6 +106,10 @@ pub enum Step {
     Decided(Actions),
     /// The source ended the run itself (the watchdog fired; the trace ended).
     Stop(StopCause),
+    /// The source paused before entering the guest (a KVM source taking a
+    /// snapshot: [`crate::snapshot`]); no exit was taken. The driver of
+    /// [`run_until_pause`] decides how to go on.
+    Pause,
 }
 
 /// Where exits come from; also the target the loop applies actions to.
@@ -125,26 +129,43 @@ pub trait ExitSource: Target {
 }
 
 /// Runs `source` to its stop: take an exit, time it, decide, answer a read,
-/// apply. The per-exit path does not allocate.
+/// apply. The per-exit path does not allocate. A source that pauses
+/// ([`Step::Pause`]) is asked for its next exit again: sources that pause
+/// for a reason of their own are driven with [`run_until_pause`].
 pub fn run<S: ExitSource, C: Clock>(
     source: &mut S,
     st: &mut RunState,
     clock: &mut C,
 ) -> Result<Stop, S::Error> {
     loop {
+        if let Some(stop) = run_until_pause(source, st, clock)? {
+            return Ok(stop);
+        }
+    }
+}
+
+/// [`run`] until the source stops (`Some(stop)`) or pauses (`None`, after
+/// the source returned [`Step::Pause`]; every exit taken so far was applied).
+pub fn run_until_pause<S: ExitSource, C: Clock>(
+    source: &mut S,
+    st: &mut RunState,
+    clock: &mut C,
+) -> Result<Option<Stop>, S::Error> {
+    loop {
         let step = source.next_exit(st, |exit, t_ns, st| {
             st.now = clock.exit_time(t_ns);
             handlers::handle(exit, st)
         })?;
         let actions = match step {
-            Step::Stop(cause) => return Ok(Stop::new(cause)),
+            Step::Stop(cause) => return Ok(Some(Stop::new(cause))),
+            Step::Pause => return Ok(None),
             Step::Decided(actions) => actions,
         };
         if actions.is_empty() {
             continue;
         }
         if let Some(stop) = apply(&actions, st, source) {
-            return Ok(stop);
+            return Ok(Some(stop));
         }
     }
 }

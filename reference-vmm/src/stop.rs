@@ -35,6 +35,8 @@ pub enum Outcome {
     Refused,
     /// The watchdog stopped a run that did not end in time.
     Timeout,
+    /// A snapshot could not be restored into a fresh VM (`--snapshot-every`).
+    RestoreFailed,
 }
 
 impl Outcome {
@@ -50,6 +52,7 @@ impl Outcome {
             Outcome::TraceEnd => "trace-end",
             Outcome::Refused => "refused",
             Outcome::Timeout => "timeout",
+            Outcome::RestoreFailed => "restore-failed",
         }
     }
 
@@ -214,6 +217,16 @@ pub enum StopCause {
         /// The error, with its sources.
         error: String,
     },
+    /// A snapshot taken at an exit could not be restored into the fresh VM
+    /// (refused by vcpu-events' checks, or an ioctl failed).
+    RestoreFailed {
+        /// 1-based number of the snapshot in the run.
+        snapshot: u64,
+        /// Exits handled when it was taken.
+        at_exit: u64,
+        /// The error, with its sources.
+        error: String,
+    },
 }
 
 impl StopCause {
@@ -235,6 +248,7 @@ impl StopCause {
             StopCause::Timeout { .. } => Outcome::Timeout,
             StopCause::TraceEnd { .. } => Outcome::TraceEnd,
             StopCause::Refused { .. } | StopCause::InjectionFailed { .. } => Outcome::Refused,
+            StopCause::RestoreFailed { .. } => Outcome::RestoreFailed,
         }
     }
 }
@@ -351,6 +365,15 @@ impl std::fmt::Display for StopCause {
             StopCause::InjectionFailed { event, error } => {
                 write!(f, "{event:?} passed validation but could not be injected: {error}")
             }
+            StopCause::RestoreFailed {
+                snapshot,
+                at_exit,
+                error,
+            } => write!(
+                f,
+                "snapshot {snapshot} (taken after exit {at_exit}) could not be restored into a \
+                 fresh VM: {error}"
+            ),
         }
     }
 }
@@ -432,8 +455,27 @@ mod tests {
             Outcome::ExitLimit,
             Outcome::Refused,
             Outcome::InternalError,
+            Outcome::RestoreFailed,
         ] {
             assert!(o.is_failure(), "{o:?}");
         }
+    }
+
+    #[test]
+    fn a_failed_restore_is_its_own_failing_outcome_with_a_tagged_cause() {
+        let c = StopCause::RestoreFailed {
+            snapshot: 3,
+            at_exit: 291,
+            error: "creating the fresh VM: KVM_CREATE_VM failed".into(),
+        };
+        assert_eq!(c.outcome(), Outcome::RestoreFailed);
+        assert_eq!(c.outcome().name(), "restore-failed");
+        assert!(c.outcome().is_failure());
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["kind"], "restore-failed");
+        assert_eq!(v["at_exit"], 291);
+        assert!(c
+            .to_string()
+            .starts_with("snapshot 3 (taken after exit 291) could not be restored"));
     }
 }

@@ -68,6 +68,18 @@ pub enum ConfigError {
     /// thread, irqchip and xAPIC), not this run loop.
     #[error("the timer guest runs through reference_vmm::timer::run (`run --guest timer`)")]
     TimerGuest,
+    /// `--snapshot-every 0`.
+    #[error("--snapshot-every must be at least 1")]
+    SnapshotEvery,
+    /// `--snapshot-every` with more than one vCPU.
+    #[error(
+        "--snapshot-every with --vcpus {vcpus}: snapshots are taken of one vCPU (the others \
+         would run on while it is saved)"
+    )]
+    SnapshotVcpus {
+        /// `--vcpus`.
+        vcpus: u8,
+    },
 }
 
 /// Errors setting up or running a VM on KVM. Only [`VmmError::Config`] is
@@ -132,12 +144,24 @@ pub enum VmmError {
         /// vCPU index.
         vcpu: usize,
     },
+    /// A snapshot could not be taken (KVM_GET_* of the vCPU, reading guest memory).
+    #[error("taking a snapshot")]
+    Capture(#[source] crate::snapshot::CaptureError),
+    /// A snapshot (`resume`) could not be restored into a fresh VM.
+    #[error("restoring the snapshot")]
+    Restore(#[source] crate::snapshot::RestoreError),
 }
 
 impl VmmError {
-    /// True for bad usage (exit status 2); false for a run that failed (1).
+    /// True for bad usage or input (exit status 2): a configuration that
+    /// cannot run, or a snapshot the fresh VM refuses; false for a run that
+    /// failed (1).
     pub fn is_usage(&self) -> bool {
-        matches!(self, VmmError::Config(_))
+        match self {
+            VmmError::Config(_) => true,
+            VmmError::Restore(e) => e.is_refusal(),
+            _ => false,
+        }
     }
 }
 
@@ -160,29 +184,45 @@ pub struct KvmRun {
     pub caps: Vec<CapStep>,
     /// Warnings (e.g. notify exits unavailable on this host).
     pub warnings: Vec<String>,
+    /// The last snapshot taken (`--snapshot-every`), with the VMM's state at
+    /// that point: what `--snapshot-file` writes.
+    pub last_snapshot: Option<crate::snapshot::Saved>,
 }
 
 /// A VM with its vCPUs, its memory and the guest loaded.
 pub struct Vm {
     // Field order is drop order: the vCPU and VM fds go before the memory they map.
-    vcpu: VcpuFd,
+    pub(crate) vcpu: VcpuFd,
     /// vCPUs 1.. (only for guests that are reentrant: pio-loop and halt).
     more_vcpus: Vec<VcpuFd>,
     _vm: VmFd,
     _kvm: Kvm,
     /// Guest memory: private, so memslot 0 always points at this mapping;
     /// it lives until every vCPU is joined and the VM fd is closed.
-    mem: GuestMemoryMmap,
+    pub(crate) mem: GuestMemoryMmap,
     caps: Vec<CapStep>,
     warnings: Vec<String>,
-    kvm_ctx: vcpu_events::validate::KvmContext,
-    timeout: Option<Duration>,
+    pub(crate) event_caps: vcpu_events::kvm::VmEventCaps,
+    pub(crate) kvm_ctx: vcpu_events::validate::KvmContext,
+    pub(crate) cfg: RunConfig,
+    /// The injector a restored snapshot carried (taken by the first run).
+    pub(crate) restored_injector: Option<vcpu_events::injector::Injector>,
 }
 
 impl Vm {
     /// Creates the VM for `cfg`: enables the caps of [`plan::cap_steps`], maps
     /// memory, loads the guest, creates vCPU 0 in 64-bit mode.
     pub fn new(cfg: &RunConfig) -> Result<Self, VmmError> {
+        let vm = Self::create(cfg)?;
+        vm.load_guest()?;
+        Ok(vm)
+    }
+
+    /// The set-up every VM of a run goes through, fresh or restored: checks
+    /// `cfg`, creates the VM, enables the caps, maps memory, creates the
+    /// vCPUs (CPUID, 64-bit mode). Guest memory is left zero and the
+    /// registers are KVM's: [`Vm::load_guest`] or a snapshot fills them.
+    pub(crate) fn create(cfg: &RunConfig) -> Result<Self, VmmError> {
         if cfg.guest == Guest::Timer {
             return Err(ConfigError::TimerGuest.into());
         }
@@ -195,6 +235,13 @@ impl Vm {
         }
         if cfg.mem_mib == 0 {
             return Err(ConfigError::Memory.into());
+        }
+        match cfg.snapshot_every {
+            Some(0) => return Err(ConfigError::SnapshotEvery.into()),
+            Some(_) if cfg.vcpus > 1 => {
+                return Err(ConfigError::SnapshotVcpus { vcpus: cfg.vcpus }.into())
+            }
+            _ => {}
         }
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
         let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
@@ -221,8 +268,8 @@ impl Vm {
         let (vm, _notify_setup) = pre.finish();
 
         // Exception payload and triple-fault event, through vcpu-events.
-        let ev = vcpu_events::kvm::enable_event_caps(&vm).map_err(VmmError::EventCaps)?;
-        let kvm_ctx = ev.kvm_context();
+        let event_caps = vcpu_events::kvm::enable_event_caps(&vm).map_err(VmmError::EventCaps)?;
+        let kvm_ctx = event_caps.kvm_context();
         for s in caps.iter_mut() {
             if s.cap == plan::KVM_CAP_EXCEPTION_PAYLOAD {
                 s.enabled = Some(kvm_ctx.exception_payload_enabled);
@@ -239,25 +286,15 @@ impl Vm {
         }
 
         let mem = map_guest_memory(&vm, cfg.mem_mib)?;
-        write_boot_structures(&mem, cfg.guest.image())?;
 
         let cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
-        let (rdi, rsi, rdx) = guest_args(cfg);
         let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
         for id in 0..u64::from(cfg.vcpus) {
             let vcpu = vm.create_vcpu(id).map_err(ioctl("KVM_CREATE_VCPU"))?;
             vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
             setup_long_mode(&vcpu)?;
-            let mut regs = vcpu.get_regs().map_err(ioctl("KVM_GET_REGS"))?;
-            regs.rip = GUEST_LOAD_ADDR;
-            regs.rsp = STACK_TOP - id * 0x1000; // a 4 KiB stack each
-            regs.rflags = 2;
-            regs.rdi = rdi;
-            regs.rsi = rsi;
-            regs.rdx = rdx;
-            vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
             vcpus.push(vcpu);
         }
         let mut vcpus = vcpus.into_iter();
@@ -274,9 +311,32 @@ impl Vm {
             mem,
             caps,
             warnings,
+            event_caps,
             kvm_ctx,
-            timeout: cfg.timeout,
+            cfg: *cfg,
+            restored_injector: None,
         })
+    }
+
+    /// Writes the boot structures and the guest image, and points every
+    /// vCPU at the guest's entry with its arguments and its own stack.
+    fn load_guest(&self) -> Result<(), VmmError> {
+        write_boot_structures(&self.mem, self.cfg.guest.image())?;
+        let (rdi, rsi, rdx) = guest_args(&self.cfg);
+        for (id, vcpu) in std::iter::once(&self.vcpu)
+            .chain(self.more_vcpus.iter())
+            .enumerate()
+        {
+            let mut regs = vcpu.get_regs().map_err(ioctl("KVM_GET_REGS"))?;
+            regs.rip = GUEST_LOAD_ADDR;
+            regs.rsp = STACK_TOP - id as u64 * 0x1000; // a 4 KiB stack each
+            regs.rflags = 2;
+            regs.rdi = rdi;
+            regs.rsi = rsi;
+            regs.rdx = rdx;
+            vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
+        }
+        Ok(())
     }
 
     /// Guest memory (read-only view; the mapping itself cannot be replaced).
@@ -292,18 +352,55 @@ impl Vm {
     /// Runs the guest to its end. `t0` is the start of the start-up
     /// measurement. vCPUs 1.. run on scoped threads: every one is joined
     /// before this returns (on every path), so no vCPU can run once the
-    /// guest memory goes.
+    /// guest memory goes. With `snapshot_every` the one vCPU runs through
+    /// the snapshot driver ([`crate::snapshot`]), which replaces the VM at every snapshot.
     pub fn run(mut self, st: RunState, t0: Instant) -> Result<KvmRun, VmmError> {
         let mut st = st;
         st.notify = handlers::NotifyState::new(&st.policy, self.kvm_ctx.triple_fault_event_enabled);
+        let caps = std::mem::take(&mut self.caps);
+        let warnings = std::mem::take(&mut self.warnings);
+        let first = Instant::now();
+        let startup = first.duration_since(t0);
+        let (st, stop, last_snapshot) = match self.cfg.snapshot_every {
+            Some(every) => {
+                let timeout = self.cfg.timeout;
+                let go = |w: Option<&crate::watchdog::Watchdog>| {
+                    crate::snapshot::run(self, &mut st, w, first, every)
+                };
+                let (stop, last) = match timeout {
+                    Some(t) => crate::watchdog::Watchdog::with(t, |w| go(Some(w)))
+                        .map_err(VmmError::Watchdog)?,
+                    None => go(None),
+                }?;
+                (st, stop, last)
+            }
+            None => {
+                let (st, stop) = self.run_threads(st, first)?;
+                (st, stop, None)
+            }
+        };
+        let run_time = first.elapsed();
+        Ok(KvmRun {
+            state: st,
+            stop,
+            startup,
+            run_time,
+            caps,
+            warnings,
+            last_snapshot,
+        })
+    }
+
+    /// vCPU 0 on this thread, vCPUs 1.. on scoped threads.
+    fn run_threads(mut self, st: RunState, first: Instant) -> Result<(RunState, Stop), VmmError> {
+        let mut st = st;
         let kvm = self.kvm_ctx;
-        let timeout = self.timeout;
+        let timeout = self.cfg.timeout;
+        let injector0 = self.restored_injector.take();
         let mem = &self.mem;
         let more = std::mem::take(&mut self.more_vcpus);
         let vcpu0 = &mut self.vcpu;
-        let first = Instant::now();
-        let startup = first.duration_since(t0);
-        let (st, stop) = std::thread::scope(|scope| {
+        std::thread::scope(|scope| {
             // vCPUs 1.. run the same (reentrant) guest on their own threads,
             // each with its own handler state; their counts are merged below.
             let others: Vec<_> = more
@@ -311,11 +408,12 @@ impl Vm {
                 .map(|mut vcpu| {
                     let mut st = st.clone();
                     scope.spawn(move || {
-                        run_vcpu(&mut vcpu, mem, kvm, timeout, &mut st, first).map(|s| (st, s))
+                        run_vcpu(&mut vcpu, mem, kvm, timeout, &mut st, first, None)
+                            .map(|s| (st, s))
                     })
                 })
                 .collect();
-            let mut stop = run_vcpu(vcpu0, mem, kvm, timeout, &mut st, first);
+            let mut stop = run_vcpu(vcpu0, mem, kvm, timeout, &mut st, first, injector0);
             for (i, t) in others.into_iter().enumerate() {
                 let joined = t
                     .join()
@@ -337,17 +435,19 @@ impl Vm {
                 }
             }
             stop.map(|s| (st, s))
-        })?;
-        let run_time = first.elapsed();
-        Ok(KvmRun {
-            state: st,
-            stop,
-            startup,
-            run_time,
-            caps: self.caps,
-            warnings: self.warnings,
         })
     }
+}
+
+/// The injector a vCPU starts with: the one a snapshot carried, else a fresh
+/// one for guests that take interrupts.
+pub(crate) fn first_injector(
+    restored: Option<vcpu_events::injector::Injector>,
+    st: &RunState,
+) -> Option<crate::events::IrqInjector> {
+    restored
+        .map(|injector| crate::events::IrqInjector { injector })
+        .or_else(|| (st.irq.target != 0).then(crate::events::IrqInjector::default))
 }
 
 /// Runs one vCPU through the run loop, with its own watchdog when `timeout`
@@ -359,15 +459,19 @@ fn run_vcpu(
     timeout: Option<Duration>,
     st: &mut RunState,
     start: Instant,
+    restored: Option<vcpu_events::injector::Injector>,
 ) -> Result<Stop, VmmError> {
+    let mut restored = restored;
     let mut go = |watchdog: Option<&crate::watchdog::Watchdog>| {
         let mut source = KvmSource {
             vcpu: &mut *vcpu,
             mem,
             kvm,
-            injector: (st.irq.target != 0).then(crate::events::IrqInjector::default),
+            injector: first_injector(restored.take(), st),
             watchdog,
             abi: st.policy.heki_abi,
+            pause_at: None,
+            paused: None,
         };
         let stop = crate::run_loop::run(&mut source, st, &mut WallClock::new(start))?;
         if let Some(inj) = source.injector.as_ref() {
@@ -381,12 +485,17 @@ fn run_vcpu(
         }
         None => go(None),
     }?;
-    Ok(match stop.cause {
+    Ok(with_vcpu_state(stop, vcpu, mem))
+}
+
+/// A guest triple fault is reported with where the vCPU stopped.
+pub(crate) fn with_vcpu_state(stop: Stop, vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Stop {
+    match stop.cause {
         StopCause::GuestTripleFault { vcpu: None } => Stop::new(StopCause::GuestTripleFault {
             vcpu: vcpu_state(vcpu, mem),
         }),
         _ => stop,
-    })
+    }
 }
 
 /// Where a stopped vCPU stands: RIP, RAX and the instruction there.
@@ -527,6 +636,12 @@ pub struct KvmSource<'a> {
     pub watchdog: Option<&'a crate::watchdog::Watchdog>,
     /// How exits 39..=41 are read.
     pub abi: HekiAbi,
+    /// Pause for a snapshot once this many exits were handled: right before
+    /// the next `KVM_RUN`, after the injector's decision was applied (see
+    /// [`crate::snapshot`]).
+    pub pause_at: Option<u64>,
+    /// The snapshot taken at the pause ([`Step::Pause`]), for the driver.
+    pub paused: Option<Box<crate::snapshot::Snapshot>>,
 }
 
 impl Target for KvmSource<'_> {
@@ -549,6 +664,19 @@ impl ExitSource for KvmSource<'_> {
         let reason = loop {
             if let Some(inj) = self.injector.as_mut() {
                 inj.before_run(self.vcpu, &mut st.irq)?;
+            }
+            if self.pause_at.is_some_and(|n| st.exits.total() >= n) {
+                // Everything the next KVM_RUN would enter with is in place:
+                // the injected vector in KVM's slot, the queue, the window.
+                let snap = crate::snapshot::Snapshot::capture(
+                    self.vcpu,
+                    self.mem,
+                    self.injector.as_ref().map(|i| &i.injector),
+                    st.exits.total(),
+                )
+                .map_err(VmmError::Capture)?;
+                self.paused = Some(Box::new(snap));
+                return Ok(Step::Pause);
             }
             match self.vcpu.run() {
                 Ok(VcpuExit::IoIn(port, data)) => {

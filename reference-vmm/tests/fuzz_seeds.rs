@@ -133,4 +133,5 @@ seed_tests!(
     trace_replay,
     vmm_exits,
     vmx_nested,
+    vmm_snapshot,
 );

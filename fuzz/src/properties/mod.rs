@@ -50,6 +50,7 @@ pub mod vcpu_injector;
 pub mod vcpu_interruption;
 pub mod vcpu_snapshot;
 pub mod vmm_exits;
+pub mod vmm_snapshot;
 pub mod vmx_caps_raw;
 pub mod vmx_nested;
 
@@ -80,4 +81,5 @@ targets!(
     trace_replay,
     vmm_exits,
     vmx_nested,
+    vmm_snapshot,
 );

@@ -11,7 +11,8 @@ pub mod timer;
 
 pub use scenarios::{
     scenarios, DEMO_DENIALS, DEMO_FLOOD_COUNT, DEMO_GARBAGE_LINES, DEMO_GARBAGE_SEED,
-    DEMO_IRQ_COUNT, DEMO_NOTIFY_STORM, DEMO_PIO_COUNT, STORM_RSS_GROWTH_LIMIT_KIB,
+    DEMO_IRQ_COUNT, DEMO_NOTIFY_STORM, DEMO_PIO_COUNT, DEMO_SNAPSHOT_EVERY,
+    DEMO_SNAPSHOT_IRQ_COUNT, STORM_RSS_GROWTH_LIMIT_KIB,
 };
 
 use std::time::Instant;
@@ -39,7 +40,7 @@ pub fn kvm_report(cfg: &RunConfig, run: KvmRun) -> Report {
         .iter()
         .find(|c| c.cap == crate::plan::KVM_CAP_X86_NOTIFY_VMEXIT)
         .map(|c| c.supported);
-    Report::build(
+    let mut r = Report::build(
         cfg.guest.name(),
         Source::Kvm,
         &run.state,
@@ -49,7 +50,11 @@ pub fn kvm_report(cfg: &RunConfig, run: KvmRun) -> Report {
         host_notify,
         run.caps,
         run.warnings,
-    )
+    );
+    if let Some(s) = &mut r.snapshots {
+        s.every = cfg.snapshot_every;
+    }
+    r
 }
 
 /// What a scenario runs.

@@ -30,6 +30,11 @@ fn exits(r: &Report, kind: &str) -> u64 {
 pub const DEMO_PIO_COUNT: u64 = 100_000;
 /// The count the demo's irq-storm uses.
 pub const DEMO_IRQ_COUNT: u64 = 10_000;
+/// Interrupts the demo's "snapshot under fire" irq-storm raises.
+pub const DEMO_SNAPSHOT_IRQ_COUNT: u64 = 1_000;
+/// The demo's `--snapshot-every` (mid-storm: not a multiple of the guest's
+/// stretch length, so snapshots fall at every phase of the storm).
+pub const DEMO_SNAPSHOT_EVERY: u64 = 97;
 /// Interrupts the demo's irq-flood raises.
 pub const DEMO_FLOOD_COUNT: u64 = 20_000;
 /// Exits of the demo's generated notify storm.
@@ -383,6 +388,35 @@ fn hostile_guests() -> Vec<Scenario> {
                         && i.max_queued <= i.queue_capacity
                         && i.delivered_vector_sum == Some(i.injected_vector_sum),
                     || format!("{i:?}"),
+                )
+            },
+        },
+        Scenario {
+            name: "snapshot under fire",
+            kind: ScenarioKind::Run({
+                let mut c = run(Guest::IrqStorm, DEMO_SNAPSHOT_IRQ_COUNT);
+                c.snapshot_every = Some(DEMO_SNAPSHOT_EVERY);
+                c
+            }),
+            expect: Outcome::Halted,
+            also_accept: None,
+            expect_text: "irq-storm, every 97 exits: snapshot, destroy the VM, restore into a \
+                 fresh one; all 1000 delivered exactly once, none while masked, every snapshot \
+                 restored, some taken with an interrupt injected but not delivered",
+            checks: |r| {
+                let i = r.interrupts.ok_or("no interrupts section")?;
+                let s = r.snapshots.ok_or("no snapshots section")?;
+                want(
+                    i.requested == DEMO_SNAPSHOT_IRQ_COUNT
+                        && i.injected == DEMO_SNAPSHOT_IRQ_COUNT
+                        && i.delivered == Some(DEMO_SNAPSHOT_IRQ_COUNT)
+                        && i.delivered_while_masked == Some(0)
+                        && s.taken == (r.exits_total - 1) / DEMO_SNAPSHOT_EVERY
+                        && s.taken > 0
+                        && s.restored == s.taken
+                        && s.restore_failures == 0
+                        && s.held.interrupt_injected > 0,
+                    || format!("{i:?}; {s:?}"),
                 )
             },
         },

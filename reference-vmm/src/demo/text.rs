@@ -56,6 +56,20 @@ fn detail(r: &Report) -> String {
             i.delivered_while_masked.map_or("-".into(), |v| v.to_string())
         );
     }
+    if let (Some(i), Some(n)) = (&r.interrupts, &r.snapshots) {
+        return format!(
+            "{} snapshots -> {} fresh VMs ({} with an interrupt injected, {} with a window \
+             requested); guest: delivered={}/{} while_masked={}",
+            n.taken,
+            n.restored,
+            n.held.interrupt_injected,
+            n.held.window_requested,
+            i.delivered.map_or("-".into(), |v| v.to_string()),
+            i.requested,
+            i.delivered_while_masked
+                .map_or("-".into(), |v| v.to_string())
+        );
+    }
     if let Some(i) = &r.interrupts {
         return format!(
             "vcpu-events injector: requested={} injected={} windows={}; guest: delivered={} while_masked={}",
