@@ -26,7 +26,8 @@ use std::fmt;
 use crate::config::NotifyConfig;
 
 /// `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (218: `KVM_{GET,SET}_VCPU_EVENTS` carry a pending
-/// triple fault, needed to synthesize one), `KVM_CAP_X86_NOTIFY_VMEXIT` (219: Intel Notify
+/// triple fault, needed to synthesize one; probed here, enabled by the `vcpu-events`
+/// crate's `kvm::enable_event_caps`), `KVM_CAP_X86_NOTIFY_VMEXIT` (219: Intel Notify
 /// VM exit, VMX secondary control bit 31), and the flags of its argument
 /// (`KVM_X86_NOTIFY_VMEXIT_ENABLED`: turn the exit on for every vCPU;
 /// `KVM_X86_NOTIFY_VMEXIT_USER`: also exit to userspace for valid-context exits), from
@@ -35,8 +36,6 @@ pub use kvm_bindings::{
     KVM_CAP_X86_NOTIFY_VMEXIT, KVM_CAP_X86_TRIPLE_FAULT_EVENT, KVM_X86_NOTIFY_VMEXIT_ENABLED,
     KVM_X86_NOTIFY_VMEXIT_USER,
 };
-/// `args[0]` that enables `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (KVM stores it as a boolean).
-pub const TRIPLE_FAULT_EVENT_ENABLE_ARG: u64 = 1;
 
 /// Flags in bits 31:0 of the `KVM_CAP_X86_NOTIFY_VMEXIT` argument (a `bitflags` type).
 /// Unknown bits are kept (build with [`NotifyVmexitFlags::from_bits_retain`], see

@@ -16,8 +16,6 @@
 //! bit 55 is clear (they are then ignored, as on the inputs), so `intersect(&[a, a])`
 //! and `intersect(&[a])` hold the same raw MSRs.
 
-use serde::Serialize;
-
 use crate::allowed::AllowedSettings;
 use crate::basic::{self, VmxBasic};
 use crate::caps::VmxCaps;
@@ -29,7 +27,8 @@ use crate::msr;
 use crate::raw::RawMsrs;
 
 /// Something [`intersect`] or [`is_subset_of`] had to report.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Note {
     /// MSR concerned.

@@ -12,8 +12,6 @@
 
 use std::fmt;
 
-use serde::Serialize;
-
 use crate::allowed::AllowedSettings;
 use crate::basic;
 use crate::caps::VmxCaps;
@@ -23,8 +21,9 @@ use crate::msr;
 use crate::names;
 
 /// How bad a finding is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 #[non_exhaustive]
 pub enum Severity {
     /// Unknown/reserved bits, missing optional MSRs: information only.
@@ -36,8 +35,9 @@ pub enum Severity {
 }
 
 /// Which invariant a finding is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Invariant {
     /// Allowed-0 ⊆ allowed-1: a must-be-1 control is not allowed to be 1.
@@ -81,7 +81,8 @@ pub enum Invariant {
 }
 
 /// One finding.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Finding {
     /// How bad it is.
@@ -110,7 +111,8 @@ impl fmt::Display for Finding {
 }
 
 /// The result of [`check`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Report {
     /// Findings, most severe first, then by MSR.

@@ -4,15 +4,14 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
-
 use crate::caps::VmxCaps;
 use crate::control::ControlWord;
 use crate::msr;
 use crate::names::lookup;
 
 /// Differences in one control word (effective views, widened to 64 bits).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ControlDiff {
     /// The control word (`pin_based`, `primary`, ...).
     pub word: &'static str,
@@ -24,12 +23,13 @@ pub struct ControlDiff {
     pub forced_only_a: u64,
     /// Controls B forces to 1 and A does not.
     pub forced_only_b: u64,
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     kind: Option<ControlWord>,
 }
 
 /// A field or flag whose value differs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct FieldDiff {
     /// MSR holding the field.
@@ -43,7 +43,8 @@ pub struct FieldDiff {
 }
 
 /// The differences between two capability sets.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Diff {
     /// Control words that differ.

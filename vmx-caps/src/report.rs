@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! Reports of a capability set: [`qemu`] (byte-for-byte QEMU vmxcap), [`text`] (the
-//! same layout naming every known bit) and [`json`] (the documented decoded model).
+//! same layout naming every known bit) and `json` (the documented decoded model; feature
+//! `json`).
 
+#[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 pub mod json;
 pub mod qemu;
 pub mod text;
@@ -19,7 +22,9 @@ pub enum Format {
     Qemu,
     /// See [`qemu::render_2024`].
     Qemu2024,
-    /// See [`json`].
+    /// See [`json`] (feature `json`).
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     Json,
 }
 
@@ -29,6 +34,7 @@ pub fn render(caps: &VmxCaps, format: Format) -> String {
         Format::Text => text::render(caps),
         Format::Qemu => qemu::render(caps),
         Format::Qemu2024 => qemu::render_2024(caps),
+        #[cfg(feature = "json")]
         Format::Json => json::render(caps),
     }
 }

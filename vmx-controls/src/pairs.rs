@@ -14,14 +14,13 @@
 
 use core::fmt;
 
-use serde::{Deserialize, Serialize};
-
 use crate::controls::{EntryControls, ExitControls, SecondaryExitControls};
 
 /// Which entry/exit pair.
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum PairId {
     /// Load IA32_PERF_GLOBAL_CTRL: entry bit 13 / exit bit 12.
     PerfGlobalCtrl,
@@ -178,8 +177,9 @@ pub const ALL_ENTRY_EXIT_PAIRS: [EntryExitPair; 7] = [
 /// What to do with an inconsistent pair (KVM module parameter
 /// `error_on_inconsistent_vmcs_config`).
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum OnInconsistent {
     /// Fail (`error_on_inconsistent_vmcs_config=1`, KVM's default): kvm_intel refuses
     /// to load. Also governs the EPT/VPID-caps check of the VMCS configuration.
@@ -223,7 +223,8 @@ impl core::str::FromStr for OnInconsistent {
 }
 
 /// One inconsistent pair: which, and the values seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct InconsistentPair {
     /// Which pair.
     pub pair: PairId,

@@ -36,14 +36,19 @@
 //! input is unusable (unreadable or malformed dump, missing required MSR).
 
 use std::fmt::Write as _;
+#[cfg(feature = "json")]
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-use vmx_caps::{CapsError, Dump};
+use vmx_caps::CapsError;
+#[cfg(feature = "json")]
+use vmx_caps::Dump;
 
 use crate::controls::ControlField;
+#[cfg(feature = "json")]
 use crate::policy::VmcsPolicy;
-use crate::setup::{setup_vmcs_config, Diagnostic, SetupError, Severity, VmcsSetup};
+#[cfg(feature = "json")]
+use crate::setup::setup_vmcs_config;
+use crate::setup::{Diagnostic, SetupError, Severity, VmcsSetup};
 
 /// Exit status: configuration computed.
 pub const EXIT_SUCCESS: i32 = 0;
@@ -53,8 +58,9 @@ pub const EXIT_CONFIG_FAILED: i32 = 1;
 pub const EXIT_UNUSABLE_INPUT: i32 = 2;
 
 /// One diagnostic in the JSON report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct DiagnosticReport {
     /// [`Diagnostic::kind`].
     pub kind: String,
@@ -75,8 +81,9 @@ impl From<&Diagnostic> for DiagnosticReport {
 }
 
 /// The JSON report of a computed configuration (see the module docs for the shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct VmcsConfigReport {
     /// Pin-based controls, `0x%08x`.
     pub pin_based: String,
@@ -118,12 +125,16 @@ impl VmcsConfigReport {
     }
 
     /// As a JSON value (keys as in the module docs).
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn to_json_value(&self) -> serde_json::Value {
         // Plain strings and enums: serialization cannot fail.
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
 
     /// Pretty-printed JSON text, ending in a newline.
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn to_json_string(&self) -> String {
         // Field order as declared: the seven words, then diagnostics.
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
@@ -139,6 +150,8 @@ impl VmcsSetup {
     }
 
     /// The JSON report as a JSON value.
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn to_json_value(&self) -> serde_json::Value {
         self.report().to_json_value()
     }
@@ -218,16 +231,18 @@ impl ConfigError {
 }
 
 /// The JSON report of a failure: `{ "error": { "kind", "message" } }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct ErrorReport {
     /// What failed.
     pub error: ErrorBody,
 }
 
 /// Body of [`ErrorReport`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct ErrorBody {
     /// [`ConfigError::kind`].
     pub kind: String,
@@ -237,6 +252,8 @@ pub struct ErrorBody {
 
 impl ErrorReport {
     /// As a JSON value.
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn to_json_value(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
@@ -244,12 +261,16 @@ impl ErrorReport {
 
 /// Compute the configuration from the JSON text of a capability dump (the format of
 /// `vmx_caps::dump`).
+#[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 pub fn config_from_dump_json(text: &str, policy: &VmcsPolicy) -> Result<VmcsSetup, ConfigError> {
     let caps = Dump::from_json(text)?.caps()?;
     Ok(setup_vmcs_config(&caps, policy)?)
 }
 
 /// Compute the configuration from a dump file.
+#[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 pub fn config_from_dump_file(path: &Path, policy: &VmcsPolicy) -> Result<VmcsSetup, ConfigError> {
     let caps = Dump::read(path)?.caps()?;
     Ok(setup_vmcs_config(&caps, policy)?)
@@ -262,7 +283,9 @@ pub enum Format {
     /// [`VmcsSetup::render_text`], or `error: <message>` on failure.
     #[default]
     Text,
-    /// [`VmcsConfigReport`] or [`ErrorReport`], pretty-printed.
+    /// [`VmcsConfigReport`] or [`ErrorReport`], pretty-printed (feature `json`).
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     Json,
 }
 
@@ -273,6 +296,7 @@ impl core::str::FromStr for Format {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "text" => Ok(Format::Text),
+            #[cfg(feature = "json")]
             "json" => Ok(Format::Json),
             _ => Err(crate::pairs::ParseChoiceError::new(s, "text, json")),
         }
@@ -288,10 +312,11 @@ pub struct RenderedOutcome {
     pub exit_status: i32,
 }
 
-/// Render the outcome of [`config_from_dump_json`] / [`config_from_dump_file`] the way
-/// `vmxcap config` prints it.
+/// Render the outcome of `config_from_dump_json` / `config_from_dump_file` (feature
+/// `json`) the way `vmxcap config` prints it.
 pub fn render_outcome(outcome: &Result<VmcsSetup, ConfigError>, format: Format) -> RenderedOutcome {
     match (outcome, format) {
+        #[cfg(feature = "json")]
         (Ok(setup), Format::Json) => RenderedOutcome {
             output: setup.report().to_json_string(),
             exit_status: EXIT_SUCCESS,
@@ -300,6 +325,7 @@ pub fn render_outcome(outcome: &Result<VmcsSetup, ConfigError>, format: Format) 
             output: setup.render_text(),
             exit_status: EXIT_SUCCESS,
         },
+        #[cfg(feature = "json")]
         (Err(e), Format::Json) => {
             let mut output = serde_json::to_string_pretty(&e.report()).unwrap_or_default();
             output.push('\n');

@@ -53,7 +53,6 @@
 
 use core::fmt;
 
-use serde::{Deserialize, Serialize};
 use vmx_caps::VmxCaps;
 
 use crate::controls::{
@@ -119,8 +118,9 @@ impl VmcsConfig {
 
 /// How much a diagnostic matters.
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Severity {
     /// An expected adjustment (KVM does it silently).
     Info,

@@ -78,7 +78,8 @@ impl KvmRunExit {
         // (the kernel fills the page) or a Rust value, whose `Default` zeroes it and whose
         // other members are plain integers written through safe field assignment.
         let padding = unsafe { run.__bindgen_anon_1.padding };
-        let union: ExitUnion = zerocopy::transmute!(padding);
+        // `c_char` is i8 on x86_64 and u8 on aarch64: a byte-for-byte copy on both.
+        let union: ExitUnion = padding.map(|c| u8::from_ne_bytes(c.to_ne_bytes()));
         KvmRunExit {
             reason: run.exit_reason,
             union,
@@ -128,7 +129,7 @@ impl KvmRunExit {
     /// stand-in that fakes exits. Writing a union is safe Rust.
     pub fn write_to(&self, run: &mut kvm_run) {
         run.exit_reason = self.reason;
-        run.__bindgen_anon_1.padding = zerocopy::transmute!(self.union);
+        run.__bindgen_anon_1.padding = self.union.map(|b| core::ffi::c_char::from_ne_bytes([b]));
     }
 }
 

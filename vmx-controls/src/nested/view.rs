@@ -3,7 +3,6 @@
 //! [`nested_view`]: the VMX capability MSRs KVM reports to L1, helper by helper as
 //! `nested_vmx_setup_ctls_msrs` (arch/x86/kvm/vmx/nested.c) computes them.
 
-use serde::Serialize;
 use vmx_caps::{Dump, RawMsrs, VmxCaps};
 
 use super::assumptions::{EffectiveParams, NestedAssumptions, Param, X86_CR4_UMIP};
@@ -48,7 +47,8 @@ impl NestedError {
 }
 
 /// A note about a whole MSR of the nested view (BASIC, MISC, fixed bits, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct MsrNote {
     /// The MSR.
     pub msr: u32,
