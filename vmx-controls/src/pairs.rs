@@ -325,6 +325,27 @@ pub fn find_inconsistent_pairs(
 /// KVM's pair check: report every inconsistent pair of `table`; with
 /// [`OnInconsistent::Error`] fail, with [`OnInconsistent::Sanitize`] clear both sides of
 /// each and return the cleaned words.
+///
+/// ```
+/// use vmx_controls::{
+///     sanitize_pairs, EntryControls, ExitControls, OnInconsistent, PairId,
+///     SecondaryExitControls, VMCS_ENTRY_EXIT_PAIRS,
+/// };
+///
+/// // A CPU that can load IA32_PAT on VM entry but not on VM exit (a broken nested setup).
+/// let entry = EntryControls::LOAD_IA32_PAT | EntryControls::IA32E_MODE;
+/// let exit = ExitControls::HOST_ADDR_SPACE_SIZE;
+/// let none = SecondaryExitControls::empty();
+/// // KVM with its default (error_on_inconsistent_vmcs_config): refuse.
+/// let err = sanitize_pairs(&VMCS_ENTRY_EXIT_PAIRS, entry, exit, none, OnInconsistent::Error)
+///     .unwrap_err();
+/// assert_eq!(err.pairs[0].pair, PairId::Pat);
+/// // Or clear both sides of the pair and go on.
+/// let clean = sanitize_pairs(&VMCS_ENTRY_EXIT_PAIRS, entry, exit, none, OnInconsistent::Sanitize)?;
+/// assert_eq!(clean.entry, EntryControls::IA32E_MODE);
+/// assert_eq!(clean.inconsistent.len(), 1);
+/// # Ok::<(), vmx_controls::InconsistentPairsError>(())
+/// ```
 pub fn sanitize_pairs(
     table: &[EntryExitPair],
     entry: EntryControls,

@@ -39,6 +39,7 @@ use std::fmt::Write as _;
 #[cfg(feature = "json")]
 use std::path::Path;
 
+use vmx_caps::error::message_chain;
 use vmx_caps::CapsError;
 #[cfg(feature = "json")]
 use vmx_caps::Dump;
@@ -194,11 +195,13 @@ impl VmcsSetup {
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The dump cannot be read or parsed, or lacks a required MSR.
-    #[error("unusable input: {0}")]
+    /// The dump cannot be read or parsed, or lacks a required MSR (the
+    /// [`CapsError`] is the source).
+    #[error("unusable input")]
     UnusableInput(#[from] CapsError),
-    /// The configuration fails (what KVM would refuse to load with).
-    #[error("configuration fails: {0}")]
+    /// The configuration fails (what KVM would refuse to load with; the [`SetupError`]
+    /// is the source).
+    #[error("configuration fails")]
     Setup(#[from] SetupError),
 }
 
@@ -224,7 +227,7 @@ impl ConfigError {
         ErrorReport {
             error: ErrorBody {
                 kind: self.kind().to_owned(),
-                message: self.to_string(),
+                message: message_chain(self),
             },
         }
     }
@@ -246,7 +249,8 @@ pub struct ErrorReport {
 pub struct ErrorBody {
     /// [`ConfigError::kind`].
     pub kind: String,
-    /// Human-readable reason.
+    /// Human-readable reason: the error and its causes, `": "`-joined
+    /// ([`message_chain`](vmx_caps::error::message_chain)).
     pub message: String,
 }
 
@@ -261,6 +265,21 @@ impl ErrorReport {
 
 /// Compute the configuration from the JSON text of a capability dump (the format of
 /// `vmx_caps::dump`).
+///
+/// ```
+/// use vmx_controls::report::{config_from_dump_json, render_outcome, Format};
+/// use vmx_controls::{VmcsPolicy, EXIT_UNUSABLE_INPUT};
+///
+/// // A dump without IA32_VMX_PINBASED_CTLS: the input is unusable (exit status 2).
+/// let outcome = config_from_dump_json(
+///     r#"{"msrs": {"0x480": "0x00da040000000004"}}"#,
+///     &VmcsPolicy::linux(),
+/// );
+/// let out = render_outcome(&outcome, Format::Json);
+/// assert_eq!(out.exit_status, EXIT_UNUSABLE_INPUT);
+/// let report: serde_json::Value = serde_json::from_str(&out.output).unwrap();
+/// assert_eq!(report["error"]["kind"], "unusable_input");
+/// ```
 #[cfg(feature = "json")]
 #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 pub fn config_from_dump_json(text: &str, policy: &VmcsPolicy) -> Result<VmcsSetup, ConfigError> {
@@ -335,7 +354,7 @@ pub fn render_outcome(outcome: &Result<VmcsSetup, ConfigError>, format: Format) 
             }
         }
         (Err(e), _) => RenderedOutcome {
-            output: format!("error: {e}\n"),
+            output: format!("error: {}\n", message_chain(e)),
             exit_status: e.exit_status(),
         },
     }

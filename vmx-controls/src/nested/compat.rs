@@ -23,7 +23,8 @@ pub enum CompatError {
     #[error("no CPU given")]
     NoCpu,
     /// The boot CPU's `setup_vmcs_config` fails.
-    #[error("kvm_intel refuses to load: setup_vmcs_config fails on the boot CPU: {0}")]
+    /// The [`SetupError`] is the source.
+    #[error("kvm_intel refuses to load: setup_vmcs_config fails on the boot CPU")]
     BootCpu(#[from] SetupError),
 }
 

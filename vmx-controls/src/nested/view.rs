@@ -21,7 +21,8 @@ use crate::setup::{setup_vmcs_config, SetupError, VmcsSetup};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NestedError {
     /// L0's `setup_vmcs_config` fails: kvm_intel does not load, so there is no L1.
-    #[error("kvm_intel refuses to load on this CPU (setup_vmcs_config fails): {0}")]
+    /// The [`SetupError`] is the source.
+    #[error("kvm_intel refuses to load on this CPU (setup_vmcs_config fails)")]
     L0Refuses(#[from] SetupError),
     /// `nested=0`: `vmx_get_feature_msr` returns "unsupported" for every VMX MSR.
     #[error("nested=0: KVM exposes no VMX capability MSR to its guests (vmx_get_feature_msr)")]
