@@ -250,7 +250,7 @@ pub struct ErrorBody {
     /// [`ConfigError::kind`].
     pub kind: String,
     /// Human-readable reason: the error and its causes, `": "`-joined
-    /// ([`message_chain`](vmx_caps::error::message_chain)).
+    /// ([`message_chain`]).
     pub message: String,
 }
 
