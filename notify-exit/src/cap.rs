@@ -80,6 +80,17 @@ impl NotifyCapArg {
     /// The argument QEMU ≥ 7.2 passes for this configuration: `(window << 32) | ENABLED |
     /// USER` for `run` and `internal-error`; `None` for `disable`, because the cap cannot
     /// be used to disable the exit — the VMM simply does not call `KVM_ENABLE_CAP`.
+    ///
+    /// ```
+    /// use notify_exit::{NotifyCapArg, NotifyConfig, NotifyVmexitMode};
+    ///
+    /// // args[0] of KVM_ENABLE_CAP(KVM_CAP_X86_NOTIFY_VMEXIT): window << 32 | ENABLED | USER.
+    /// let run = NotifyConfig::new(NotifyVmexitMode::Run, 128);
+    /// assert_eq!(NotifyCapArg::for_config(&run).map(NotifyCapArg::raw), Some((128 << 32) | 3));
+    /// // `disable` is not calling KVM_ENABLE_CAP at all.
+    /// let off = NotifyConfig::new(NotifyVmexitMode::Disable, 0);
+    /// assert_eq!(NotifyCapArg::for_config(&off), None);
+    /// ```
     pub const fn for_config(config: &NotifyConfig) -> Option<Self> {
         if config.mode.is_enabled() {
             Some(NotifyCapArg {
@@ -107,6 +118,20 @@ impl NotifyCapArg {
 
     /// Decodes `args[0]`, refusing what `kvm_vm_ioctl_enable_cap` refuses on the argument
     /// itself: unknown flag bits and a missing `ENABLED`.
+    ///
+    /// ```
+    /// use notify_exit::{CapArgError, NotifyCapArg};
+    ///
+    /// // An argument found in a trace: window 128, ENABLED | USER.
+    /// let arg = NotifyCapArg::decode(0x0000_0080_0000_0003)?;
+    /// assert_eq!(arg.window(), 128);
+    /// // KVM refuses an argument without ENABLED (the cap cannot disable the exit).
+    /// assert_eq!(
+    ///     NotifyCapArg::decode(0x0000_0080_0000_0002),
+    ///     Err(CapArgError::NotEnabled { raw: 0x0000_0080_0000_0002 })
+    /// );
+    /// # Ok::<(), CapArgError>(())
+    /// ```
     pub const fn decode(raw: u64) -> Result<Self, CapArgError> {
         let window = (raw >> 32) as u32;
         let bits = raw as u32;
