@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! KVM glue (feature `kvm`): probing, enabling the caps in the right order, and reading a
+//! KVM glue (feature `kvm`): probing, enabling the notify cap in the right order, and reading a
 //! notify exit out of a live `kvm_run`. Every ioctl of the crate is here; the crate has no
 //! `unsafe` (the exit union is read by [`x86_kvm_base::kvm_run`]).
 //!
