@@ -295,6 +295,24 @@ pub enum ExitEncodeError {
 /// least 64 bytes for a Heki exit). Only if a revision with exits is selected *and*
 /// `exit_reason` is one of its Heki exits are the bytes read; otherwise the answer is
 /// [`ExitDecode::NotHeki`], whatever the bytes.
+///
+/// ```
+/// use heki_policy::exit::{HekiExit, HekiExitReason};
+/// use heki_policy::{decode_exit, encode_exit, ExitDecode, HekiAbi};
+///
+/// let abi = HekiAbi::RfcV3;
+/// // KVM's KVM_EXIT_HEKI_CONFIGURE for a new CR4 pin, as it lands in kvm_run.
+/// let mut union = [0u8; 256];
+/// let sent = HekiExit::configure(HekiExitReason::Cr4, 1 << 20);
+/// let exit_reason = encode_exit(abi, &sent, &mut union)?;
+/// match decode_exit(Some(abi), exit_reason, &union)? {
+///     ExitDecode::Heki(exit) => assert_eq!(exit, sent),
+///     other => panic!("{other:?}"),
+/// }
+/// // Without a Heki ABI selected, exit 40 is not Heki's, whatever the bytes.
+/// assert!(matches!(decode_exit(None, exit_reason, &union)?, ExitDecode::NotHeki(_)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn decode_exit(
     abi: Option<HekiAbi>,
     exit_reason: u32,

@@ -257,6 +257,22 @@ impl HekiExitHandler {
     }
 
     /// Handle one decoded Heki exit at time `now` (caller's monotonic clock).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use heki_policy::exit::{HekiExit, HekiExitReason};
+    /// use heki_policy::{DenialPolicy, HekiAbi, HekiAction, HekiExitHandler};
+    ///
+    /// let mut vmm = HekiExitHandler::new(HekiAbi::RfcV3, DenialPolicy::Shutdown);
+    /// // KVM_EXIT_HEKI_CONFIGURE: the guest pinned CR4.SMEP; mirror it and resume.
+    /// let pin = HekiExit::configure(HekiExitReason::Cr4, 1 << 20);
+    /// assert_eq!(vmm.handle(&pin, Duration::from_secs(1)).action, HekiAction::Resume);
+    /// assert_eq!(vmm.pins().cr4, 1 << 20);
+    /// // KVM_EXIT_HEKI_DENIAL: a write tried to clear it; this VMM shuts the guest down.
+    /// let denial = HekiExit::denial(HekiExitReason::Cr4, 0x0027_0ef0);
+    /// assert_eq!(vmm.handle(&denial, Duration::from_secs(2)).action, HekiAction::Shutdown);
+    /// assert_eq!(vmm.stats().denials_cr4, 1);
+    /// ```
     pub fn handle(&mut self, exit: &HekiExit, now: Duration) -> HekiDecision {
         match *exit {
             HekiExit::Configure {

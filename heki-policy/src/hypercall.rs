@@ -148,6 +148,30 @@ impl RequestError {
 /// refused call (with the exact `-KVM_E*` of [`RequestError::error`]), and the typed
 /// request otherwise. Order as in KVM: 32-bit truncation, CPL check, a0 range check,
 /// flags.
+///
+/// ```
+/// use heki_policy::hypercall::{decode_request, RequestError};
+/// use heki_policy::{CallerMode, HekiAbi, HypercallRegs, LockCrRequest};
+///
+/// let abi = HekiAbi::RfcV2;
+/// // KVM_HC_LOCK_CR_UPDATE(cr 4, SMEP | SMAP, flags 0) from the guest kernel.
+/// let regs = HypercallRegs {
+///     nr: abi.lock_cr_update_nr(),
+///     a0: 4,
+///     a1: (1 << 20) | (1 << 21),
+///     ..Default::default()
+/// };
+/// assert_eq!(
+///     decode_request(abi, regs, CallerMode::KERNEL_64),
+///     Ok(Some(LockCrRequest::Lock { cr: 4, pin: (1 << 20) | (1 << 21) }))
+/// );
+/// // From user mode: -KVM_EPERM, as KVM answers.
+/// let user = CallerMode { cpl: 3, ..CallerMode::KERNEL_64 };
+/// assert_eq!(decode_request(abi, regs, user), Err(RequestError::NotKernelMode { cpl: 3 }));
+/// // Another hypercall number is not ours to answer.
+/// let other = HypercallRegs { nr: 9, ..regs };
+/// assert_eq!(decode_request(abi, other, CallerMode::KERNEL_64), Ok(None));
+/// ```
 pub fn decode_request(
     abi: HekiAbi,
     regs: HypercallRegs,

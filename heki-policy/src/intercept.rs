@@ -96,6 +96,17 @@ impl CrGuestHostMasks {
 
 /// The guest/host mask bits that must be intercepted (host-owned) for `pins` to be
 /// enforceable: every pinned bit, in the register it is pinned in.
+///
+/// ```
+/// use heki_policy::intercept::required_intercepts;
+/// use heki_policy::policy::PinnedCrs;
+///
+/// // CR0.WP and CR4.SMEP pinned: both must be host-owned (set in the guest/host masks),
+/// // or the guest could clear them without a VM exit.
+/// let pins = PinnedCrs { cr0: 1 << 16, cr4: 1 << 20 };
+/// let masks = required_intercepts(&pins);
+/// assert_eq!((masks.cr0, masks.cr4), (1 << 16, 1 << 20));
+/// ```
 pub const fn required_intercepts(pins: &PinnedCrs) -> CrGuestHostMasks {
     CrGuestHostMasks {
         cr0: pins.cr0,

@@ -351,6 +351,23 @@ impl PinPolicy {
     }
 
     /// Lock `pin` in `cr`: validate, then OR the accepted bits into the pins.
+    ///
+    /// ```
+    /// use heki_policy::policy::{CrCheck, LockError};
+    /// use heki_policy::{HekiAbi, HostCrs, PinPolicy};
+    ///
+    /// let host = HostCrs { cr0: 0x8005_0033, cr4: 0x0037_0ef0 };
+    /// let mut policy = PinPolicy::new(HekiAbi::RfcV2);
+    /// // Pin CR4.SMEP | SMAP.
+    /// let grant = policy.lock(4, (1 << 20) | (1 << 21), host)?;
+    /// assert_eq!(grant.newly_pinned, (1 << 20) | (1 << 21));
+    /// // A CR0 pin must include WP (the RFC's rule).
+    /// assert_eq!(policy.lock(0, 1, host), Err(LockError::Cr0WithoutWp { pin: 1 }));
+    /// // A later CR4 write that clears SMEP is refused (KVM injects #GP(0)).
+    /// assert_eq!(policy.check_cr(4, 0x0027_0ef0), CrCheck::Deny { cleared: 1 << 20 });
+    /// assert_eq!(policy.check_cr(4, 0x0037_0ef0), CrCheck::Allow);
+    /// # Ok::<(), LockError>(())
+    /// ```
     pub fn lock(&mut self, cr: u32, pin: u64, host: HostCrs) -> Result<LockGrant, LockError> {
         let grant = self.validate_lock(cr, pin, host)?;
         match grant.cr {

@@ -3,8 +3,9 @@
 //! A VMM's notify-exit wiring with plain kvm-ioctls:
 //!
 //! 1. before any vCPU exists, enable `KVM_CAP_X86_NOTIFY_VMEXIT` (QEMU's
-//!    `notify-vmexit=run,notify-window=0`) and the triple-fault event through
-//!    [`notify_exit::kvm::PreVcpuVm`];
+//!    `notify-vmexit=run,notify-window=0`) through [`notify_exit::kvm::PreVcpuVm`]; the
+//!    triple-fault event the `run` policy needs is enabled by its owner, vcpu-events
+//!    (`vcpu_events::kvm::enable_event_caps`), and its outcome handed to the policy;
 //! 2. in the run loop, turn kvm-ioctls' `VcpuExit::Unsupported(37)` (`KVM_EXIT_NOTIFY`,
 //!    which kvm-ioctls 0.25 does not decode) into a decision with
 //!    [`notify_exit::exit::from_kvm_run`] and a [`notify_exit::NotifyHandler`]: no
@@ -23,7 +24,7 @@ use std::error::Error;
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_EXIT_NOTIFY};
 use kvm_ioctls::{Kvm, VcpuExit};
-use notify_exit::kvm::{PreVcpuVm, Requirement};
+use notify_exit::kvm::{CapOutcome, PreVcpuVm, Requirement};
 use notify_exit::{NotifyAction, NotifyConfig, NotifyHandler, NotifyVmexitMode};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
@@ -38,10 +39,17 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut pre = PreVcpuVm::create(&kvm)?;
     let config = NotifyConfig::new(NotifyVmexitMode::Run, 0);
     let notify = pre.enable_notify_vmexit(&config, Requirement::Optional)?;
-    let triple = pre.enable_triple_fault_event(Requirement::Optional)?;
     let (vm, setup) = pre.finish();
+    // The triple fault `run` mode synthesizes for an invalid context needs
+    // KVM_CAP_X86_TRIPLE_FAULT_EVENT, which vcpu-events owns (it is about
+    // KVM_SET_VCPU_EVENTS); without it the policy stops the VM instead.
+    let triple = if setup.needs_triple_fault_event() {
+        vcpu_events::kvm::enable_event_caps(&vm)?.triple_fault_event
+    } else {
+        CapOutcome::NotRequested
+    };
     println!("KVM_CAP_X86_NOTIFY_VMEXIT: {notify:?}; KVM_CAP_X86_TRIPLE_FAULT_EVENT: {triple:?}");
-    let mut handler = NotifyHandler::new(0, setup.policy());
+    let mut handler = NotifyHandler::new(0, setup.policy(triple));
 
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)])?;
     mem.write_slice(&GUEST, GuestAddress(0))?;

@@ -26,7 +26,8 @@ use std::fmt;
 use crate::config::NotifyConfig;
 
 /// `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (218: `KVM_{GET,SET}_VCPU_EVENTS` carry a pending
-/// triple fault, needed to synthesize one), `KVM_CAP_X86_NOTIFY_VMEXIT` (219: Intel Notify
+/// triple fault, needed to synthesize one; probed here, enabled by the `vcpu-events`
+/// crate's `kvm::enable_event_caps`), `KVM_CAP_X86_NOTIFY_VMEXIT` (219: Intel Notify
 /// VM exit, VMX secondary control bit 31), and the flags of its argument
 /// (`KVM_X86_NOTIFY_VMEXIT_ENABLED`: turn the exit on for every vCPU;
 /// `KVM_X86_NOTIFY_VMEXIT_USER`: also exit to userspace for valid-context exits), from
@@ -35,8 +36,6 @@ pub use kvm_bindings::{
     KVM_CAP_X86_NOTIFY_VMEXIT, KVM_CAP_X86_TRIPLE_FAULT_EVENT, KVM_X86_NOTIFY_VMEXIT_ENABLED,
     KVM_X86_NOTIFY_VMEXIT_USER,
 };
-/// `args[0]` that enables `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (KVM stores it as a boolean).
-pub const TRIPLE_FAULT_EVENT_ENABLE_ARG: u64 = 1;
 
 /// Flags in bits 31:0 of the `KVM_CAP_X86_NOTIFY_VMEXIT` argument (a `bitflags` type).
 /// Unknown bits are kept (build with [`NotifyVmexitFlags::from_bits_retain`], see
@@ -81,6 +80,17 @@ impl NotifyCapArg {
     /// The argument QEMU ≥ 7.2 passes for this configuration: `(window << 32) | ENABLED |
     /// USER` for `run` and `internal-error`; `None` for `disable`, because the cap cannot
     /// be used to disable the exit — the VMM simply does not call `KVM_ENABLE_CAP`.
+    ///
+    /// ```
+    /// use notify_exit::{NotifyCapArg, NotifyConfig, NotifyVmexitMode};
+    ///
+    /// // args[0] of KVM_ENABLE_CAP(KVM_CAP_X86_NOTIFY_VMEXIT): window << 32 | ENABLED | USER.
+    /// let run = NotifyConfig::new(NotifyVmexitMode::Run, 128);
+    /// assert_eq!(NotifyCapArg::for_config(&run).map(NotifyCapArg::raw), Some((128 << 32) | 3));
+    /// // `disable` is not calling KVM_ENABLE_CAP at all.
+    /// let off = NotifyConfig::new(NotifyVmexitMode::Disable, 0);
+    /// assert_eq!(NotifyCapArg::for_config(&off), None);
+    /// ```
     pub const fn for_config(config: &NotifyConfig) -> Option<Self> {
         if config.mode.is_enabled() {
             Some(NotifyCapArg {
@@ -108,6 +118,20 @@ impl NotifyCapArg {
 
     /// Decodes `args[0]`, refusing what `kvm_vm_ioctl_enable_cap` refuses on the argument
     /// itself: unknown flag bits and a missing `ENABLED`.
+    ///
+    /// ```
+    /// use notify_exit::{CapArgError, NotifyCapArg};
+    ///
+    /// // An argument found in a trace: window 128, ENABLED | USER.
+    /// let arg = NotifyCapArg::decode(0x0000_0080_0000_0003)?;
+    /// assert_eq!(arg.window(), 128);
+    /// // KVM refuses an argument without ENABLED (the cap cannot disable the exit).
+    /// assert_eq!(
+    ///     NotifyCapArg::decode(0x0000_0080_0000_0002),
+    ///     Err(CapArgError::NotEnabled { raw: 0x0000_0080_0000_0002 })
+    /// );
+    /// # Ok::<(), CapArgError>(())
+    /// ```
     pub const fn decode(raw: u64) -> Result<Self, CapArgError> {
         let window = (raw >> 32) as u32;
         let bits = raw as u32;

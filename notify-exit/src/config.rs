@@ -120,6 +120,20 @@ pub const KEY_WINDOW_LEGACY: &str = "notify_window";
 /// `window` is the VMCS `NOTIFY_WINDOW` field (0x4024): how many crystal clock cycles the
 /// CPU may run guest code without an event window before a Notify VM exit. The hardware
 /// adds its own internal threshold, so 0 is safe and is QEMU's default.
+///
+/// ```
+/// use notify_exit::{NotifyConfig, NotifyVmexitMode};
+///
+/// // QEMU's `-accel kvm,notify-vmexit=run,notify-window=128` (the `-accel kvm,` part is
+/// // the VMM's own syntax), or the older `notify_vmexit=on`.
+/// let c: NotifyConfig = "notify-vmexit=run,notify-window=128".parse()?;
+/// assert_eq!(c, NotifyConfig::new(NotifyVmexitMode::Run, 128));
+/// let old: NotifyConfig = "notify_vmexit=on".parse()?;
+/// assert_eq!(old.mode, NotifyVmexitMode::Run);
+/// assert_eq!(old.window, 0); // QEMU's default window
+/// assert!("notify-vmexit=sometimes".parse::<NotifyConfig>().is_err());
+/// # Ok::<(), notify_exit::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NotifyConfig {

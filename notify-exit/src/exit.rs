@@ -137,6 +137,22 @@ impl From<KvmRunNotify> for NotifyExit {
 /// Decodes a `KVM_EXIT_NOTIFY` from the exit reason and the exit-union bytes (starting at
 /// offset [`KVM_RUN_EXIT_UNION_OFFSET`] of `kvm_run`; at least 4 bytes, extra bytes are
 /// ignored).
+///
+/// ```
+/// use notify_exit::{decode, DecodeError, KVM_EXIT_NOTIFY};
+///
+/// // kvm_run.exit_reason and the exit-union bytes (`notify.flags`, little-endian u32):
+/// // bit 0 is KVM_NOTIFY_CONTEXT_INVALID.
+/// let exit = decode(KVM_EXIT_NOTIFY, &[1, 0, 0, 0])?;
+/// assert!(exit.context_invalid());
+/// assert!(!decode(KVM_EXIT_NOTIFY, &[0, 0, 0, 0])?.context_invalid());
+/// // Any other exit is refused, typed.
+/// assert!(matches!(
+///     decode(kvm_bindings::KVM_EXIT_HLT, &[0; 4]),
+///     Err(DecodeError::NotNotifyExit { .. })
+/// ));
+/// # Ok::<(), DecodeError>(())
+/// ```
 pub fn decode(exit_reason: u32, union_bytes: &[u8]) -> Result<NotifyExit, DecodeError> {
     if exit_reason != KVM_EXIT_NOTIFY {
         return Err(DecodeError::NotNotifyExit { exit_reason });

@@ -125,6 +125,21 @@ impl NotifyHandler {
 
     /// Decodes `(exit_reason, exit-union bytes)` and handles the exit: the entry point for
     /// a VMM on kvm-ioctls (`VcpuExit::Unsupported(37)`) or a trace replayer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use notify_exit::{NotifyAction, NotifyHandler, NotifyPolicy, NotifyVmexitMode, KVM_EXIT_NOTIFY};
+    ///
+    /// let mut vcpu0 = NotifyHandler::new(0, NotifyPolicy::new(NotifyVmexitMode::Run, true));
+    /// // Two exits as kvm-ioctls hands them over (VcpuExit::Unsupported(37) + the union bytes).
+    /// let d = vcpu0.handle_raw(KVM_EXIT_NOTIFY, &[0, 0, 0, 0], Duration::from_millis(1))?;
+    /// assert_eq!(d.action, NotifyAction::Resume);
+    /// let d = vcpu0.handle_raw(KVM_EXIT_NOTIFY, &[1, 0, 0, 0], Duration::from_millis(2))?;
+    /// assert_eq!(d.action, NotifyAction::SynthesizeTripleFault);
+    /// let stats = vcpu0.stats();
+    /// assert_eq!((stats.exits, stats.context_invalid, stats.resumed), (2, 1, 1));
+    /// # Ok::<(), notify_exit::DecodeError>(())
+    /// ```
     pub fn handle_raw(
         &mut self,
         exit_reason: u32,

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! KVM glue (feature `kvm`): probing, enabling the caps in the right order, and reading a
+//! KVM glue (feature `kvm`): probing, enabling the notify cap in the right order, and reading a
 //! notify exit out of a live `kvm_run`. Every ioctl of the crate is here; the crate has no
 //! `unsafe` (the exit union is read by [`x86_kvm_base::kvm_run`]).
 //!
@@ -22,9 +22,18 @@
 //! [`CapOutcome::NotSupportedByHost`] — QEMU skips the cap silently in that case too. With
 //! [`Requirement::Required`] it becomes [`KvmSetupError::NotSupportedByHost`] instead.
 //!
-//! Applying a [`NotifyAction::SynthesizeTripleFault`](crate::policy::NotifyAction) is the
-//! VMM's job (`KVM_SET_VCPU_EVENTS` with `KVM_VCPUEVENT_VALID_TRIPLE_FAULT`, e.g. through
-//! the `vcpu-events` crate); this library never acts on a vCPU.
+//! # The triple-fault event cap is vcpu-events'
+//!
+//! In `run` mode an invalid-context exit is answered with
+//! [`NotifyAction::SynthesizeTripleFault`](crate::policy::NotifyAction), which the VMM
+//! applies with `KVM_SET_VCPU_EVENTS` (`KVM_VCPUEVENT_VALID_TRIPLE_FAULT`); KVM accepts
+//! that flag only once `KVM_CAP_X86_TRIPLE_FAULT_EVENT` is enabled on the VM. That cap
+//! belongs to `KVM_SET_VCPU_EVENTS`, so the `vcpu-events` crate enables it
+//! (`vcpu_events::kvm::enable_event_caps`, any time: KVM reads it at
+//! `KVM_SET_VCPU_EVENTS`); this crate only probes it ([`probe_vm`]) and takes the outcome
+//! as input: [`NotifySetup::needs_triple_fault_event`] says whether the policy needs it,
+//! [`NotifySetup::policy`] takes the [`CapOutcome`] `enable_event_caps` returned
+//! (`VmEventCaps::triple_fault_event`). This library never acts on a vCPU.
 
 use std::os::raw::c_ulong;
 
@@ -34,7 +43,6 @@ use x86_kvm_base::cap::{enable_cap_request, plan};
 
 use crate::cap::{
     NotifyCapArg, NotifyCaps, KVM_CAP_X86_NOTIFY_VMEXIT, KVM_CAP_X86_TRIPLE_FAULT_EVENT,
-    TRIPLE_FAULT_EVENT_ENABLE_ARG,
 };
 use crate::config::{NotifyConfig, NotifyVmexitMode};
 use crate::exit::{self, DecodeError, NotifyExit};
@@ -98,11 +106,26 @@ pub struct NotifySetup {
     pub notify_vmexit: CapOutcome,
     /// The argument passed when it was enabled.
     pub notify_arg: Option<NotifyCapArg>,
-    /// What happened to `KVM_CAP_X86_TRIPLE_FAULT_EVENT`.
-    pub triple_fault_event: CapOutcome,
 }
 
 impl NotifySetup {
+    /// A setup record: `config` was asked for and enabling `KVM_CAP_X86_NOTIFY_VMEXIT`
+    /// gave `notify_vmexit` (the argument is [`NotifyCapArg::for_config`] when enabled).
+    /// [`PreVcpuVm::finish`] returns the record of what it actually did; this builds one
+    /// for a VM set up elsewhere (restored, or a saved configuration).
+    pub const fn new(config: NotifyConfig, notify_vmexit: CapOutcome) -> Self {
+        let notify_arg = if notify_vmexit.is_enabled() {
+            NotifyCapArg::for_config(&config)
+        } else {
+            None
+        };
+        NotifySetup {
+            config,
+            notify_vmexit,
+            notify_arg,
+        }
+    }
+
     /// Records the result of one `enable_notify_vmexit` call. KVM keeps an enabled exit
     /// enabled, so once [`CapOutcome::Enabled`] the outcome, argument and mode stay those
     /// of the last call that actually enabled it.
@@ -123,16 +146,49 @@ impl NotifySetup {
         }
     }
 
-    /// The handling policy matching what was actually enabled. If the Notify VM exit is
-    /// not on (disabled or unsupported), the mode is `disable`: any notify exit is then
-    /// unexpected (see [`crate::policy`]).
-    pub const fn policy(&self) -> NotifyPolicy {
-        let mode = if self.notify_vmexit.is_enabled() {
+    /// The mode the exits KVM delivers are handled in: the configured one if the Notify
+    /// VM exit is on, `disable` otherwise (any notify exit is then unexpected, see
+    /// [`crate::policy`]).
+    pub const fn effective_mode(&self) -> NotifyVmexitMode {
+        if self.notify_vmexit.is_enabled() {
             self.config.mode
         } else {
             NotifyVmexitMode::Disable
-        };
-        NotifyPolicy::new(mode, self.triple_fault_event.is_enabled())
+        }
+    }
+
+    /// Whether the policy can ask for a triple fault, i.e. whether the VMM should enable
+    /// `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (with `vcpu_events::kvm::enable_event_caps`): the
+    /// exit is on in `run` mode, where an invalid context is answered with
+    /// [`NotifyAction::SynthesizeTripleFault`](crate::policy::NotifyAction). Without the
+    /// cap that answer becomes a stop ([`StopReason::NoTripleFaultEvent`](crate::policy::StopReason)).
+    pub const fn needs_triple_fault_event(&self) -> bool {
+        matches!(self.effective_mode(), NotifyVmexitMode::Run)
+    }
+
+    /// The handling policy matching what was actually enabled: the
+    /// [effective mode](Self::effective_mode), and `triple_fault_event`, what enabling
+    /// `KVM_CAP_X86_TRIPLE_FAULT_EVENT` gave (`VmEventCaps::triple_fault_event` from
+    /// `vcpu_events::kvm::enable_event_caps`; [`CapOutcome::NotRequested`] if the VMM
+    /// did not enable it).
+    ///
+    /// ```
+    /// use notify_exit::kvm::{CapOutcome, NotifySetup};
+    /// use notify_exit::{NotifyConfig, NotifyVmexitMode, NotifyPolicy};
+    ///
+    /// let setup = NotifySetup::new(NotifyConfig::new(NotifyVmexitMode::Run, 0), CapOutcome::Enabled);
+    /// assert!(setup.needs_triple_fault_event());
+    /// assert_eq!(
+    ///     setup.policy(CapOutcome::Enabled),
+    ///     NotifyPolicy::new(NotifyVmexitMode::Run, true)
+    /// );
+    /// // The exit is not on: every notify exit is unexpected, whatever the cap.
+    /// let off = NotifySetup::new(NotifyConfig::new(NotifyVmexitMode::Run, 0), CapOutcome::NotSupportedByHost);
+    /// assert!(!off.needs_triple_fault_event());
+    /// assert_eq!(off.policy(CapOutcome::NotRequested).mode, NotifyVmexitMode::Disable);
+    /// ```
+    pub const fn policy(&self, triple_fault_event: CapOutcome) -> NotifyPolicy {
+        NotifyPolicy::new(self.effective_mode(), triple_fault_event.is_enabled())
     }
 }
 
@@ -162,7 +218,6 @@ impl PreVcpuVm {
                 config: NotifyConfig::new(NotifyVmexitMode::Disable, 0),
                 notify_vmexit: CapOutcome::NotRequested,
                 notify_arg: None,
-                triple_fault_event: CapOutcome::NotRequested,
             },
         }
     }
@@ -202,43 +257,11 @@ impl PreVcpuVm {
         Ok(outcome)
     }
 
-    /// Enables `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (`args[0] = 1`), which lets the VMM apply
-    /// [`NotifyAction::SynthesizeTripleFault`](crate::policy::NotifyAction).
-    pub fn enable_triple_fault_event(
-        &mut self,
-        requirement: Requirement,
-    ) -> Result<CapOutcome, KvmSetupError> {
-        let outcome = enable(
-            &self.vm,
-            self.caps.triple_fault_event,
-            KVM_CAP_X86_TRIPLE_FAULT_EVENT,
-            TRIPLE_FAULT_EVENT_ENABLE_ARG,
-            requirement,
-        )?;
-        self.setup.triple_fault_event = outcome;
-        Ok(outcome)
-    }
-
     /// Ends the pre-vCPU phase: returns the VM, on which vCPUs may now be created, and
     /// what was enabled.
     pub fn finish(self) -> (VmFd, NotifySetup) {
         (self.vm, self.setup)
     }
-}
-
-/// Enables `KVM_CAP_X86_TRIPLE_FAULT_EVENT` on any VM. KVM accepts it after vCPUs exist
-/// (it is read at `KVM_SET_VCPU_EVENTS` time), so this needs no [`PreVcpuVm`].
-pub fn enable_triple_fault_event(
-    vm: &VmFd,
-    requirement: Requirement,
-) -> Result<CapOutcome, KvmSetupError> {
-    enable(
-        vm,
-        probe_vm(vm).triple_fault_event,
-        KVM_CAP_X86_TRIPLE_FAULT_EVENT,
-        TRIPLE_FAULT_EVENT_ENABLE_ARG,
-        requirement,
-    )
 }
 
 fn enable(
@@ -312,7 +335,6 @@ mod tests {
             config: NotifyConfig::new(NotifyVmexitMode::Disable, 0),
             notify_vmexit: CapOutcome::NotRequested,
             notify_arg: None,
-            triple_fault_event: CapOutcome::NotRequested,
         }
     }
 
@@ -328,7 +350,7 @@ mod tests {
         assert_eq!(setup.notify_vmexit, CapOutcome::Enabled);
         assert_eq!(setup.notify_arg, arg);
         assert_eq!(setup.config, run);
-        assert_eq!(setup.policy().mode, NotifyVmexitMode::Run);
+        assert_eq!(setup.effective_mode(), NotifyVmexitMode::Run);
         // A later enable with another window overwrites, as KVM does.
         let ie = NotifyConfig::new(NotifyVmexitMode::InternalError, 7);
         setup.record_notify(&ie, CapOutcome::Enabled, NotifyCapArg::for_config(&ie));
@@ -343,7 +365,7 @@ mod tests {
         setup.record_notify(&run, CapOutcome::NotSupportedByHost, None);
         assert_eq!(setup.notify_vmexit, CapOutcome::NotSupportedByHost);
         assert_eq!(setup.config, run);
-        assert_eq!(setup.policy().mode, NotifyVmexitMode::Disable);
+        assert_eq!(setup.effective_mode(), NotifyVmexitMode::Disable);
         let disable = NotifyConfig::new(NotifyVmexitMode::Disable, 0);
         setup.record_notify(&disable, CapOutcome::NotRequested, None);
         assert_eq!(setup.notify_vmexit, CapOutcome::NotRequested);
@@ -353,21 +375,36 @@ mod tests {
     #[test]
     fn setup_policy_follows_what_was_enabled() {
         let config = NotifyConfig::new(NotifyVmexitMode::InternalError, 7);
-        let mut setup = NotifySetup {
-            config,
-            notify_vmexit: CapOutcome::Enabled,
-            notify_arg: NotifyCapArg::for_config(&config),
-            triple_fault_event: CapOutcome::Enabled,
-        };
+        let mut setup = NotifySetup::new(config, CapOutcome::Enabled);
+        assert_eq!(setup.notify_arg, NotifyCapArg::for_config(&config));
+        // internal-error never synthesizes a triple fault: the cap is not needed.
+        assert!(!setup.needs_triple_fault_event());
         assert_eq!(
-            setup.policy(),
+            setup.policy(CapOutcome::Enabled),
             NotifyPolicy::new(NotifyVmexitMode::InternalError, true)
         );
         setup.notify_vmexit = CapOutcome::NotSupportedByHost;
-        setup.triple_fault_event = CapOutcome::NotSupportedByHost;
         assert_eq!(
-            setup.policy(),
+            setup.policy(CapOutcome::NotSupportedByHost),
             NotifyPolicy::new(NotifyVmexitMode::Disable, false)
         );
+        // run mode with the exit on needs the cap; the outcome decides the policy.
+        let run = NotifySetup::new(
+            NotifyConfig::new(NotifyVmexitMode::Run, 0),
+            CapOutcome::Enabled,
+        );
+        assert!(run.needs_triple_fault_event());
+        assert!(run.policy(CapOutcome::Enabled).triple_fault_event_enabled);
+        assert!(
+            !run.policy(CapOutcome::NotRequested)
+                .triple_fault_event_enabled
+        );
+        // Not enabled: no argument recorded.
+        let off = NotifySetup::new(
+            NotifyConfig::new(NotifyVmexitMode::Run, 0),
+            CapOutcome::NotSupportedByHost,
+        );
+        assert_eq!(off.notify_arg, None);
+        assert!(!off.needs_triple_fault_event());
     }
 }

@@ -221,6 +221,25 @@ impl fmt::Display for StopReason {
 /// Decides what to do with one notify exit under `policy.semantics` (the two tables of
 /// the module docs). Pure: no state, no I/O; unknown flag bits do not change the
 /// decision (only `KVM_NOTIFY_CONTEXT_INVALID` is meaningful).
+///
+/// ```
+/// use notify_exit::{
+///     decide, NotifyAction, NotifyExit, NotifyFlags, NotifyPolicy, NotifyVmexitMode, StopReason,
+/// };
+///
+/// let invalid = NotifyExit::new(NotifyFlags::CONTEXT_INVALID);
+/// let valid = NotifyExit::new(NotifyFlags::empty());
+/// // `run` with KVM_CAP_X86_TRIPLE_FAULT_EVENT enabled (vcpu-events' enable_event_caps).
+/// let run = NotifyPolicy::new(NotifyVmexitMode::Run, true);
+/// assert_eq!(decide(&run, valid), NotifyAction::Resume);
+/// assert_eq!(decide(&run, invalid), NotifyAction::SynthesizeTripleFault);
+/// // Without the cap the triple fault cannot be requested: stop, and say why.
+/// let run_no_cap = NotifyPolicy::new(NotifyVmexitMode::Run, false);
+/// assert!(matches!(
+///     decide(&run_no_cap, invalid),
+///     NotifyAction::StopInternalError { reason: StopReason::NoTripleFaultEvent, .. }
+/// ));
+/// ```
 pub fn decide(policy: &NotifyPolicy, exit: NotifyExit) -> NotifyAction {
     let flags = exit.flags;
     let stop = |reason| NotifyAction::StopInternalError { reason, flags };

@@ -11,8 +11,7 @@
 use kvm_bindings::{kvm_userspace_memory_region, KVM_VCPUEVENT_VALID_TRIPLE_FAULT};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use notify_exit::kvm::{
-    enable_triple_fault_event, exit_from_kvm_run, probe_kvm, CapOutcome, KvmSetupError, PreVcpuVm,
-    Requirement,
+    exit_from_kvm_run, probe_kvm, probe_vm, CapOutcome, KvmSetupError, PreVcpuVm, Requirement,
 };
 use notify_exit::{
     decode, NotifyAction, NotifyCapArg, NotifyConfig, NotifyExit, NotifyFlags, NotifyHandler,
@@ -120,31 +119,32 @@ fn probing_and_enabling_notify_gives_a_typed_outcome() {
     // The VM is usable after finish(): vCPUs can now be created.
     vm.create_vcpu(0).expect("KVM_CREATE_VCPU after finish");
     if !caps.notify_vmexit {
-        assert_eq!(setup.policy().mode, NotifyVmexitMode::Disable);
+        assert_eq!(
+            setup.policy(CapOutcome::NotRequested).mode,
+            NotifyVmexitMode::Disable
+        );
+        assert!(!setup.needs_triple_fault_event());
     }
 }
 
+/// The triple-fault event cap is vcpu-events' (`vcpu_events::kvm::enable_event_caps`);
+/// notify-exit probes it and takes the outcome. Enabled after vCPUs exist (KVM reads it
+/// at KVM_SET_VCPU_EVENTS time), the policy built from that outcome synthesizes.
 #[test]
-fn enabling_the_triple_fault_event_cap_works() {
+fn the_triple_fault_event_outcome_from_vcpu_events_drives_the_policy() {
     let Some(kvm) = kvm() else { return };
-    let caps = probe_kvm(&kvm);
     assert!(
-        caps.triple_fault_event,
+        probe_kvm(&kvm).triple_fault_event,
         "KVM_CAP_X86_TRIPLE_FAULT_EVENT needs Linux >= 6.0"
     );
-    let mut vm = PreVcpuVm::create(&kvm).unwrap();
-    assert_eq!(
-        vm.enable_triple_fault_event(Requirement::Required).unwrap(),
-        CapOutcome::Enabled
-    );
-    let (vm, setup) = vm.finish();
-    assert_eq!(setup.triple_fault_event, CapOutcome::Enabled);
-    // After vCPUs exist it can still be enabled (KVM does not check), through the free fn.
+    let (vm, setup) = PreVcpuVm::create(&kvm).unwrap().finish();
+    assert!(probe_vm(&vm).triple_fault_event);
     let _vcpu = vm.create_vcpu(0).unwrap();
-    assert_eq!(
-        enable_triple_fault_event(&vm, Requirement::Required).unwrap(),
-        CapOutcome::Enabled
-    );
+    let ev = vcpu_events::kvm::enable_event_caps(&vm).unwrap();
+    assert_eq!(ev.triple_fault_event, CapOutcome::Enabled);
+    let policy = notify_exit::kvm::NotifySetup::new(setup.config, CapOutcome::Enabled)
+        .policy(ev.triple_fault_event);
+    assert!(policy.triple_fault_event_enabled);
 }
 
 #[test]
@@ -155,13 +155,11 @@ fn context_invalid_notify_exit_ends_in_kvm_exit_shutdown() {
     let config: NotifyConfig = "notify-vmexit=run,notify-window=0".parse().unwrap();
     pre.enable_notify_vmexit(&config, Requirement::Optional)
         .unwrap();
-    assert_eq!(
-        pre.enable_triple_fault_event(Requirement::Required)
-            .unwrap(),
-        CapOutcome::Enabled
-    );
-    let (vm, setup) = pre.finish();
+    let (vm, _setup) = pre.finish();
     let mut vcpu = guest_vcpu(&vm, &mem);
+    // The triple-fault event cap, through its owner (vcpu-events).
+    let ev = vcpu_events::kvm::enable_event_caps(&vm).expect("enable the event caps");
+    assert_eq!(ev.triple_fault_event, CapOutcome::Enabled);
 
     // The guest runs: first exit is its hlt (no in-kernel irqchip).
     assert!(matches!(vcpu.run().expect("KVM_RUN"), VcpuExit::Hlt));
@@ -170,7 +168,8 @@ fn context_invalid_notify_exit_ends_in_kvm_exit_shutdown() {
 
     // A fake "context invalid" notify exit, fed as a VMM would on Unsupported(37).
     let union = NotifyExit::new(NotifyFlags::CONTEXT_INVALID).to_union_bytes();
-    let policy = NotifyPolicy::new(config.mode, setup.triple_fault_event.is_enabled());
+    // The mode as configured (this host may lack the exit itself; the fake exit stands in).
+    let policy = NotifyPolicy::new(config.mode, ev.triple_fault_event.is_enabled());
     let mut handler = NotifyHandler::new(0, policy);
     let decision = handler
         .handle_raw(KVM_EXIT_NOTIFY, &union, std::time::Duration::from_nanos(1))
@@ -191,8 +190,10 @@ fn context_invalid_notify_exit_ends_in_kvm_exit_shutdown() {
 fn without_the_triple_fault_cap_the_policy_stops_and_kvm_would_refuse() {
     let Some(kvm) = kvm() else { return };
     let mem = guest_memory();
-    let (vm, setup) = PreVcpuVm::create(&kvm).unwrap().finish();
-    assert_eq!(setup.triple_fault_event, CapOutcome::NotRequested);
+    // Nobody enabled KVM_CAP_X86_TRIPLE_FAULT_EVENT (vcpu-events' enable_event_caps
+    // was not called): the outcome the policy gets is NotRequested.
+    let (vm, _setup) = PreVcpuVm::create(&kvm).unwrap().finish();
+    let triple_fault_event = CapOutcome::NotRequested;
     let vcpu = guest_vcpu(&vm, &mem);
 
     let exit = decode(
@@ -200,8 +201,8 @@ fn without_the_triple_fault_cap_the_policy_stops_and_kvm_would_refuse() {
         &NotifyExit::new(NotifyFlags::CONTEXT_INVALID).to_union_bytes(),
     )
     .unwrap();
-    let action = NotifyPolicy::new(NotifyVmexitMode::Run, setup.triple_fault_event.is_enabled())
-        .decide(exit);
+    let action =
+        NotifyPolicy::new(NotifyVmexitMode::Run, triple_fault_event.is_enabled()).decide(exit);
     assert!(matches!(
         action,
         NotifyAction::StopInternalError {

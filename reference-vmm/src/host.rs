@@ -103,7 +103,8 @@ pub fn vmx_from_dump(
     }) {
         Ok(c) => c,
         Err(e) => {
-            out.vmcs_notes.push(format!("vmx-caps: {e}"));
+            out.vmcs_notes
+                .push(format!("vmx-caps: {}", vmx_caps::error::message_chain(&e)));
             return out;
         }
     };

@@ -7,7 +7,9 @@
 //!   (`VMM_TEST_REQUIRE_KVM=1`) a missing `/dev/kvm` fails the test instead;
 //! - the real-CPU capability dumps and QEMU `vmxcap` golden outputs, one copy in the
 //!   repository's `fixtures/vmx/` ([`vmx_fixture`], [`VMX_DUMPS`]);
-//! - [`workspace_root`], which the drift guard (`tests/drift.rs`) scans.
+//! - [`workspace_root`], which the drift guard (`tests/drift.rs`) scans;
+//! - [`assert_message_once`]: an error prints its own message and leaves its cause to
+//!   `source()` (so anyhow's `{:#}` and `message_chain` print each cause once).
 //!
 //! ```no_run
 //! let Some(kvm) = test_support::kvm_or_skip() else { return };
@@ -142,6 +144,27 @@ macro_rules! features_on_in_tests {
             )+
         }
     };
+}
+
+/// Walks `e`'s [`source`](std::error::Error::source) chain and fails the test if any
+/// error's message contains its source's message (the cause would print twice through
+/// anyhow or `vmx_caps::error::message_chain`), or if a message is empty. Returns the
+/// messages, outermost first, so a test can also check the chain it expects.
+pub fn assert_message_once(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut messages = vec![e.to_string()];
+    let mut current = e;
+    while let Some(source) = current.source() {
+        let outer = current.to_string();
+        let inner = source.to_string();
+        assert!(!outer.is_empty(), "empty message in the chain of {e:?}");
+        assert!(
+            inner.is_empty() || !outer.contains(&inner),
+            "{outer:?} repeats its source's message {inner:?}"
+        );
+        messages.push(inner);
+        current = source;
+    }
+    messages
 }
 
 #[cfg(test)]

@@ -221,3 +221,87 @@ fn one_unsafe_reader_of_the_kvm_run_exit_union() {
         "{readers:#?}"
     );
 }
+
+/// `text` with `//` comments removed (line by line; string contents are kept).
+fn strip_line_comments(text: &str) -> String {
+    text.lines()
+        .map(|l| l.find("//").map_or(l, |at| &l[..at]))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Byte offsets of the uses of `cap` in `code` that enable it: the statement the use sits
+/// in (from the last `;`, `{` or `}` before it) calls an enable function (`enable_cap`,
+/// `enable_cap_request`, `enable(`, or builds a `kvm_enable_cap`).
+fn cap_enables(code: &str, cap: &str) -> Vec<usize> {
+    let enables = ["enable_cap", "enable(", "kvm_enable_cap"];
+    code.match_indices(cap)
+        .filter(|(at, _)| {
+            let start = code[..*at].rfind([';', '{', '}']).map_or(0, |i| i + 1);
+            let statement = &code[start..*at];
+            enables.iter().any(|e| statement.contains(e))
+        })
+        .map(|(at, _)| at)
+        .collect()
+}
+
+/// One owner of each KVM cap enable: `KVM_CAP_X86_TRIPLE_FAULT_EVENT` (it lets
+/// `KVM_SET_VCPU_EVENTS` carry a pending triple fault, `kvm_vcpu_ioctl_x86_set_vcpu_events`
+/// in arch/x86/kvm/x86.c) is enabled by vcpu-events (`kvm::enable_event_caps`) and by no
+/// other crate, tool, example or test; the others probe it and take the outcome.
+#[test]
+fn the_triple_fault_event_cap_is_enabled_by_vcpu_events_only() {
+    // Built at run time so this file does not match itself.
+    let cap = format!("KVM_CAP_X86_{}", "TRIPLE_FAULT_EVENT");
+    let root = test_support::workspace_root();
+    let mut files = Vec::new();
+    rust_sources(&root, &mut files);
+    let mut enablers = Vec::new();
+    for path in files {
+        let rel = path
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let code = strip_line_comments(&std::fs::read_to_string(&path).unwrap());
+        for at in cap_enables(&code, &cap) {
+            let line = code[..at].lines().count();
+            enablers.push(format!("{rel}:{line}"));
+        }
+    }
+    assert!(
+        enablers
+            .iter()
+            .any(|e| e.starts_with("vcpu-events/src/kvm")),
+        "vcpu-events' enable_event_caps not found: {enablers:#?}"
+    );
+    let others: Vec<&String> = enablers
+        .iter()
+        .filter(|e| !e.starts_with("vcpu-events/src/"))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "{cap} enabled outside vcpu-events (use vcpu_events::kvm::enable_event_caps): {others:#?}"
+    );
+}
+
+/// The enable scanner finds calls, multi-line ones included, and ignores probes,
+/// comparisons and comments.
+#[test]
+fn cap_enable_scanner_finds_enables_only() {
+    let cap = "CAP_X";
+    let code = strip_line_comments(&format!(
+        "let a = vm.{e}_cap(&{e}_cap_request({cap}, 1));\n\
+         let b = kvm.check_extension_raw({cap}.into());\n\
+         if s.cap == {cap} {{ s.done = true; }}\n\
+         // vm.{e}_cap({cap})\n\
+         let c = {e}(\n    &vm,\n    supported,\n    {cap},\n    1,\n);\n\
+         let d = {{ s.{e}d = 1; }} == {cap};\n",
+        e = "enable"
+    ));
+    let lines: Vec<usize> = cap_enables(&code, cap)
+        .into_iter()
+        .map(|at| code[..at].lines().count())
+        .collect();
+    assert_eq!(lines, [1, 8]);
+}

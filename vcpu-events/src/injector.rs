@@ -239,6 +239,22 @@ pub enum ExitKind {
 }
 
 /// A per-vCPU queue of pending external interrupts and the injection policy.
+///
+/// ```
+/// use vcpu_events::injector::{Decision, Injector, RunState, WaitReason};
+///
+/// let mut inj = Injector::new();
+/// inj.raise(0x20).unwrap(); // a device thread's interrupt
+/// // The guest has IF = 0: nothing is injected, KVM is asked for an interrupt window.
+/// let masked = RunState { ready_for_interrupt_injection: false, if_flag: false, ..Default::default() };
+/// assert_eq!(inj.before_run(&masked), Decision::RequestWindow(WaitReason::NotReady));
+/// // IF = 1 and KVM ready: inject (KVM_INTERRUPT), then commit.
+/// let ready = RunState { ready_for_interrupt_injection: true, if_flag: true, ..Default::default() };
+/// let d = inj.before_run(&ready);
+/// assert_eq!(d.vector_to_inject(), Some(0x20));
+/// inj.commit(&d).unwrap();
+/// assert!(inj.is_empty());
+/// ```
 #[derive(Debug, Clone)]
 pub struct Injector {
     queue: VecDeque<u8>,

@@ -135,6 +135,11 @@ pub fn enable_cap(vm: &VmFd, cap: u32) -> Result<CapOutcome, KvmError> {
 /// Enables KVM_CAP_EXCEPTION_PAYLOAD (so pending and injected exceptions and
 /// their CR2/DR6 payloads are kept apart) and KVM_CAP_X86_TRIPLE_FAULT_EVENT
 /// (so a synthesised triple fault survives save/restore and can be set).
+///
+/// This is the workspace's one place that enables KVM_CAP_X86_TRIPLE_FAULT_EVENT:
+/// notify-exit, whose `run` policy synthesizes triple faults, takes
+/// [`VmEventCaps::triple_fault_event`] as input (`kvm::NotifySetup::policy`). KVM
+/// accepts it before or after vCPUs exist.
 pub fn enable_event_caps(vm: &VmFd) -> Result<VmEventCaps, KvmError> {
     Ok(VmEventCaps {
         exception_payload: enable_cap(vm, KVM_CAP_EXCEPTION_PAYLOAD)?,

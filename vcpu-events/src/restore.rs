@@ -241,6 +241,52 @@ pub enum RestoreStepError<E> {
 }
 
 /// Validates and applies `snapshot` in order: regs, sregs, events.
+///
+/// ```
+/// use kvm_bindings::{kvm_regs, kvm_sregs};
+/// use vcpu_events::restore::{restore, save, RestoreStepError, VcpuStateIo};
+/// use vcpu_events::validate::{GuestContext, KvmContext};
+/// use vcpu_events::{Event, EventStatus, VcpuEvents};
+///
+/// /// A vCPU in memory; a VMM passes kvm-ioctls' `VcpuFd` (feature `kvm`).
+/// #[derive(Default)]
+/// struct Vcpu {
+///     regs: kvm_regs,
+///     sregs: kvm_sregs,
+///     events: VcpuEvents,
+/// }
+/// impl VcpuStateIo for Vcpu {
+///     type Error = std::io::Error;
+///     fn get_regs(&mut self) -> std::io::Result<kvm_regs> { Ok(self.regs) }
+///     fn get_sregs(&mut self) -> std::io::Result<kvm_sregs> { Ok(self.sregs) }
+///     fn get_vcpu_events(&mut self) -> std::io::Result<VcpuEvents> { Ok(self.events) }
+///     fn set_regs(&mut self, r: &kvm_regs) -> std::io::Result<()> { self.regs = *r; Ok(()) }
+///     fn set_sregs(&mut self, s: &kvm_sregs) -> std::io::Result<()> { self.sregs = *s; Ok(()) }
+///     fn set_vcpu_events(&mut self, e: &VcpuEvents) -> std::io::Result<()> { self.events = *e; Ok(()) }
+/// }
+///
+/// // A source vCPU with an injected external interrupt and IF = 1.
+/// let mut src = Vcpu::default();
+/// src.regs.rflags = 0x202;
+/// src.events.set_event(EventStatus::Injected, Event::ExternalInterrupt { vector: 0x20 })?;
+/// let snapshot = save(&mut src)?;
+///
+/// let mut dst = Vcpu::default();
+/// let report = restore(&mut dst, snapshot, &KvmContext::default(), &GuestContext::default())?;
+/// assert!(report.is_safe());
+/// assert_eq!(dst.events, src.events);
+/// // The same events with RFLAGS.IF = 0 (RFLAGS and CR0.PE come from the snapshot)
+/// // would fail VM entry: refused, nothing written.
+/// let mut if_clear = snapshot;
+/// if_clear.regs.rflags = 0x2;
+/// let mut other = Vcpu::default();
+/// assert!(matches!(
+///     restore(&mut other, if_clear, &KvmContext::default(), &GuestContext::default()),
+///     Err(RestoreStepError::Refused(_))
+/// ));
+/// assert_eq!(other.events, VcpuEvents::default());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn restore<V: VcpuStateIo>(
     vcpu: &mut V,
     snapshot: EventsSnapshot,

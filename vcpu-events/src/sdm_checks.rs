@@ -484,6 +484,18 @@ fn push_guest_event_state(
 
 /// All event-related VM-entry checks: control fields (C1..C8) then guest
 /// state (G1..G9).
+///
+/// ```
+/// use vcpu_events::sdm_checks::{check_entry, EntryCaps, EntryControls, GuestEventState, Violation};
+/// use vcpu_events::{EntryInterruption, Event};
+///
+/// // An external interrupt needs RFLAGS.IF = 1 at VM entry (SDM 26.3.1.4).
+/// let entry = EntryInterruption::encode(&Event::ExternalInterrupt { vector: 0x30 }).unwrap();
+/// let (controls, caps) = (EntryControls::default(), EntryCaps::default());
+/// let v = check_entry(&entry, &GuestEventState::with_rflags(0x2), &controls, &caps);
+/// assert_eq!(v, [Violation::ExternalInterruptWithIfClear]);
+/// assert!(check_entry(&entry, &GuestEventState::with_rflags(0x202), &controls, &caps).is_empty());
+/// ```
 pub fn check_entry(
     entry: &EntryInterruption,
     guest: &GuestEventState,

@@ -268,6 +268,30 @@ impl Report {
 
 /// Validates `events` as KVM_SET_VCPU_EVENTS would see them, followed by a
 /// VM entry with `guest`'s state.
+///
+/// ```
+/// use vcpu_events::validate::{validate, EntryFailure, GuestContext, KvmContext};
+/// use vcpu_events::vcpu_events::KvmBool;
+/// use vcpu_events::{Event, EventStatus, VcpuEvents};
+///
+/// // A pending triple fault: KVM_SET_VCPU_EVENTS refuses the flag unless the VM enabled
+/// // KVM_CAP_X86_TRIPLE_FAULT_EVENT (vcpu_events::kvm::enable_event_caps).
+/// let mut events = VcpuEvents::default();
+/// events.flags.set(kvm_bindings::KVM_VCPUEVENT_VALID_TRIPLE_FAULT, true);
+/// events.triple_fault_pending = KvmBool::TRUE;
+/// let without_cap = validate(&events, &KvmContext::default(), &GuestContext::default());
+/// assert!(!without_cap.kvm_rejects.is_empty());
+/// let with_cap = KvmContext { triple_fault_event_enabled: true, ..KvmContext::default() };
+/// assert!(validate(&events, &with_cap, &GuestContext::default()).is_safe());
+///
+/// // An external interrupt with RFLAGS.IF = 0: KVM takes it, VM entry fails.
+/// let mut events = VcpuEvents::default();
+/// events.set_event(EventStatus::Injected, Event::ExternalInterrupt { vector: 0x20 }).unwrap();
+/// let if_clear = GuestContext { rflags: 0x2, ..GuestContext::default() };
+/// let report = validate(&events, &KvmContext::default(), &if_clear);
+/// assert!(report.kvm_rejects.is_empty());
+/// assert!(matches!(report.entry_failures[..], [EntryFailure::Sdm { .. }]));
+/// ```
 pub fn validate(events: &VcpuEvents, kvm: &KvmContext, guest: &GuestContext) -> Report {
     Report {
         kvm_rejects: kvm_rejects(events, kvm),

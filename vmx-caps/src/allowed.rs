@@ -111,6 +111,19 @@ impl AllowedSettings {
 
     /// KVM `adjust_vmx_controls`: `ctl = (min | opt) & may_be_one | must_be_one`; fails,
     /// naming the bits, if a `min` bit did not survive. Optional bits silently drop out.
+    ///
+    /// ```
+    /// use vmx_caps::AllowedSettings;
+    ///
+    /// // IA32_VMX_PINBASED_CTLS of a Coffee Lake: bits 1, 2, 4 must be 1; 0-6 may be 1.
+    /// let pin = AllowedSettings::from_raw(0x0000_007f_0000_0016);
+    /// // KVM: required ext-intr + NMI exiting (0x09), optional virtual NMIs, preemption
+    /// // timer, posted interrupts (0xE0): posted interrupts (bit 7) drops out.
+    /// assert_eq!(pin.adjust(0x09, 0xE0), Ok(0x7F));
+    /// // Requiring posted interrupts fails, naming the bit.
+    /// let err = pin.adjust(0x89, 0).unwrap_err();
+    /// assert_eq!(err.missing, 0x80);
+    /// ```
     pub fn adjust(self, min: u32, opt: u32) -> Result<u32, AdjustError> {
         let ctl = ((min | opt) & self.may_be_one()) | self.must_be_one();
         let missing = min & !ctl;

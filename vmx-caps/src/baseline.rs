@@ -16,8 +16,6 @@
 //! bit 55 is clear (they are then ignored, as on the inputs), so `intersect(&[a, a])`
 //! and `intersect(&[a])` hold the same raw MSRs.
 
-use serde::Serialize;
-
 use crate::allowed::AllowedSettings;
 use crate::basic::{self, VmxBasic};
 use crate::caps::VmxCaps;
@@ -29,7 +27,8 @@ use crate::msr;
 use crate::raw::RawMsrs;
 
 /// Something [`intersect`] or [`is_subset_of`] had to report.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Note {
     /// MSR concerned.
@@ -270,6 +269,39 @@ fn intersect2(a: &VmxCaps, b: &VmxCaps, notes: &mut Vec<Note>) -> Result<VmxCaps
 /// The common baseline of `sets` (see the module docs). Errors only on an empty slice
 /// ([`CapsError::MissingMsr`] for BASIC). When any input has IA32_VMX_BASIC bit 48, the
 /// baseline has it too and a [`Note`] on BASIC names those inputs (by index).
+///
+/// ```
+/// use vmx_caps::baseline::{intersect, is_subset_of};
+/// use vmx_caps::VmxCaps;
+///
+/// # // Intel Coffee Lake (CPUID 906EA): IA32_VMX_BASIC..IA32_VMX_VMFUNC of a real CPU.
+/// # let coffee_lake: vmx_caps::RawMsrs = [
+/// #     (0x480, 0x00da_0400_0000_0004), (0x481, 0x0000_007f_0000_0016),
+/// #     (0x482, 0xfff9_fffe_0401_e172), (0x483, 0x01ff_ffff_0003_6dff),
+/// #     (0x484, 0x0003_ffff_0000_11ff), (0x485, 0x0000_0000_7004_c1e7),
+/// #     (0x486, 0x0000_0000_8000_0021), (0x487, 0x0000_0000_ffff_ffff),
+/// #     (0x488, 0x0000_0000_0000_2000), (0x489, 0x0000_0000_0037_27ff),
+/// #     (0x48a, 0x0000_0000_0000_002e), (0x48b, 0x005f_bcff_0000_0000),
+/// #     (0x48c, 0x0000_0f01_0673_4141), (0x48d, 0x0000_007f_0000_0016),
+/// #     (0x48e, 0xfff9_fffe_0400_6172), (0x48f, 0x01ff_ffff_0003_6dfb),
+/// #     (0x490, 0x0003_ffff_0000_11fb), (0x491, 0x0000_0000_0000_0001),
+/// # ].into_iter().collect();
+/// // Two hosts: the second lacks the VMX-preemption timer (pin-based bit 6).
+/// let a = VmxCaps::from_raw(coffee_lake.clone())?;
+/// let mut raw = coffee_lake;
+/// raw.insert(0x481, 0x0000_003f_0000_0016);
+/// raw.insert(0x48d, 0x0000_003f_0000_0016);
+/// let b = VmxCaps::from_raw(raw)?;
+///
+/// let baseline = intersect(&[a.clone(), b.clone()])?;
+/// assert!(!baseline.caps.pin_based().may_be_one_bit(6));
+/// // A nested guest given the baseline can be restored on (migrated to) either host.
+/// assert!(is_subset_of(&baseline.caps, &a).is_empty());
+/// assert!(is_subset_of(&baseline.caps, &b).is_empty());
+/// // But a's own set does not fit on b.
+/// assert!(!is_subset_of(&a, &b).is_empty());
+/// # Ok::<(), vmx_caps::CapsError>(())
+/// ```
 pub fn intersect(sets: &[VmxCaps]) -> Result<Baseline, CapsError> {
     let mut acc = Intersection::new();
     for s in sets {

@@ -80,6 +80,31 @@ impl VmxCaps {
     /// Validates and wraps raw MSR values: every index must be in 0x480..=0x493
     /// ([`CapsError::UnknownMsr`]) and every required MSR present
     /// ([`CapsError::MissingMsr`]). No value is rejected: unknown bits are kept.
+    ///
+    /// ```
+    /// use vmx_caps::{msr, CapsError, RawMsrs, VmxCaps};
+    ///
+    /// # // Intel Coffee Lake (CPUID 906EA): IA32_VMX_BASIC..IA32_VMX_VMFUNC of a real CPU.
+    /// # let coffee_lake: vmx_caps::RawMsrs = [
+    /// #     (0x480, 0x00da_0400_0000_0004), (0x481, 0x0000_007f_0000_0016),
+    /// #     (0x482, 0xfff9_fffe_0401_e172), (0x483, 0x01ff_ffff_0003_6dff),
+    /// #     (0x484, 0x0003_ffff_0000_11ff), (0x485, 0x0000_0000_7004_c1e7),
+    /// #     (0x486, 0x0000_0000_8000_0021), (0x487, 0x0000_0000_ffff_ffff),
+    /// #     (0x488, 0x0000_0000_0000_2000), (0x489, 0x0000_0000_0037_27ff),
+    /// #     (0x48a, 0x0000_0000_0000_002e), (0x48b, 0x005f_bcff_0000_0000),
+    /// #     (0x48c, 0x0000_0f01_0673_4141), (0x48d, 0x0000_007f_0000_0016),
+    /// #     (0x48e, 0xfff9_fffe_0400_6172), (0x48f, 0x01ff_ffff_0003_6dfb),
+    /// #     (0x490, 0x0003_ffff_0000_11fb), (0x491, 0x0000_0000_0000_0001),
+    /// # ].into_iter().collect();
+    /// let caps = VmxCaps::from_raw(coffee_lake.clone())?;
+    /// assert_eq!(caps.basic().revision_id(), 4);
+    /// assert!(caps.has_true_ctls());
+    /// // IA32_VMX_BASIC is required: without it there is no capability set.
+    /// let mut raw = coffee_lake;
+    /// raw.remove(msr::IA32_VMX_BASIC);
+    /// assert!(matches!(VmxCaps::from_raw(raw), Err(CapsError::MissingMsr { index: 0x480, .. })));
+    /// # Ok::<(), CapsError>(())
+    /// ```
     pub fn from_raw(raw: RawMsrs) -> Result<Self, CapsError> {
         let mut vals = [None; 20];
         for (index, value) in raw.iter() {
@@ -254,6 +279,31 @@ impl VmxCaps {
     /// What the set allows for control `bit` of `word`, vmxcap-style: legacy MSR for
     /// the verdict, TRUE MSR (when BASIC bit 55) to spot clearable default1 bits. An
     /// absent MSR reads as 0 (every control "no"), as in vmxcap.
+    ///
+    /// ```
+    /// use vmx_caps::{ControlSetting, ControlWord, VmxCaps};
+    ///
+    /// # // Intel Coffee Lake (CPUID 906EA): IA32_VMX_BASIC..IA32_VMX_VMFUNC of a real CPU.
+    /// # let coffee_lake: vmx_caps::RawMsrs = [
+    /// #     (0x480, 0x00da_0400_0000_0004), (0x481, 0x0000_007f_0000_0016),
+    /// #     (0x482, 0xfff9_fffe_0401_e172), (0x483, 0x01ff_ffff_0003_6dff),
+    /// #     (0x484, 0x0003_ffff_0000_11ff), (0x485, 0x0000_0000_7004_c1e7),
+    /// #     (0x486, 0x0000_0000_8000_0021), (0x487, 0x0000_0000_ffff_ffff),
+    /// #     (0x488, 0x0000_0000_0000_2000), (0x489, 0x0000_0000_0037_27ff),
+    /// #     (0x48a, 0x0000_0000_0000_002e), (0x48b, 0x005f_bcff_0000_0000),
+    /// #     (0x48c, 0x0000_0f01_0673_4141), (0x48d, 0x0000_007f_0000_0016),
+    /// #     (0x48e, 0xfff9_fffe_0400_6172), (0x48f, 0x01ff_ffff_0003_6dfb),
+    /// #     (0x490, 0x0003_ffff_0000_11fb), (0x491, 0x0000_0000_0000_0001),
+    /// # ].into_iter().collect();
+    /// let caps = VmxCaps::from_raw(coffee_lake)?;
+    /// // Primary bit 7, HLT exiting: may be 0 or 1.
+    /// assert_eq!(caps.control_setting(ControlWord::Primary, 7), ControlSetting::Yes);
+    /// // Bit 15, CR3-load exiting: default1 in the legacy MSR, clearable with the TRUE MSR.
+    /// assert_eq!(caps.control_setting(ControlWord::Primary, 15), ControlSetting::Default);
+    /// // Pin-based bit 7, posted interrupts: not on this client part.
+    /// assert_eq!(caps.control_setting(ControlWord::PinBased, 7), ControlSetting::No);
+    /// # Ok::<(), vmx_caps::CapsError>(())
+    /// ```
     pub fn control_setting(&self, word: ControlWord, bit: u32) -> ControlSetting {
         if word.is_allowed1_only() {
             let a = Allowed1Settings::from_raw(self.get(word.msr()).unwrap_or(0));

@@ -12,8 +12,6 @@
 
 use std::fmt;
 
-use serde::Serialize;
-
 use crate::allowed::AllowedSettings;
 use crate::basic;
 use crate::caps::VmxCaps;
@@ -23,8 +21,9 @@ use crate::msr;
 use crate::names;
 
 /// How bad a finding is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 #[non_exhaustive]
 pub enum Severity {
     /// Unknown/reserved bits, missing optional MSRs: information only.
@@ -36,8 +35,9 @@ pub enum Severity {
 }
 
 /// Which invariant a finding is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Invariant {
     /// Allowed-0 ⊆ allowed-1: a must-be-1 control is not allowed to be 1.
@@ -81,7 +81,8 @@ pub enum Invariant {
 }
 
 /// One finding.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Finding {
     /// How bad it is.
@@ -110,7 +111,8 @@ impl fmt::Display for Finding {
 }
 
 /// The result of [`check`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Report {
     /// Findings, most severe first, then by MSR.
@@ -592,6 +594,34 @@ fn pair_checks(out: &mut Out, caps: &VmxCaps) {
 }
 
 /// Checks every invariant; findings are sorted most severe first, then by MSR.
+///
+/// ```
+/// use vmx_caps::check::{check, Severity};
+/// use vmx_caps::{RawMsrs, VmxCaps};
+///
+/// # // Intel Coffee Lake (CPUID 906EA): IA32_VMX_BASIC..IA32_VMX_VMFUNC of a real CPU.
+/// # let coffee_lake: vmx_caps::RawMsrs = [
+/// #     (0x480, 0x00da_0400_0000_0004), (0x481, 0x0000_007f_0000_0016),
+/// #     (0x482, 0xfff9_fffe_0401_e172), (0x483, 0x01ff_ffff_0003_6dff),
+/// #     (0x484, 0x0003_ffff_0000_11ff), (0x485, 0x0000_0000_7004_c1e7),
+/// #     (0x486, 0x0000_0000_8000_0021), (0x487, 0x0000_0000_ffff_ffff),
+/// #     (0x488, 0x0000_0000_0000_2000), (0x489, 0x0000_0000_0037_27ff),
+/// #     (0x48a, 0x0000_0000_0000_002e), (0x48b, 0x005f_bcff_0000_0000),
+/// #     (0x48c, 0x0000_0f01_0673_4141), (0x48d, 0x0000_007f_0000_0016),
+/// #     (0x48e, 0xfff9_fffe_0400_6172), (0x48f, 0x01ff_ffff_0003_6dfb),
+/// #     (0x490, 0x0003_ffff_0000_11fb), (0x491, 0x0000_0000_0000_0001),
+/// # ].into_iter().collect();
+/// let report = check(&VmxCaps::from_raw(coffee_lake.clone())?);
+/// assert!(!report.is_violated());
+/// // A broken dump: the pin-based low half (must be 1) sets a bit the high half forbids.
+/// let mut raw: RawMsrs = coffee_lake;
+/// raw.insert(0x481, 0x0000_007f_0000_0096);
+/// let report = check(&VmxCaps::from_raw(raw)?);
+/// assert!(report.is_violated());
+/// let finding = report.with_severity(Severity::Violation).next().unwrap();
+/// assert_eq!((finding.msr, finding.bits), (0x481, 0x80));
+/// # Ok::<(), vmx_caps::CapsError>(())
+/// ```
 pub fn check(caps: &VmxCaps) -> Report {
     let mut out = Out(Vec::new());
     basic_checks(&mut out, caps);

@@ -4,15 +4,14 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
-
 use crate::caps::VmxCaps;
 use crate::control::ControlWord;
 use crate::msr;
 use crate::names::lookup;
 
 /// Differences in one control word (effective views, widened to 64 bits).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ControlDiff {
     /// The control word (`pin_based`, `primary`, ...).
     pub word: &'static str,
@@ -24,12 +23,13 @@ pub struct ControlDiff {
     pub forced_only_a: u64,
     /// Controls B forces to 1 and A does not.
     pub forced_only_b: u64,
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     kind: Option<ControlWord>,
 }
 
 /// A field or flag whose value differs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct FieldDiff {
     /// MSR holding the field.
@@ -43,7 +43,8 @@ pub struct FieldDiff {
 }
 
 /// The differences between two capability sets.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Diff {
     /// Control words that differ.
@@ -177,6 +178,34 @@ const EPT_FLAGS: &[(u32, &str)] = &[
 ];
 
 /// Compares two capability sets.
+///
+/// ```
+/// use vmx_caps::diff::diff;
+/// use vmx_caps::VmxCaps;
+///
+/// # // Intel Coffee Lake (CPUID 906EA): IA32_VMX_BASIC..IA32_VMX_VMFUNC of a real CPU.
+/// # let coffee_lake: vmx_caps::RawMsrs = [
+/// #     (0x480, 0x00da_0400_0000_0004), (0x481, 0x0000_007f_0000_0016),
+/// #     (0x482, 0xfff9_fffe_0401_e172), (0x483, 0x01ff_ffff_0003_6dff),
+/// #     (0x484, 0x0003_ffff_0000_11ff), (0x485, 0x0000_0000_7004_c1e7),
+/// #     (0x486, 0x0000_0000_8000_0021), (0x487, 0x0000_0000_ffff_ffff),
+/// #     (0x488, 0x0000_0000_0000_2000), (0x489, 0x0000_0000_0037_27ff),
+/// #     (0x48a, 0x0000_0000_0000_002e), (0x48b, 0x005f_bcff_0000_0000),
+/// #     (0x48c, 0x0000_0f01_0673_4141), (0x48d, 0x0000_007f_0000_0016),
+/// #     (0x48e, 0xfff9_fffe_0400_6172), (0x48f, 0x01ff_ffff_0003_6dfb),
+/// #     (0x490, 0x0003_ffff_0000_11fb), (0x491, 0x0000_0000_0000_0001),
+/// # ].into_iter().collect();
+/// let a = VmxCaps::from_raw(coffee_lake.clone())?;
+/// assert!(diff(&a, &a).is_empty());
+/// // B lacks the VMX-preemption timer (pin-based bit 6).
+/// let mut raw = coffee_lake;
+/// raw.insert(0x481, 0x0000_003f_0000_0016);
+/// raw.insert(0x48d, 0x0000_003f_0000_0016);
+/// let d = diff(&a, &VmxCaps::from_raw(raw)?);
+/// assert_eq!(d.controls.len(), 1);
+/// assert_eq!((d.controls[0].word, d.controls[0].only_a), ("pin_based", 1 << 6));
+/// # Ok::<(), vmx_caps::CapsError>(())
+/// ```
 pub fn diff(a: &VmxCaps, b: &VmxCaps) -> Diff {
     let mut d = Diff::default();
     for word in ControlWord::ALL {

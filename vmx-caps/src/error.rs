@@ -71,8 +71,10 @@ pub enum CapsError {
         /// What is missing and how to get it.
         detail: String,
     },
-    /// An I/O error, with what was being done.
-    #[error("{context}: {source}")]
+    /// An I/O error, with what was being done. The message is the context only; the
+    /// I/O error is the [`source`](std::error::Error::source) ([`message_chain`] prints
+    /// both, as `context: error`).
+    #[error("{context}")]
     Io {
         /// What was being read or written.
         context: String,
@@ -80,6 +82,29 @@ pub enum CapsError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `e`'s message followed by the message of each of its causes (the
+/// [`source`](std::error::Error::source) chain), joined with `": "`: the one-line form
+/// anyhow prints with `{:#}`. The workspace's errors print their own message only and
+/// expose the cause through `source()`; a tool printing one line uses this.
+///
+/// ```
+/// use vmx_caps::error::{message_chain, CapsError};
+///
+/// let e = CapsError::io("dump.json", std::io::Error::other("disk on fire"));
+/// assert_eq!(e.to_string(), "dump.json");
+/// assert_eq!(message_chain(&e), "dump.json: disk on fire");
+/// ```
+pub fn message_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 impl CapsError {

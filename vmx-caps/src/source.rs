@@ -136,6 +136,21 @@ pub fn read_host(cpu: u32) -> Result<Dump, CapsError> {
 
 /// [`read_host`] with the cpuinfo file and the `/dev/cpu` directory given (for tests
 /// and chroots).
+///
+/// ```
+/// use std::path::Path;
+/// use vmx_caps::source::read_host_from;
+/// use vmx_caps::CapsError;
+///
+/// // An AMD host's /proc/cpuinfo: the VMX MSRs do not exist, and the error says so.
+/// let cpuinfo = std::env::temp_dir().join(format!("vmx-caps-doc-cpuinfo-{}", std::process::id()));
+/// std::fs::write(&cpuinfo, "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t\t: fpu svm\n\n")?;
+/// let e = read_host_from(&cpuinfo, Path::new("/dev/cpu"), 0).unwrap_err();
+/// std::fs::remove_file(&cpuinfo)?;
+/// assert!(matches!(e, CapsError::NoVmx { .. }));
+/// assert!(e.to_string().contains("AMD SVM"), "{e}");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn read_host_from(cpuinfo: &Path, dev_cpu: &Path, cpu: u32) -> Result<Dump, CapsError> {
     let text = std::fs::read_to_string(cpuinfo)
         .map_err(|e| CapsError::io(cpuinfo.display().to_string(), e))?;

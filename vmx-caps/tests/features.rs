@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! A per-crate test run covers the feature-gated code: Cargo.toml's self
-//! dev-dependency turns on `kvm` for every test build, so `cargo test -p vmx-caps`
+//! dev-dependency turns on `kvm`, `serde` and `json` for every test build, so `cargo test -p vmx-caps`
 //! with no flags runs the tests of that code. The test fails if it goes.
 
-test_support::features_on_in_tests!("kvm");
+test_support::features_on_in_tests!("kvm", "serde", "json");

@@ -3,6 +3,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod controls;
 pub mod nested;
@@ -25,9 +26,10 @@ pub use pairs::{
     VMCS_ENTRY_EXIT_PAIRS,
 };
 pub use policy::{ControlSet, CpuidInfo, HostMode, VmcsPolicy};
+#[cfg(feature = "json")]
+pub use report::{config_from_dump_file, config_from_dump_json};
 pub use report::{
-    config_from_dump_file, config_from_dump_json, ConfigError, VmcsConfigReport,
-    EXIT_CONFIG_FAILED, EXIT_SUCCESS, EXIT_UNUSABLE_INPUT,
+    ConfigError, VmcsConfigReport, EXIT_CONFIG_FAILED, EXIT_SUCCESS, EXIT_UNUSABLE_INPUT,
 };
 pub use sdm_checks::{
     check_vmx_controls, check_vmx_controls_for_guest, ControlValues, EntryContext, SdmRule,

@@ -14,14 +14,13 @@
 
 use core::fmt;
 
-use serde::{Deserialize, Serialize};
-
 use crate::controls::{EntryControls, ExitControls, SecondaryExitControls};
 
 /// Which entry/exit pair.
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum PairId {
     /// Load IA32_PERF_GLOBAL_CTRL: entry bit 13 / exit bit 12.
     PerfGlobalCtrl,
@@ -178,8 +177,9 @@ pub const ALL_ENTRY_EXIT_PAIRS: [EntryExitPair; 7] = [
 /// What to do with an inconsistent pair (KVM module parameter
 /// `error_on_inconsistent_vmcs_config`).
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum OnInconsistent {
     /// Fail (`error_on_inconsistent_vmcs_config=1`, KVM's default): kvm_intel refuses
     /// to load. Also governs the EPT/VPID-caps check of the VMCS configuration.
@@ -223,7 +223,8 @@ impl core::str::FromStr for OnInconsistent {
 }
 
 /// One inconsistent pair: which, and the values seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct InconsistentPair {
     /// Which pair.
     pub pair: PairId,
@@ -324,6 +325,27 @@ pub fn find_inconsistent_pairs(
 /// KVM's pair check: report every inconsistent pair of `table`; with
 /// [`OnInconsistent::Error`] fail, with [`OnInconsistent::Sanitize`] clear both sides of
 /// each and return the cleaned words.
+///
+/// ```
+/// use vmx_controls::{
+///     sanitize_pairs, EntryControls, ExitControls, OnInconsistent, PairId,
+///     SecondaryExitControls, VMCS_ENTRY_EXIT_PAIRS,
+/// };
+///
+/// // A CPU that can load IA32_PAT on VM entry but not on VM exit (a broken nested setup).
+/// let entry = EntryControls::LOAD_IA32_PAT | EntryControls::IA32E_MODE;
+/// let exit = ExitControls::HOST_ADDR_SPACE_SIZE;
+/// let none = SecondaryExitControls::empty();
+/// // KVM with its default (error_on_inconsistent_vmcs_config): refuse.
+/// let err = sanitize_pairs(&VMCS_ENTRY_EXIT_PAIRS, entry, exit, none, OnInconsistent::Error)
+///     .unwrap_err();
+/// assert_eq!(err.pairs[0].pair, PairId::Pat);
+/// // Or clear both sides of the pair and go on.
+/// let clean = sanitize_pairs(&VMCS_ENTRY_EXIT_PAIRS, entry, exit, none, OnInconsistent::Sanitize)?;
+/// assert_eq!(clean.entry, EntryControls::IA32E_MODE);
+/// assert_eq!(clean.inconsistent.len(), 1);
+/// # Ok::<(), vmx_controls::InconsistentPairsError>(())
+/// ```
 pub fn sanitize_pairs(
     table: &[EntryExitPair],
     entry: EntryControls,

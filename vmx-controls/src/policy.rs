@@ -9,8 +9,6 @@
 //! ([`VmcsPolicy::with_prove_ve`]) are opt-in; any set can be replaced by assigning the
 //! public fields.
 
-use serde::{Deserialize, Serialize};
-
 use crate::controls::{
     EntryControls, ExitControls, PinBasedControls, PrimaryControls, SecondaryControls,
     SecondaryExitControls, TertiaryControls,
@@ -29,8 +27,9 @@ pub struct ControlSet<T> {
 
 /// Which kernel flavour the policy models; a few steps differ for 32-bit hosts.
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum HostMode {
     /// x86_64 kernel: CR8 exiting, host address-space size and IA-32e mode guest are
     /// required, and BASIC\[48\] (32-bit address limit) is fatal.
@@ -43,7 +42,8 @@ pub enum HostMode {
 
 /// CPUID facts for the fix-ups that depend on them. Each fix-up runs only when its
 /// fact is supplied (`Some`); with `CpuidInfo::default()` none runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CpuidInfo {
     /// CPUID.1:EAX (stepping, model, family, type, extended model/family). Drives the
     /// VMX-preemption-timer errata list and the Nehalem/Westmere PERF_GLOBAL_CTRL

@@ -36,14 +36,20 @@
 //! input is unusable (unreadable or malformed dump, missing required MSR).
 
 use std::fmt::Write as _;
+#[cfg(feature = "json")]
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-use vmx_caps::{CapsError, Dump};
+use vmx_caps::error::message_chain;
+use vmx_caps::CapsError;
+#[cfg(feature = "json")]
+use vmx_caps::Dump;
 
 use crate::controls::ControlField;
+#[cfg(feature = "json")]
 use crate::policy::VmcsPolicy;
-use crate::setup::{setup_vmcs_config, Diagnostic, SetupError, Severity, VmcsSetup};
+#[cfg(feature = "json")]
+use crate::setup::setup_vmcs_config;
+use crate::setup::{Diagnostic, SetupError, Severity, VmcsSetup};
 
 /// Exit status: configuration computed.
 pub const EXIT_SUCCESS: i32 = 0;
@@ -53,8 +59,9 @@ pub const EXIT_CONFIG_FAILED: i32 = 1;
 pub const EXIT_UNUSABLE_INPUT: i32 = 2;
 
 /// One diagnostic in the JSON report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct DiagnosticReport {
     /// [`Diagnostic::kind`].
     pub kind: String,
@@ -75,8 +82,9 @@ impl From<&Diagnostic> for DiagnosticReport {
 }
 
 /// The JSON report of a computed configuration (see the module docs for the shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct VmcsConfigReport {
     /// Pin-based controls, `0x%08x`.
     pub pin_based: String,
@@ -118,12 +126,16 @@ impl VmcsConfigReport {
     }
 
     /// As a JSON value (keys as in the module docs).
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn to_json_value(&self) -> serde_json::Value {
         // Plain strings and enums: serialization cannot fail.
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
 
     /// Pretty-printed JSON text, ending in a newline.
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn to_json_string(&self) -> String {
         // Field order as declared: the seven words, then diagnostics.
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
@@ -139,6 +151,8 @@ impl VmcsSetup {
     }
 
     /// The JSON report as a JSON value.
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn to_json_value(&self) -> serde_json::Value {
         self.report().to_json_value()
     }
@@ -181,11 +195,13 @@ impl VmcsSetup {
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The dump cannot be read or parsed, or lacks a required MSR.
-    #[error("unusable input: {0}")]
+    /// The dump cannot be read or parsed, or lacks a required MSR (the
+    /// [`CapsError`] is the source).
+    #[error("unusable input")]
     UnusableInput(#[from] CapsError),
-    /// The configuration fails (what KVM would refuse to load with).
-    #[error("configuration fails: {0}")]
+    /// The configuration fails (what KVM would refuse to load with; the [`SetupError`]
+    /// is the source).
+    #[error("configuration fails")]
     Setup(#[from] SetupError),
 }
 
@@ -211,32 +227,37 @@ impl ConfigError {
         ErrorReport {
             error: ErrorBody {
                 kind: self.kind().to_owned(),
-                message: self.to_string(),
+                message: message_chain(self),
             },
         }
     }
 }
 
 /// The JSON report of a failure: `{ "error": { "kind", "message" } }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct ErrorReport {
     /// What failed.
     pub error: ErrorBody,
 }
 
 /// Body of [`ErrorReport`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct ErrorBody {
     /// [`ConfigError::kind`].
     pub kind: String,
-    /// Human-readable reason.
+    /// Human-readable reason: the error and its causes, `": "`-joined
+    /// ([`message_chain`]).
     pub message: String,
 }
 
 impl ErrorReport {
     /// As a JSON value.
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn to_json_value(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
@@ -244,12 +265,31 @@ impl ErrorReport {
 
 /// Compute the configuration from the JSON text of a capability dump (the format of
 /// `vmx_caps::dump`).
+///
+/// ```
+/// use vmx_controls::report::{config_from_dump_json, render_outcome, Format};
+/// use vmx_controls::{VmcsPolicy, EXIT_UNUSABLE_INPUT};
+///
+/// // A dump without IA32_VMX_PINBASED_CTLS: the input is unusable (exit status 2).
+/// let outcome = config_from_dump_json(
+///     r#"{"msrs": {"0x480": "0x00da040000000004"}}"#,
+///     &VmcsPolicy::linux(),
+/// );
+/// let out = render_outcome(&outcome, Format::Json);
+/// assert_eq!(out.exit_status, EXIT_UNUSABLE_INPUT);
+/// let report: serde_json::Value = serde_json::from_str(&out.output).unwrap();
+/// assert_eq!(report["error"]["kind"], "unusable_input");
+/// ```
+#[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 pub fn config_from_dump_json(text: &str, policy: &VmcsPolicy) -> Result<VmcsSetup, ConfigError> {
     let caps = Dump::from_json(text)?.caps()?;
     Ok(setup_vmcs_config(&caps, policy)?)
 }
 
 /// Compute the configuration from a dump file.
+#[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 pub fn config_from_dump_file(path: &Path, policy: &VmcsPolicy) -> Result<VmcsSetup, ConfigError> {
     let caps = Dump::read(path)?.caps()?;
     Ok(setup_vmcs_config(&caps, policy)?)
@@ -262,7 +302,9 @@ pub enum Format {
     /// [`VmcsSetup::render_text`], or `error: <message>` on failure.
     #[default]
     Text,
-    /// [`VmcsConfigReport`] or [`ErrorReport`], pretty-printed.
+    /// [`VmcsConfigReport`] or [`ErrorReport`], pretty-printed (feature `json`).
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     Json,
 }
 
@@ -273,6 +315,7 @@ impl core::str::FromStr for Format {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "text" => Ok(Format::Text),
+            #[cfg(feature = "json")]
             "json" => Ok(Format::Json),
             _ => Err(crate::pairs::ParseChoiceError::new(s, "text, json")),
         }
@@ -288,10 +331,11 @@ pub struct RenderedOutcome {
     pub exit_status: i32,
 }
 
-/// Render the outcome of [`config_from_dump_json`] / [`config_from_dump_file`] the way
-/// `vmxcap config` prints it.
+/// Render the outcome of `config_from_dump_json` / `config_from_dump_file` (feature
+/// `json`) the way `vmxcap config` prints it.
 pub fn render_outcome(outcome: &Result<VmcsSetup, ConfigError>, format: Format) -> RenderedOutcome {
     match (outcome, format) {
+        #[cfg(feature = "json")]
         (Ok(setup), Format::Json) => RenderedOutcome {
             output: setup.report().to_json_string(),
             exit_status: EXIT_SUCCESS,
@@ -300,6 +344,7 @@ pub fn render_outcome(outcome: &Result<VmcsSetup, ConfigError>, format: Format) 
             output: setup.render_text(),
             exit_status: EXIT_SUCCESS,
         },
+        #[cfg(feature = "json")]
         (Err(e), Format::Json) => {
             let mut output = serde_json::to_string_pretty(&e.report()).unwrap_or_default();
             output.push('\n');
@@ -309,7 +354,7 @@ pub fn render_outcome(outcome: &Result<VmcsSetup, ConfigError>, format: Format) 
             }
         }
         (Err(e), _) => RenderedOutcome {
-            output: format!("error: {e}\n"),
+            output: format!("error: {}\n", message_chain(e)),
             exit_status: e.exit_status(),
         },
     }

@@ -380,6 +380,44 @@ impl Checker<'_> {
 /// for a guest without CET (see [`check_vmx_controls_for_guest`]).
 ///
 /// Allocation happens only for violations, so a passing check is cheap.
+///
+/// ```
+/// use vmx_caps::VmxCaps;
+/// use vmx_controls::{
+///     check_vmx_controls, ControlValues, EntryContext, EntryControls, ExitControls,
+///     PinBasedControls, PrimaryControls, SdmRule, VmcsFields,
+/// };
+///
+/// # // Intel Coffee Lake (CPUID 906EA): IA32_VMX_BASIC..IA32_VMX_VMFUNC of a real CPU.
+/// # let coffee_lake: vmx_caps::RawMsrs = [
+/// #     (0x480, 0x00da_0400_0000_0004), (0x481, 0x0000_007f_0000_0016),
+/// #     (0x482, 0xfff9_fffe_0401_e172), (0x483, 0x01ff_ffff_0003_6dff),
+/// #     (0x484, 0x0003_ffff_0000_11ff), (0x485, 0x0000_0000_7004_c1e7),
+/// #     (0x486, 0x0000_0000_8000_0021), (0x487, 0x0000_0000_ffff_ffff),
+/// #     (0x488, 0x0000_0000_0000_2000), (0x489, 0x0000_0000_0037_27ff),
+/// #     (0x48a, 0x0000_0000_0000_002e), (0x48b, 0x005f_bcff_0000_0000),
+/// #     (0x48c, 0x0000_0f01_0673_4141), (0x48d, 0x0000_007f_0000_0016),
+/// #     (0x48e, 0xfff9_fffe_0400_6172), (0x48f, 0x01ff_ffff_0003_6dfb),
+/// #     (0x490, 0x0003_ffff_0000_11fb), (0x491, 0x0000_0000_0000_0001),
+/// # ].into_iter().collect();
+/// let caps = VmxCaps::from_raw(coffee_lake)?;
+/// // The smallest controls VM entry accepts: the must-be-1 bits of the TRUE MSRs.
+/// let mut controls = ControlValues {
+///     pin: PinBasedControls::from_bits_retain(caps.pin_based().must_be_one()),
+///     primary: PrimaryControls::from_bits_retain(caps.primary().must_be_one()),
+///     exit: ExitControls::from_bits_retain(caps.exit().must_be_one()),
+///     entry: EntryControls::from_bits_retain(caps.entry().must_be_one()),
+///     ..Default::default()
+/// };
+/// let (fields, context) = (VmcsFields::default(), EntryContext::default());
+/// assert!(check_vmx_controls(&controls, &fields, &caps, &context).is_empty());
+/// // Virtual NMIs without NMI exiting: VM entry fails (SDM 26.2.1.1).
+/// controls.pin |= PinBasedControls::VIRTUAL_NMIS;
+/// let violations = check_vmx_controls(&controls, &fields, &caps, &context);
+/// assert_eq!(violations[0].rule, SdmRule::VirtualNmisWithoutNmiExiting);
+/// assert_eq!(violations[0].rule.sdm_section(), "26.2.1.1");
+/// # Ok::<(), vmx_caps::CapsError>(())
+/// ```
 pub fn check_vmx_controls(
     controls: &ControlValues,
     fields: &VmcsFields,

@@ -53,7 +53,6 @@
 
 use core::fmt;
 
-use serde::{Deserialize, Serialize};
 use vmx_caps::VmxCaps;
 
 use crate::controls::{
@@ -119,8 +118,9 @@ impl VmcsConfig {
 
 /// How much a diagnostic matters.
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Severity {
     /// An expected adjustment (KVM does it silently).
     Info,
@@ -706,6 +706,35 @@ fn basic_checks(caps: &VmxCaps, policy: &VmcsPolicy) -> Result<(), SetupError> {
 
 /// Compute the VMCS configuration for `caps` under `policy`, step by step like KVM's
 /// `setup_vmcs_config` (see the module docs).
+///
+/// ```
+/// use vmx_caps::VmxCaps;
+/// use vmx_controls::{
+///     setup_vmcs_config, PinBasedControls, SecondaryControls, VmcsPolicy,
+/// };
+///
+/// # // Intel Coffee Lake (CPUID 906EA): IA32_VMX_BASIC..IA32_VMX_VMFUNC of a real CPU.
+/// # let coffee_lake: vmx_caps::RawMsrs = [
+/// #     (0x480, 0x00da_0400_0000_0004), (0x481, 0x0000_007f_0000_0016),
+/// #     (0x482, 0xfff9_fffe_0401_e172), (0x483, 0x01ff_ffff_0003_6dff),
+/// #     (0x484, 0x0003_ffff_0000_11ff), (0x485, 0x0000_0000_7004_c1e7),
+/// #     (0x486, 0x0000_0000_8000_0021), (0x487, 0x0000_0000_ffff_ffff),
+/// #     (0x488, 0x0000_0000_0000_2000), (0x489, 0x0000_0000_0037_27ff),
+/// #     (0x48a, 0x0000_0000_0000_002e), (0x48b, 0x005f_bcff_0000_0000),
+/// #     (0x48c, 0x0000_0f01_0673_4141), (0x48d, 0x0000_007f_0000_0016),
+/// #     (0x48e, 0xfff9_fffe_0400_6172), (0x48f, 0x01ff_ffff_0003_6dfb),
+/// #     (0x490, 0x0003_ffff_0000_11fb), (0x491, 0x0000_0000_0000_0001),
+/// # ].into_iter().collect();
+/// let caps = VmxCaps::from_raw(coffee_lake)?;
+/// // What kvm_intel programs on this CPU, with Linux's required and optional controls.
+/// let setup = setup_vmcs_config(&caps, &VmcsPolicy::linux())?;
+/// let c = &setup.config;
+/// assert!(c.pin.contains(PinBasedControls::EXT_INTR_MASK | PinBasedControls::NMI_EXITING));
+/// assert!(!c.pin.contains(PinBasedControls::POSTED_INTR)); // not on this client part
+/// assert!(c.secondary.contains(SecondaryControls::ENABLE_EPT | SecondaryControls::UNRESTRICTED_GUEST));
+/// assert!(setup.diagnostics.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn setup_vmcs_config(caps: &VmxCaps, policy: &VmcsPolicy) -> Result<VmcsSetup, SetupError> {
     let mut diags = Vec::new();
     let strict = policy.on_inconsistent == OnInconsistent::Error;

@@ -29,6 +29,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use vmx_caps::baseline;
 use vmx_caps::check::{self, Severity};
 use vmx_caps::diff;
+use vmx_caps::error::message_chain;
 use vmx_caps::report::{self, Format};
 use vmx_caps::{CapsError, Dump, VmxCaps};
 use vmx_controls::nested::{self, NestedAssumptions, NestedError, NestedView};
@@ -277,21 +278,25 @@ enum OnInconsistentArg {
 /// A failure that ends the program with status 2.
 #[derive(Debug, thiserror::Error)]
 enum CliError {
-    #[error("{0}")]
+    #[error(transparent)]
     Caps(#[from] CapsError),
     #[error("no source: give --dump FILE, --host [--cpu N] or --kvm")]
     NoSource,
     #[error("no CPU listed in /proc/cpuinfo")]
     NoCpus,
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Context {
         path: String,
         #[source]
         source: CapsError,
     },
     /// `--out FILE` could not be written: status 1.
-    #[error("writing {0}")]
-    WriteFile(#[source] CapsError),
+    #[error("writing {path}")]
+    WriteFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A write to stdout or stderr failed, already reported: status 1.
     #[error("output failed")]
     Output(WriteFailed),
@@ -307,7 +312,7 @@ impl CliError {
     /// 1 for a failed write, 2 for bad input.
     fn status(&self) -> u8 {
         match self {
-            Self::WriteFile(_) | Self::Output(_) => EXIT_FAILED,
+            Self::WriteFile { .. } | Self::Output(_) => EXIT_FAILED,
             _ => EXIT_USAGE,
         }
     }
@@ -514,7 +519,13 @@ fn baseline_cmd(args: &BaselineArgs) -> Result<ExitCode, CliError> {
     );
     match &args.out {
         Some(path) => {
-            dump.write(path).map_err(CliError::WriteFile)?;
+            dump.write(path).map_err(|e| match e {
+                CapsError::Io { context, source } => CliError::WriteFile {
+                    path: context,
+                    source,
+                },
+                other => CliError::Caps(other),
+            })?;
             let mut s = format!(
                 "baseline of {} capability sets written to {}\n",
                 count,
@@ -621,7 +632,7 @@ fn config_cpus(args: &ConfigArgs) -> Result<ExitCode, CliError> {
     let report = match nested::check_processor_compat_with(&sets, &assume, &policy) {
         Ok(r) => r,
         Err(e) => {
-            TERM.emit_err(&format!("error: {}\n", escape(&e.to_string())))?;
+            TERM.emit_err(&format!("error: {}\n", escape(&message_chain(&e))))?;
             return Ok(ExitCode::from(1));
         }
     };
@@ -665,7 +676,7 @@ fn nested_refused(what: &str, e: &NestedError) -> Result<ExitCode, CliError> {
     TERM.emit_err(&format!(
         "vmxcap: nested: {}: no nested view: {}\n",
         escape(what),
-        escape(&e.to_string())
+        escape(&message_chain(e))
     ))?;
     Ok(ExitCode::from(1))
 }
@@ -787,6 +798,6 @@ fn main() -> ExitCode {
         // Already reported (or a closed pipe).
         Err(CliError::Output(WriteFailed)) => ExitCode::from(EXIT_FAILED),
         // One escaped line, whatever the error.
-        Err(e) => ExitCode::from(TERM.fail(&e.to_string(), e.status())),
+        Err(e) => ExitCode::from(TERM.fail(&message_chain(&e), e.status())),
     }
 }

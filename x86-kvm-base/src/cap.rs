@@ -78,6 +78,21 @@ pub const fn is_supported(check_extension: i32) -> bool {
 /// What to do about capability `cap` before calling `KVM_ENABLE_CAP`: `Ok(None)` means
 /// "call it" (the host has it); `Ok(Some(NotSupportedByHost))` means "skip it" (absent and
 /// optional); `Err` means absent and required.
+///
+/// ```
+/// use x86_kvm_base::cap::{plan, CapNotSupported, CapOutcome, Requirement};
+///
+/// let cap = kvm_bindings::KVM_CAP_X86_TRIPLE_FAULT_EVENT;
+/// // The host has it: call KVM_ENABLE_CAP.
+/// assert_eq!(plan(cap, true, Requirement::Required), Ok(None));
+/// // Absent and optional: skip it, and report why.
+/// assert_eq!(
+///     plan(cap, false, Requirement::Optional),
+///     Ok(Some(CapOutcome::NotSupportedByHost))
+/// );
+/// // Absent and required: a typed error naming the cap.
+/// assert_eq!(plan(cap, false, Requirement::Required), Err(CapNotSupported { cap }));
+/// ```
 pub const fn plan(
     cap: u32,
     supported: bool,

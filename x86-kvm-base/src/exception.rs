@@ -57,6 +57,14 @@ pub const LAST_EXCEPTION_VECTOR: u8 = 31;
 
 /// The mnemonic of exception `vector` (`"#PF"`, `"NMI"`), or `None` for a vector above
 /// 31 or one the architecture reserves.
+///
+/// ```
+/// use x86_kvm_base::exception::{exception_name, X86_TRAP_NMI, X86_TRAP_PF};
+///
+/// assert_eq!(exception_name(X86_TRAP_PF), Some("#PF"));
+/// assert_eq!(exception_name(X86_TRAP_NMI), Some("NMI"));
+/// assert_eq!(exception_name(32), None); // an external interrupt vector
+/// ```
 pub const fn exception_name(vector: u8) -> Option<&'static str> {
     Some(match vector {
         X86_TRAP_DE => "#DE",
@@ -120,6 +128,18 @@ impl GuestCet {
 ///
 /// Real mode never pushes one; that part of the rule is the caller's (VM entry checks
 /// it through CR0.PE, see [`crate::interruption::check_entry_interruption`]).
+///
+/// ```
+/// use x86_kvm_base::exception::{
+///     exception_has_error_code, GuestCet, X86_TRAP_CP, X86_TRAP_GP, X86_TRAP_UD,
+/// };
+///
+/// assert!(exception_has_error_code(X86_TRAP_GP, GuestCet::Absent));
+/// assert!(!exception_has_error_code(X86_TRAP_UD, GuestCet::Absent));
+/// // #CP pushes an error code only for a guest with CET.
+/// assert!(exception_has_error_code(X86_TRAP_CP, GuestCet::Present));
+/// assert!(!exception_has_error_code(X86_TRAP_CP, GuestCet::Absent));
+/// ```
 pub const fn exception_has_error_code(vector: u8, guest_cet: GuestCet) -> bool {
     match vector {
         X86_TRAP_DF | X86_TRAP_TS | X86_TRAP_NP | X86_TRAP_SS | X86_TRAP_GP | X86_TRAP_PF

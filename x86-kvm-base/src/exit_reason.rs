@@ -71,6 +71,15 @@ const NAMES: [(u32, &str); 42] = [
 
 /// The upstream `KVM_EXIT_*` name of `exit_reason`, or `None` if upstream defines no
 /// exit with that number.
+///
+/// ```
+/// use x86_kvm_base::exit_reason::upstream_exit_name;
+///
+/// // kvm-ioctls hands exit 37 over as `VcpuExit::Unsupported(37)`: name it in the log.
+/// assert_eq!(upstream_exit_name(37), Some("KVM_EXIT_NOTIFY"));
+/// assert_eq!(upstream_exit_name(kvm_bindings::KVM_EXIT_HLT), Some("KVM_EXIT_HLT"));
+/// assert_eq!(upstream_exit_name(0xffff), None);
+/// ```
 pub fn upstream_exit_name(exit_reason: u32) -> Option<&'static str> {
     usize::try_from(exit_reason)
         .ok()

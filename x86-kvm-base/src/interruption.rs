@@ -113,6 +113,17 @@ impl InterruptionInfo {
     }
 
     /// Builds a valid field from its parts.
+    ///
+    /// ```
+    /// use x86_kvm_base::interruption::{InterruptionInfo, InterruptionType};
+    ///
+    /// // #PF (14), hardware exception (type 3), with an error code, valid (bit 31).
+    /// let pf = InterruptionInfo::new(14, InterruptionType::HardwareException, true);
+    /// assert_eq!(pf.raw(), 0x8000_0b0e);
+    /// assert_eq!(pf.vector(), 14);
+    /// assert_eq!(pf.interruption_type(), InterruptionType::HardwareException);
+    /// assert!(pf.deliver_error_code() && pf.valid());
+    /// ```
     pub const fn new(vector: u8, kind: InterruptionType, deliver_error_code: bool) -> Self {
         let mut raw = Self::VALID_MASK | (kind.raw() << 8) | vector as u32;
         if deliver_error_code {
@@ -377,6 +388,24 @@ impl EventViolation {
 /// (`info`, VMCS 0x4016), the VM-entry exception error code (`error_code`, 0x4018) and
 /// the VM-entry instruction length (`instruction_len`, 0x401A); all violations, none
 /// when the valid bit is clear.
+///
+/// ```
+/// use x86_kvm_base::interruption::{
+///     check_entry_interruption, EventInjectionCaps, EventInjectionContext, EventRule,
+///     InterruptionInfo, InterruptionType,
+/// };
+///
+/// // #GP without its error code in protected mode: VM entry fails (C3).
+/// let gp = InterruptionInfo::new(13, InterruptionType::HardwareException, false);
+/// let caps = EventInjectionCaps::default();
+/// let ctx = EventInjectionContext::default();
+/// let violations = check_entry_interruption(gp, 0, 0, &caps, &ctx);
+/// assert_eq!(violations.len(), 1);
+/// assert_eq!(violations[0].rule(), EventRule::ErrorCodeDelivery);
+/// // With the error code it is fine.
+/// let gp = InterruptionInfo::new(13, InterruptionType::HardwareException, true);
+/// assert!(check_entry_interruption(gp, 0, 0, &caps, &ctx).is_empty());
+/// ```
 pub fn check_entry_interruption(
     info: InterruptionInfo,
     error_code: u32,

@@ -50,6 +50,24 @@ pub type ExitUnion = [u8; EXIT_UNION_SIZE];
 /// Built from a live `kvm_run` ([`from_kvm_run`](Self::from_kvm_run)), from the bytes of
 /// one ([`from_kvm_run_bytes`](Self::from_kvm_run_bytes)), or from a trace
 /// ([`new`](Self::new)); the decoders only ever see this value.
+///
+/// ```
+/// use x86_kvm_base::kvm_run::KvmRunExit;
+///
+/// // An I/O exit as KVM writes it: reason KVM_EXIT_IO, the `io` member at the union's start
+/// // (direction 1 = out, size 1, port 0x10, count 1, data_offset 0x1000).
+/// let mut run = kvm_bindings::kvm_run::default();
+/// KvmRunExit::new(kvm_bindings::KVM_EXIT_IO, &[1, 1, 0x10, 0, 1, 0, 0, 0, 0, 0x10])
+///     .write_to(&mut run);
+///
+/// // What a VMM does after KVM_RUN with `vcpu.get_kvm_run()`:
+/// let exit = KvmRunExit::from_kvm_run(&run);
+/// assert_eq!(exit.reason(), kvm_bindings::KVM_EXIT_IO);
+/// let ([direction, size], rest) = exit.read_member::<[u8; 2]>()?;
+/// assert_eq!((direction, size), (1, 1));
+/// assert_eq!(u16::from_le_bytes([rest[0], rest[1]]), 0x10);
+/// # Ok::<(), x86_kvm_base::kvm_run::KvmRunError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KvmRunExit {
     reason: u32,
@@ -78,7 +96,8 @@ impl KvmRunExit {
         // (the kernel fills the page) or a Rust value, whose `Default` zeroes it and whose
         // other members are plain integers written through safe field assignment.
         let padding = unsafe { run.__bindgen_anon_1.padding };
-        let union: ExitUnion = zerocopy::transmute!(padding);
+        // `c_char` is i8 on x86_64 and u8 on aarch64: a byte-for-byte copy on both.
+        let union: ExitUnion = padding.map(|c| u8::from_ne_bytes(c.to_ne_bytes()));
         KvmRunExit {
             reason: run.exit_reason,
             union,
@@ -128,7 +147,7 @@ impl KvmRunExit {
     /// stand-in that fakes exits. Writing a union is safe Rust.
     pub fn write_to(&self, run: &mut kvm_run) {
         run.exit_reason = self.reason;
-        run.__bindgen_anon_1.padding = zerocopy::transmute!(self.union);
+        run.__bindgen_anon_1.padding = self.union.map(|b| core::ffi::c_char::from_ne_bytes([b]));
     }
 }
 

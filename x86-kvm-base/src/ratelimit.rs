@@ -99,6 +99,25 @@ impl RateLimit {
     }
 
     /// Asks to log one message at `now` (time since the caller's origin).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use x86_kvm_base::ratelimit::{LogPermit, RateLimit};
+    ///
+    /// // Linux's default: 10 messages per 5 s.
+    /// let mut limit = RateLimit::new(Duration::from_secs(5), 10);
+    /// let t = Duration::from_secs(100);
+    /// for _ in 0..10 {
+    ///     assert!(limit.check(t).is_allowed());
+    /// }
+    /// assert_eq!(limit.check(t), LogPermit::Suppress);
+    /// assert_eq!(limit.check(t + Duration::from_millis(1)), LogPermit::Suppress);
+    /// // Once more than the interval has passed, it allows again and reports the drops.
+    /// assert_eq!(
+    ///     limit.check(t + Duration::from_secs(6)),
+    ///     LogPermit::Allow { suppressed: 2 }
+    /// );
+    /// ```
     pub fn check(&mut self, now: Duration) -> LogPermit {
         if self.interval.is_zero() {
             return LogPermit::Allow {

@@ -3,7 +3,6 @@
 //! What the nested model assumes about the L0 kernel and host: KVM module parameters
 //! (upstream defaults) and the host CPUID features the nested MSRs depend on.
 
-use serde::Serialize;
 use vmx_caps::VmxCaps;
 
 use crate::controls::{PinBasedControls, PrimaryControls, SecondaryControls};
@@ -20,7 +19,8 @@ pub const X86_CR4_UMIP: u64 = 1 << 11;
 /// `sgx=1`), an x86_64 kernel, no Hyper-V enlightened VMCS; host UMIP inferred from
 /// IA32_VMX_CR4_FIXED1 bit 11; SHSTK, IBT and SGX assumed present (a capability dump
 /// cannot tell). Each field can be overridden.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct NestedAssumptions {
     /// `kvm_intel.nested`: without it KVM exposes no VMX MSR at all.
     pub nested: bool,
@@ -114,7 +114,8 @@ impl NestedAssumptions {
 
 /// One module parameter after `vmx_hardware_setup` (arch/x86/kvm/vmx/vmx.c) cleared it
 /// where the CPU lacks what it needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Param {
     /// Effective value.
     pub on: bool,
@@ -144,7 +145,8 @@ impl Param {
 }
 
 /// The module parameters as `vmx_hardware_setup` leaves them for this CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct EffectiveParams {
     /// `enable_ept`.
     pub ept: Param,

@@ -7,7 +7,6 @@
 
 use core::fmt;
 
-use serde::Serialize;
 use vmx_caps::VmxCaps;
 
 use super::assumptions::NestedAssumptions;
@@ -24,13 +23,15 @@ pub enum CompatError {
     #[error("no CPU given")]
     NoCpu,
     /// The boot CPU's `setup_vmcs_config` fails.
-    #[error("kvm_intel refuses to load: setup_vmcs_config fails on the boot CPU: {0}")]
+    /// The [`SetupError`] is the source.
+    #[error("kvm_intel refuses to load: setup_vmcs_config fails on the boot CPU")]
     BootCpu(#[from] SetupError),
 }
 
 /// What `vmx_check_processor_compat` says about one secondary CPU.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "status", rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum CpuCompat {
     /// Same `vmcs_config` as the boot CPU.
@@ -71,7 +72,8 @@ impl fmt::Display for CpuCompat {
 }
 
 /// The result over every CPU.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CompatReport {
     /// One entry per CPU after the boot CPU, in order.
     pub cpus: Vec<CpuCompat>,

@@ -6,14 +6,13 @@
 
 use core::fmt;
 
-use serde::Serialize;
-
 use crate::controls::ControlField;
 
 /// Why a bit has (or lacks) its allowed-1 setting in the nested view.
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
 pub enum Provenance {
     /// L0's VMCS configuration (what `setup_vmcs_config` computed from the CPU) has the
     /// bit and KVM lets it through to L1.
@@ -72,12 +71,13 @@ impl fmt::Display for Provenance {
 }
 
 /// The provenance of one bit of one nested MSR.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BitProvenance {
     /// The MSR (the TRUE one for the four words that have TRUE variants).
     pub msr: u32,
     /// The control field, for control MSRs.
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub field: Option<ControlField>,
     /// Bit number within the control word (or the 64-bit MSR).
     pub bit: u32,

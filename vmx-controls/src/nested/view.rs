@@ -3,7 +3,6 @@
 //! [`nested_view`]: the VMX capability MSRs KVM reports to L1, helper by helper as
 //! `nested_vmx_setup_ctls_msrs` (arch/x86/kvm/vmx/nested.c) computes them.
 
-use serde::Serialize;
 use vmx_caps::{Dump, RawMsrs, VmxCaps};
 
 use super::assumptions::{EffectiveParams, NestedAssumptions, Param, X86_CR4_UMIP};
@@ -22,7 +21,8 @@ use crate::setup::{setup_vmcs_config, SetupError, VmcsSetup};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NestedError {
     /// L0's `setup_vmcs_config` fails: kvm_intel does not load, so there is no L1.
-    #[error("kvm_intel refuses to load on this CPU (setup_vmcs_config fails): {0}")]
+    /// The [`SetupError`] is the source.
+    #[error("kvm_intel refuses to load on this CPU (setup_vmcs_config fails)")]
     L0Refuses(#[from] SetupError),
     /// `nested=0`: `vmx_get_feature_msr` returns "unsupported" for every VMX MSR.
     #[error("nested=0: KVM exposes no VMX capability MSR to its guests (vmx_get_feature_msr)")]
@@ -48,7 +48,8 @@ impl NestedError {
 }
 
 /// A note about a whole MSR of the nested view (BASIC, MISC, fixed bits, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct MsrNote {
     /// The MSR.
     pub msr: u32,
