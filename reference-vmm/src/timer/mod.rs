@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! reference-vmm run --guest timer --vcpus N --rate HZ --seconds S [--irqchip user|kernel]
+//!                    [--snapshot-every N]
 //! ```
 //!
 //! One timer thread per VM raises [`TIMER_VECTOR`] on every vCPU at `HZ`
@@ -23,6 +24,10 @@
 //!   the guest acknowledged, `refused` what KVM_SIGNAL_MSI blocked or failed,
 //!   and `coalesced` = requested - delivered - refused (so `lost` is 0 by
 //!   construction and `pending` is 0: the guest drains before it stops).
+//!
+//! With `--snapshot-every N` (user irqchip only) every vCPU is paused,
+//! snapshotted and restored into a fresh VM after every N-th exit while the
+//! timer keeps raising ([`snapshot`]).
 
 pub mod kernel;
 pub mod latency;
