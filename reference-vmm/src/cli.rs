@@ -258,7 +258,8 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub irqchip: Option<crate::timer::Irqchip>,
     /// After every N-th exit: snapshot the vCPU (vcpu-events) and guest memory,
-    /// destroy the VM, restore into a fresh VM and go on (one vCPU; not timer).
+    /// destroy the VM, restore into a fresh VM and go on (one vCPU; timer: every
+    /// vCPU, exits counted over all, `--irqchip user` only, no --snapshot-file).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: Option<u64>,
     /// Write the last snapshot (with the run's parameters and the VMM's state) to
@@ -282,6 +283,7 @@ impl RunArgs {
         if let Some(d) = self.seconds {
             cfg.duration = d;
         }
+        cfg.snapshot_every = self.snapshot_every;
         cfg
     }
 
@@ -444,10 +446,10 @@ fn usage_error(e: &clap::Error) -> i32 {
 }
 
 fn run_cmd(args: &RunArgs, t0: Instant) -> Result<i32, i32> {
-    if args.guest == Guest::Timer && args.snapshot_every.is_some() {
+    if args.guest == Guest::Timer && args.snapshot_file.is_some() {
         return Err(fail(
-            "--snapshot-every does not apply to --guest timer: it runs its own vCPU loops \
-             and timer thread, which snapshots do not cover",
+            "--snapshot-file does not apply to --guest timer: its snapshots live in the \
+             run (its timer thread and injectors cannot be resumed in another process)",
             EXIT_USAGE,
         ));
     }

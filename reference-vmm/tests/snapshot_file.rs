@@ -234,8 +234,28 @@ fn garbage_and_a_missing_file_are_refused_on_one_line() {
 fn snapshot_flags_are_usage_errors_where_they_cannot_apply() {
     for (args, want) in [
         (
-            &["run", "--guest", "timer", "--snapshot-every", "5"][..],
-            "--snapshot-every does not apply to --guest timer",
+            &[
+                "run",
+                "--guest",
+                "timer",
+                "--irqchip",
+                "kernel",
+                "--snapshot-every",
+                "5",
+            ][..],
+            "--snapshot-every does not apply to --guest timer --irqchip kernel",
+        ),
+        (
+            &[
+                "run",
+                "--guest",
+                "timer",
+                "--snapshot-every",
+                "5",
+                "--snapshot-file",
+                "x.json",
+            ][..],
+            "--snapshot-file does not apply to --guest timer",
         ),
         (
             &[

@@ -401,6 +401,30 @@ impl VcpuInterrupts {
         self.shared.accounting()
     }
 
+    /// Runs `f` on the injector under the lock, read-only: e.g. to capture
+    /// its state with the vCPU's (`kvm::snapshot::capture`, feature `kvm`)
+    /// while the vCPU thread is between KVM_RUNs. Unlike
+    /// [`VcpuInterrupts::decide`] it does not touch the run protocol, and
+    /// raises from other threads wait for `f` (they are then queued,
+    /// coalesced or refused and counted as usual).
+    ///
+    /// ```
+    /// use vcpu_events::injector::Injector;
+    /// use vcpu_events::raise::{Entry, SkipReason, VcpuInterrupts};
+    ///
+    /// let vcpu = VcpuInterrupts::new(Injector::new());
+    /// vcpu.handle().raise(0x20).unwrap();
+    /// let state = vcpu.inspect(Injector::state);
+    /// assert_eq!(state.queued, vec![0x20]);
+    /// assert_eq!(state.stats.requested, 1);
+    /// // The protocol is untouched: the vector raised before still skips a
+    /// // run that would not request a window.
+    /// assert_eq!(vcpu.enter(false), Entry::Skip(SkipReason::NewVector));
+    /// ```
+    pub fn inspect<R>(&self, f: impl FnOnce(&Injector) -> R) -> R {
+        f(&lock(&self.shared.inner).injector)
+    }
+
     /// Where the vCPU is.
     pub fn phase(&self) -> RunPhase {
         self.shared.phase()

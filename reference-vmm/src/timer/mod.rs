@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! reference-vmm run --guest timer --vcpus N --rate HZ --seconds S [--irqchip user|kernel]
+//!                    [--snapshot-every N]
 //! ```
 //!
 //! One timer thread per VM raises [`TIMER_VECTOR`] on every vCPU at `HZ`
@@ -23,10 +24,15 @@
 //!   the guest acknowledged, `refused` what KVM_SIGNAL_MSI blocked or failed,
 //!   and `coalesced` = requested - delivered - refused (so `lost` is 0 by
 //!   construction and `pending` is 0: the guest drains before it stops).
+//!
+//! With `--snapshot-every N` (user irqchip only) every vCPU is paused,
+//! snapshotted and restored into a fresh VM after every N-th exit while the
+//! timer keeps raising ([`snapshot`]).
 
 pub mod kernel;
 pub mod latency;
 pub mod report;
+pub mod snapshot;
 pub mod user;
 pub mod vm;
 pub mod xapic;
@@ -83,6 +89,10 @@ pub struct TimerConfig {
     pub queue_capacity: usize,
     /// Give up (error) when the guest is not done this long after the timer stops.
     pub drain_timeout: Duration,
+    /// Pause after every N-th exit (counted over all vCPUs), snapshot every
+    /// vCPU and guest memory, destroy the VM and restore into a fresh one
+    /// ([`snapshot`]; `--irqchip user` only).
+    pub snapshot_every: Option<u64>,
 }
 
 impl TimerConfig {
@@ -100,6 +110,7 @@ impl TimerConfig {
             open_iterations: 10,
             queue_capacity: vcpu_events::injector::DEFAULT_CAPACITY,
             drain_timeout: Duration::from_secs(10),
+            snapshot_every: None,
         }
     }
 }
@@ -117,6 +128,16 @@ pub enum TimerConfigError {
     /// `--seconds` out of range.
     #[error("--seconds: must be more than 0 and at most 3600")]
     Duration,
+    /// `--snapshot-every 0`.
+    #[error("--snapshot-every 0: must be at least 1")]
+    SnapshotEvery,
+    /// `--snapshot-every` with `--irqchip kernel`.
+    #[error(
+        "--snapshot-every does not apply to --guest timer --irqchip kernel: the in-kernel \
+         LAPIC and irqchip state (KVM_GET_LAPIC, KVM_GET_IRQCHIP) are not saved and \
+         restored, so a pending timer interrupt would be lost; use --irqchip user"
+    )]
+    SnapshotKernelIrqchip,
 }
 
 /// Errors of a timer run.
@@ -183,6 +204,15 @@ pub enum TimerError {
         /// vCPU index.
         vcpu: usize,
     },
+    /// A snapshot or restore failed.
+    #[error("vCPU {vcpu}: snapshot")]
+    Snapshot {
+        /// vCPU index.
+        vcpu: usize,
+        /// Why.
+        #[source]
+        source: snapshot::TimerSnapshotError,
+    },
     /// A thread panicked.
     #[error("a timer-run thread panicked")]
     ThreadPanicked,
@@ -210,6 +240,13 @@ pub struct VcpuRun {
     pub latencies_ns: Vec<u64>,
     /// vcpu-events' accounting (user path).
     pub accounting: Option<Accounting>,
+    /// Snapshots of this vCPU taken (`--snapshot-every`).
+    pub snapshots: u64,
+    /// Snapshots of this vCPU restored into a fresh VM.
+    pub restores: u64,
+    /// Raises the timer made on this vCPU while it was paused for a snapshot
+    /// (queued, coalesced or refused by the injector, and counted).
+    pub raised_while_paused: u64,
 }
 
 impl VcpuRun {
@@ -272,6 +309,11 @@ pub fn validate(cfg: &TimerConfig) -> Result<(), TimerConfigError> {
     if cfg.duration.is_zero() || cfg.duration > Duration::from_secs(3600) {
         return Err(TimerConfigError::Duration);
     }
+    match (cfg.snapshot_every, cfg.irqchip) {
+        (Some(0), _) => return Err(TimerConfigError::SnapshotEvery),
+        (Some(_), Irqchip::Kernel) => return Err(TimerConfigError::SnapshotKernelIrqchip),
+        _ => {}
+    }
     Ok(())
 }
 
@@ -298,6 +340,17 @@ pub fn run(cfg: &TimerConfig) -> Result<TimerReport, TimerError> {
                 ints.push(VcpuInterrupts::new(inj));
             }
             let handles: Vec<_> = ints.iter().map(|i| i.handle()).collect();
+            // With --snapshot-every the VM (without its vCPUs) goes to the
+            // pause rendezvous, which replaces it at every restore.
+            // Otherwise it (with guest memory) lives until the threads end.
+            let (pauses, _vm) = match cfg.snapshot_every {
+                Some(every) => (
+                    Some(snapshot::Pauses::new(cfg, every, tvm, handles.clone())),
+                    None,
+                ),
+                None => (None, Some(tvm)),
+            };
+            let pauses = pauses.as_ref();
             std::thread::scope(|s| {
                 let threads: Vec<_> = vcpus
                     .into_iter()
@@ -313,6 +366,7 @@ pub fn run(cfg: &TimerConfig) -> Result<TimerReport, TimerError> {
                             start,
                             deadline,
                             samples,
+                            pauses,
                         };
                         s.spawn(move || user::run_vcpu(u, signal))
                     })
@@ -360,7 +414,19 @@ fn join<'s>(
         match t.join() {
             Ok(Ok(r)) => out.push(r),
             Ok(Err(e)) => {
-                first_err.get_or_insert(e);
+                // "The fresh VM was not built" gives way to the thread that says why.
+                let rebuild_failed = |e: &TimerError| {
+                    matches!(
+                        e,
+                        TimerError::Snapshot {
+                            source: snapshot::TimerSnapshotError::RebuildFailed,
+                            ..
+                        }
+                    )
+                };
+                if first_err.as_ref().is_none_or(rebuild_failed) {
+                    first_err = Some(e);
+                }
             }
             Err(_) => {
                 first_err.get_or_insert(TimerError::ThreadPanicked);

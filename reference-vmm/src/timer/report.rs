@@ -41,6 +41,13 @@ pub struct VcpuTimerReport {
     pub exits: u64,
     /// Raise -> acknowledgement latency.
     pub latency: Latency,
+    /// Snapshots of the vCPU taken (`--snapshot-every`).
+    pub snapshots: u64,
+    /// Snapshots restored into a fresh VM.
+    pub restores: u64,
+    /// Raises made while the vCPU was paused for a snapshot (counted in the
+    /// figures above like any other).
+    pub raised_while_paused: u64,
 }
 
 impl VcpuTimerReport {
@@ -61,6 +68,9 @@ impl VcpuTimerReport {
         self.kicks += o.kicks;
         self.eois += o.eois;
         self.exits += o.exits;
+        self.snapshots += o.snapshots;
+        self.restores += o.restores;
+        self.raised_while_paused += o.raised_while_paused;
     }
 }
 
@@ -77,6 +87,9 @@ pub struct TimerReport {
     pub rate_hz: u32,
     /// How long the timer raised.
     pub seconds: f64,
+    /// `--snapshot-every` (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_every: Option<u64>,
     /// Start to the last vCPU done.
     pub elapsed_s: f64,
     /// Deliveries per second, all vCPUs (total delivered / elapsed).
@@ -107,6 +120,9 @@ pub(super) fn build(
             vcpu: Some(i as u32),
             eois: run.eois,
             exits: run.exits,
+            snapshots: run.snapshots,
+            restores: run.restores,
+            raised_while_paused: run.raised_while_paused,
             latency: Latency::of(&mut run.latencies_ns),
             ..Default::default()
         };
@@ -148,6 +164,7 @@ pub(super) fn build(
         vcpus: cfg.vcpus,
         rate_hz: cfg.rate_hz,
         seconds: cfg.duration.as_secs_f64(),
+        snapshot_every: cfg.snapshot_every,
         elapsed_s: elapsed.as_secs_f64(),
         delivered_per_s: total.delivered as f64 / elapsed.as_secs_f64().max(1e-9),
         per_vcpu,
@@ -209,6 +226,17 @@ impl TimerReport {
                 r.latency.p99_us,
                 r.latency.max_us
             );
+        }
+        if let Some(every) = self.snapshot_every {
+            let _ = writeln!(s, "  snapshot every {every} exits:");
+            for r in self.per_vcpu.iter().chain(std::iter::once(&self.total)) {
+                let name = r.vcpu.map_or("total".to_string(), |v| v.to_string());
+                let _ = writeln!(
+                    s,
+                    "  {:<6} {} taken, {} restored, {} raised while paused",
+                    name, r.snapshots, r.restores, r.raised_while_paused
+                );
+            }
         }
         let _ = writeln!(
             s,

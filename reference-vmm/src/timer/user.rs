@@ -4,6 +4,8 @@
 //! [`RaiseHandle`](vcpu_events::raise::RaiseHandle) and kick; each vCPU
 //! thread runs [`run_with_kicks`], reports deliveries to its
 //! [`VcpuInterrupts`], and answers the guest's xAPIC MMIO with [`XApic`].
+//! With `--snapshot-every` it leaves `run_with_kicks` at each pause and goes
+//! on in the fresh vCPU ([`super::snapshot`]).
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Instant;
@@ -13,6 +15,7 @@ use vcpu_events::kvm::kick::{run_with_kicks, KickSignal, KickedRun};
 use vcpu_events::raise::VcpuInterrupts;
 
 use super::latency::Stamp;
+use super::snapshot::{pause, Pauses};
 use super::xapic::XApic;
 use super::{TimerError, VcpuRun};
 use crate::guests::{PORT_STATUS, PORT_TIMER_ACK, PORT_TIMER_ACK_MASKED, PORT_TIMER_DONE};
@@ -38,14 +41,88 @@ pub struct UserVcpu<'a> {
     pub deadline: Instant,
     /// Latency samples to reserve up front (no allocation per exit).
     pub samples: usize,
+    /// The pause rendezvous (`--snapshot-every`).
+    pub pauses: Option<&'a Pauses<'a>>,
+}
+
+/// What a leg needs besides the vCPU.
+struct Env<'a> {
+    id: usize,
+    stamp: &'a Stamp,
+    stopping: &'a AtomicBool,
+    start: Instant,
+    deadline: Instant,
+    pauses: Option<&'a Pauses<'a>>,
+}
+
+/// How one stretch inside `run_with_kicks` ended.
+enum Leg {
+    /// The guest is done.
+    Done,
+    /// A pause was requested and this vCPU is at its safe point.
+    Paused,
+}
+
+/// Takes the vCPU out of later pauses when its thread ends (also on error
+/// or panic), so the others do not wait for it.
+struct Leave<'a>(Option<&'a Pauses<'a>>);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            p.leave();
+        }
+    }
 }
 
 /// Runs one vCPU until the guest says it is done.
-pub fn run_vcpu(mut u: UserVcpu<'_>, signal: KickSignal) -> Result<VcpuRun, TimerError> {
+pub fn run_vcpu(u: UserVcpu<'_>, signal: KickSignal) -> Result<VcpuRun, TimerError> {
+    let _leave = Leave(u.pauses);
     let mut out = VcpuRun::with_capacity(u.samples);
     let mut apic = XApic::new();
+    let UserVcpu {
+        id,
+        mut vcpu,
+        mut interrupts,
+        stamp,
+        stopping,
+        start,
+        deadline,
+        samples: _,
+        pauses,
+    } = u;
+    let env = Env {
+        id,
+        stamp,
+        stopping,
+        start,
+        deadline,
+        pauses,
+    };
+    loop {
+        let leg = run_with_kicks(&mut vcpu, &mut interrupts, signal, |kv| {
+            run_leg(&env, kv, &mut out, &mut apic)
+        })
+        .map_err(|source| TimerError::Kick { vcpu: id, source })??;
+        match (leg, pauses) {
+            (Leg::Done, _) | (Leg::Paused, None) => break,
+            (Leg::Paused, Some(p)) => vcpu = pause(id, vcpu, &interrupts, p, &mut out)?,
+        }
+    }
+    out.eois = apic.eois;
+    out.accounting = Some(interrupts.accounting());
+    Ok(out)
+}
+
+/// Runs the vCPU until the guest is done or a pause stops it.
+fn run_leg(
+    u: &Env<'_>,
+    kv: &mut vcpu_events::kvm::kick::KickedVcpu<'_>,
+    out: &mut VcpuRun,
+    apic: &mut XApic,
+) -> Result<Leg, TimerError> {
     let id = u.id;
-    let r = run_with_kicks(&mut u.vcpu, &mut u.interrupts, signal, |kv| loop {
+    loop {
         let ints = kv.interrupts();
         if Instant::now() > u.deadline {
             return Err(TimerError::NotDone { vcpu: id });
@@ -55,9 +132,17 @@ pub fn run_vcpu(mut u: UserVcpu<'_>, signal: KickSignal) -> Result<VcpuRun, Time
             .map_err(|source| TimerError::Kick { vcpu: id, source })?
         {
             KickedRun::Exit(exit) => exit,
-            _ => continue,
+            other => {
+                if u.pauses.is_some_and(|p| p.should_pause(&other)) {
+                    return Ok(Leg::Paused);
+                }
+                continue;
+            }
         };
         out.exits += 1;
+        if let Some(p) = u.pauses {
+            p.on_exit();
+        }
         match exit {
             VcpuExit::IoOut(port @ (PORT_TIMER_ACK | PORT_TIMER_ACK_MASKED), data) => {
                 let now = u.start.elapsed().as_nanos() as u64;
@@ -82,7 +167,7 @@ pub fn run_vcpu(mut u: UserVcpu<'_>, signal: KickSignal) -> Result<VcpuRun, Time
                     *b = u8::from(done);
                 }
             }
-            VcpuExit::IoOut(PORT_TIMER_DONE, _) => return Ok(()),
+            VcpuExit::IoOut(PORT_TIMER_DONE, _) => return Ok(Leg::Done),
             VcpuExit::MmioWrite(addr, data) => {
                 apic.write(addr, data)
                     .map_err(|source| TimerError::Apic { vcpu: id, source })?;
@@ -101,9 +186,5 @@ pub fn run_vcpu(mut u: UserVcpu<'_>, signal: KickSignal) -> Result<VcpuRun, Time
                 })
             }
         }
-    });
-    r.map_err(|source| TimerError::Kick { vcpu: id, source })??;
-    out.eois = apic.eois;
-    out.accounting = Some(u.interrupts.accounting());
-    Ok(out)
+    }
 }

@@ -3,6 +3,9 @@
 //! The timer guest's VM: memory with the xAPIC page mapped (uncached) in the
 //! guest's page tables, N vCPUs in 64-bit mode, and with `--irqchip kernel`
 //! KVM's in-kernel irqchip (KVM_CREATE_IRQCHIP before any vCPU, api.rst 4.24).
+//! With `--snapshot-every` the VM's event caps are enabled before any vCPU
+//! (vcpu-events' `enable_event_caps`), and every restore builds its fresh VM
+//! here too.
 
 use kvm_bindings::{kvm_mp_state, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -27,8 +30,11 @@ pub struct TimerVm {
     pub vcpus: Vec<VcpuFd>,
     /// The VM (KVM_SIGNAL_MSI goes here with `--irqchip kernel`).
     pub vm: VmFd,
+    /// The event caps vcpu-events enabled (`--snapshot-every` only).
+    pub event_caps: Option<vcpu_events::kvm::VmEventCaps>,
     _kvm: Kvm,
-    _mem: GuestMemoryMmap,
+    /// Guest memory (snapshots copy it).
+    pub mem: GuestMemoryMmap,
 }
 
 fn write(mem: &GuestMemoryMmap, addr: u64, v: u64) -> Result<(), VmmError> {
@@ -43,6 +49,10 @@ pub fn build(cfg: &TimerConfig) -> Result<TimerVm, VmmError> {
     if cfg.irqchip == Irqchip::Kernel {
         vm.create_irq_chip().map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
     }
+    let event_caps = match cfg.snapshot_every {
+        Some(_) => Some(vcpu_events::kvm::enable_event_caps(&vm).map_err(VmmError::EventCaps)?),
+        None => None,
+    };
     let mem = map_guest_memory(&vm, MEM_MIB)?;
     write_boot_structures(&mem, Guest::Timer.image())?;
     // Map 3..4 GiB too, so the guest reaches the xAPIC page at 0xfee00000.
@@ -79,7 +89,8 @@ pub fn build(cfg: &TimerConfig) -> Result<TimerVm, VmmError> {
     Ok(TimerVm {
         vcpus,
         vm,
+        event_caps,
         _kvm: kvm,
-        _mem: mem,
+        mem,
     })
 }
