@@ -220,8 +220,8 @@ impl<'a> Pauses<'a> {
 
     fn rebuild_vm(&self, g: &mut Gate) -> Result<(), TimerSnapshotError> {
         let old = g.vm.take().ok_or(TimerSnapshotError::RebuildFailed)?;
-        let mut memory = vec![0u8; old.mem.last_addr().0 as usize + 1];
-        old.mem
+        let mut memory = vec![0u8; old.mem().last_addr().0 as usize + 1];
+        old.mem()
             .read_slice(&mut memory, GuestAddress(0))
             .map_err(TimerSnapshotError::Memory)?;
         // Destroy first: every vCPU fd, then the VM and its memory.
@@ -229,7 +229,7 @@ impl<'a> Pauses<'a> {
         drop(old);
         let mut fresh = build(self.cfg).map_err(|e| TimerSnapshotError::NewVm(Box::new(e)))?;
         fresh
-            .mem
+            .mem()
             .write_slice(&memory, GuestAddress(0))
             .map_err(TimerSnapshotError::Memory)?;
         for (slot, vcpu) in g.fresh.iter_mut().zip(std::mem::take(&mut fresh.vcpus)) {

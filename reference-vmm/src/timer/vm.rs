@@ -33,8 +33,16 @@ pub struct TimerVm {
     /// The event caps vcpu-events enabled (`--snapshot-every` only).
     pub event_caps: Option<vcpu_events::kvm::VmEventCaps>,
     _kvm: Kvm,
-    /// Guest memory (snapshots copy it).
-    pub mem: GuestMemoryMmap,
+    /// Guest memory, private: memslot 0 points into it, so nothing outside may
+    /// replace it while the VM lives (read it through [`TimerVm::mem`]).
+    mem: GuestMemoryMmap,
+}
+
+impl TimerVm {
+    /// Guest memory (snapshots copy it), read-only: memslot 0 points into it.
+    pub fn mem(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
 }
 
 fn write(mem: &GuestMemoryMmap, addr: u64, v: u64) -> Result<(), VmmError> {

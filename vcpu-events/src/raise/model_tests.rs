@@ -885,5 +885,9 @@ fn kick_registration_ends_with_the_scope_under_concurrent_kickers() {
     // assumption about the kickers); the scoped targets asserted above that
     // none was called after its scope.
     assert!(runs > 0, "no run entered in 2000 scopes");
-    assert!(handle.accounting().kicks >= runs, "{:?}", handle.accounting());
+    assert!(
+        handle.accounting().kicks >= runs,
+        "{:?}",
+        handle.accounting()
+    );
 }
