@@ -314,3 +314,62 @@ fn a_snapshot_file_that_cannot_be_written_is_status_1_after_the_report() {
         "{err}"
     );
 }
+
+/// The irq-storm seed with `edit` applied, written under the target directory.
+fn edited_seed(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> std::path::PathBuf {
+    let seed = format!(
+        "{}/../fuzz/seeds/vmm_snapshot/irq-storm-injected.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(seed).unwrap()).unwrap();
+    edit(&mut v);
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kvm_snapshot_edited");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, v.to_string()).unwrap();
+    file
+}
+
+#[test]
+fn sregs_kvm_refuses_are_bad_input_with_status_2() {
+    if !kvm_or_skip() {
+        return;
+    }
+    // kvm_sregs (x86_64 repr(C)): cr0 at byte 224. CR0.PG without CR0.PE:
+    // KVM_SET_SREGS returns -EINVAL (kvm_is_valid_sregs, Linux
+    // arch/x86/kvm/x86.c; SDM Vol. 3A 2.5: PG requires PE). The file is what
+    // is wrong, not the host.
+    let file = edited_seed("pg-without-pe.json", |v| {
+        let b = v["vcpu"]["sregs"][224].as_u64().unwrap();
+        v["vcpu"]["sregs"][224] = (b & !1).into();
+    });
+    let out = bin().arg("resume").arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("KVM_SET_SREGS failed"), "{err}");
+    assert!(err.contains("os error 22"), "{err}");
+}
+
+#[test]
+fn a_resumed_guest_that_triple_faults_on_its_own_is_status_1() {
+    if !kvm_or_skip() {
+        return;
+    }
+    // Every page gone: KVM takes the file (registers and events are fine),
+    // the guest faults fetching its next instruction and triple-faults.
+    // irq-storm never asks for that end: the report says shutdown, the
+    // status is 1, not the 0 of a run that ended as asked.
+    let file = edited_seed("no-pages.json", |v| {
+        v["memory"]["pages"] = serde_json::Value::Array(vec![])
+    });
+    let out = bin().arg("resume").arg(&file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("irq-storm (kvm): shutdown - the guest triple-faulted on its own"),
+        "{text}"
+    );
+}

@@ -500,6 +500,7 @@ impl SnapshotFile {
                     .into(),
             ));
         }
+        check_mirrors(&state, &vcpu)?;
         if doc.at_exit != state.exits.total() {
             return Err(SnapshotFileError::Vmm(format!(
                 "at_exit {} is not the {} exits counted",
@@ -700,6 +701,59 @@ fn state_of(doc: &Doc, cfg: &RunConfig) -> Result<RunState, SnapshotFileError> {
         },
     };
     Ok(st)
+}
+
+/// What a written file always holds: the VMM's interrupt counters are the
+/// injector's (`IrqInjector::before_run` copies them right before the
+/// snapshot is taken), and the snapshot is counted as taken and not yet
+/// restored (`snapshot::run`: a failed restore ends the run, so no earlier
+/// one failed). A file where they differ was edited: its report would
+/// count what did not happen.
+fn check_mirrors(st: &RunState, vcpu: &vcpu_events::VcpuSnapshot) -> Result<(), SnapshotFileError> {
+    let n = &st.snapshots;
+    if n.taken == 0 || n.restored != n.taken - 1 || n.restore_failures != 0 {
+        return Err(SnapshotFileError::Vmm(format!(
+            "snapshots taken {}, restored {}, restore failures {}: a file holds a snapshot \
+             taken and not yet restored, after no failed restore",
+            n.taken, n.restored, n.restore_failures
+        )));
+    }
+    let h = &n.held;
+    let held = [
+        h.interrupt_injected,
+        h.vectors_queued,
+        h.window_requested,
+        h.exception,
+        h.exception_payload,
+        h.nmi,
+        h.triple_fault,
+    ];
+    if held.iter().any(|&k| k > n.taken) || h.exception_payload > h.exception {
+        return Err(SnapshotFileError::Vmm(format!(
+            "snapshots held in flight {held:?}: more than the {} taken",
+            n.taken
+        )));
+    }
+    let Some(inj) = &vcpu.injector else {
+        return Ok(());
+    };
+    let i = &st.irq;
+    let s = &inj.stats;
+    for (field, vmm, injector) in [
+        ("injected", i.injected, s.injected),
+        ("coalesced", i.coalesced, s.coalesced),
+        ("refused", i.refused, s.rejected),
+        ("windows_requested", i.windows_requested, s.window_requests),
+        ("queued", i.queued, inj.queued.len() as u64),
+        ("capacity", i.capacity, inj.capacity as u64),
+    ] {
+        if vmm != injector {
+            return Err(SnapshotFileError::Vmm(format!(
+                "irq {field} {vmm} is not the injector's {injector}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn pages_of(m: &MemoryDoc, mem_mib: u32) -> Result<Vec<(u64, Vec<u8>)>, SnapshotFileError> {

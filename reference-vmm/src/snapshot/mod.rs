@@ -95,13 +95,24 @@ pub enum RestoreError {
 impl RestoreError {
     /// True if the snapshot itself was refused (bad input, exit status 2),
     /// false if the host failed (an ioctl, memory: exit status 1).
+    ///
+    /// KVM_SET_REGS, KVM_SET_SREGS or KVM_SET_VCPU_EVENTS returning -EINVAL
+    /// on the fresh vCPU is a refusal of the snapshot's values (e.g.
+    /// `kvm_is_valid_sregs` / `kvm_valid_cr4` / `kvm_valid_efer` in Linux
+    /// `arch/x86/kvm/x86.c` refusing CR0.PG without PE, reserved CR4 bits, or
+    /// long mode without EFER.LME); any other errno is the host's.
     pub fn is_refusal(&self) -> bool {
         use vcpu_events::kvm::snapshot::SnapshotRestoreError as E;
+        use vcpu_events::kvm::KvmError as K;
+        let einval = |e: &vmm_sys_util::errno::Error| e.errno() == libc::EINVAL;
         match self {
             RestoreError::MemorySize { .. } => true,
             RestoreError::NewVm(e) => e.is_usage(),
             RestoreError::WriteMemory(_) => false,
-            RestoreError::Vcpu(e) => matches!(e, E::Refused(_)),
+            RestoreError::Vcpu(E::Refused(_)) => true,
+            RestoreError::Vcpu(E::Regs(K::SetRegs(e)) | E::Sregs(K::SetRegs(e))) => einval(e),
+            RestoreError::Vcpu(E::Events(K::SetVcpuEvents(e))) => einval(e),
+            RestoreError::Vcpu(_) => false,
         }
     }
 }
