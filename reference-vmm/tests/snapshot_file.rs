@@ -302,3 +302,17 @@ fn vmm_counters_that_are_not_the_injectors_or_a_snapshots_are_refused() {
     });
     refused("held-nmi.json", &t, "more than the 1 taken");
 }
+
+#[test]
+fn a_repeated_key_inside_the_vcpu_is_refused_as_everywhere_else() {
+    // serde refuses a duplicate field of the document's own structs; the vCPU
+    // part used to pass through a serde_json::Value, where the last of two
+    // keys wins silently: `"nmi": {"pending": 1, ..., "pending": 0}` read as
+    // no NMI pending, another reader could take the first.
+    let compact = json("irq-storm-injected.json").to_string();
+    assert_eq!(compact.matches("\"nmi\":{").count(), 1);
+    let t = compact.replace("\"nmi\":{", "\"nmi\":{\"pending\":1,");
+    refused("dup-nmi-pending.json", &t, "duplicate field `pending`");
+    let t = compact.replace("\"vcpu\":{", "\"vcpu\":{\"version\":1,");
+    refused("dup-vcpu-version.json", &t, "duplicate field `version`");
+}

@@ -35,8 +35,11 @@
 //! * Reading refuses, with a typed [`SnapshotFileError`], anything that is
 //!   not exactly such a document: another format or version, unknown fields,
 //!   an unknown guest or policy name, pages outside memory, out of order, of
-//!   the wrong size or not hex, and a vCPU snapshot vcpu-events refuses
-//!   (`vcpu_events::VcpuSnapshot::from_json`, which runs its checks).
+//!   the wrong size or not hex, a repeated key (in the vCPU part too), VMM
+//!   interrupt counters that are not the injector's, snapshot counts that
+//!   are not those of a snapshot taken and not yet restored, and a vCPU
+//!   snapshot vcpu-events refuses (`vcpu_events::VcpuSnapshot::from_json`,
+//!   which runs its checks).
 
 #![deny(unsafe_code)]
 
@@ -250,6 +253,14 @@ struct MemoryDoc {
 struct Header {
     format: String,
     version: u32,
+}
+
+/// The `vcpu` field alone, read straight from the file's bytes (the other
+/// fields are skipped).
+#[derive(Deserialize)]
+struct VcpuOnly {
+    #[serde(rename = "vcpu")]
+    _vcpu: vcpu_events::VcpuSnapshot,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -494,6 +505,10 @@ impl SnapshotFile {
         let vcpu_json = serde_json::to_vec(&doc.vcpu).map_err(SnapshotFileError::Json)?;
         let vcpu =
             vcpu_events::VcpuSnapshot::from_json(&vcpu_json).map_err(SnapshotFileError::Vcpu)?;
+        // `vcpu` went through a serde_json::Value, where a repeated key keeps
+        // its last value silently: read it once more straight from the file,
+        // where serde refuses a duplicate field as it does everywhere else.
+        serde_json::from_slice::<VcpuOnly>(bytes).map_err(SnapshotFileError::Json)?;
         if vcpu.injector.is_some() != (state.irq.target != 0) {
             return Err(SnapshotFileError::Vmm(
                 "the vCPU snapshot carries an injector exactly when the guest takes interrupts"
