@@ -373,3 +373,24 @@ fn a_resumed_guest_that_triple_faults_on_its_own_is_status_1() {
         "{text}"
     );
 }
+
+#[test]
+fn a_file_naming_4096_mib_does_not_make_resume_touch_them_all() {
+    if !kvm_or_skip() {
+        return;
+    }
+    // `mem_mib` 4096 is in range (the `run --mem-mib` bound) and the file
+    // holds only the guest's few non-zero pages: the restore writes those
+    // into the fresh (zero) mapping, not 4 GiB (peak growth was about 4 GiB).
+    let file = edited_seed("4096-mib.json", |v| v["mem_mib"] = 4096.into());
+    let out = bin()
+        .args(["resume", "--format", "json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "halted", "{r}");
+    let growth = r["memory"]["peak_growth_kib"].as_u64().unwrap();
+    assert!(growth < 256 * 1024, "peak growth {growth} KiB");
+}

@@ -206,9 +206,18 @@ impl Vm {
             });
         }
         let mut vm = Vm::create(cfg).map_err(|e| RestoreError::NewVm(Box::new(e)))?;
-        vm.mem
-            .write_slice(&snap.memory, GuestAddress(0))
-            .map_err(RestoreError::WriteMemory)?;
+        // The fresh mapping is zero: only the pages that are not are written,
+        // so a large, mostly empty memory (a file's `mem_mib` 4096) is not
+        // touched whole.
+        const ZERO: [u8; document::PAGE_SIZE] = [0; document::PAGE_SIZE];
+        for (i, page) in snap.memory.chunks(document::PAGE_SIZE).enumerate() {
+            if page != &ZERO[..page.len()] {
+                let gpa = GuestAddress((i * document::PAGE_SIZE) as u64);
+                vm.mem
+                    .write_slice(page, gpa)
+                    .map_err(RestoreError::WriteMemory)?;
+            }
+        }
         vm.restored_injector =
             vcpu_events::kvm::snapshot::restore(&mut vm.vcpu, &vm.event_caps, &snap.vcpu)
                 .map_err(RestoreError::Vcpu)?;
