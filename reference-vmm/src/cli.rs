@@ -33,7 +33,9 @@ use crate::report::Report;
 pub const EXIT_STATUS_HELP: &str = "Exit status:
   0  success (a run that halted or shut down as asked, a replayed trace, every demo scenario passed)
   1  a run, check or write failed: timeout, failed entry, unhandled exit, internal error,
-     a guest's own triple fault (but self-triple-fault's), exit budget used up, refused injection, failed restore of a snapshot, a failed demo
+     a guest's own triple fault (but self-triple-fault's), a halted guest whose own
+     counters contradict the VMM's (an interrupt lost, doubled or taken while masked,
+     other exception values), exit budget used up, refused injection, failed restore of a snapshot, a failed demo
      scenario, an ioctl error, a failed write to stdout, stderr or --snapshot-file
   2  bad usage or input: bad flag or value, unknown guest, unreadable or malformed trace,
      a flag replay cannot honour, a snapshot file resume refuses (truncated, another
@@ -514,6 +516,9 @@ fn run_cmd(args: &RunArgs, t0: Instant) -> Result<i32, i32> {
     }
     let mut r = crate::demo::kvm_report(&cfg, run);
     r.memory = probe.finish();
+    if r.outcome == crate::stop::Outcome::Halted && !r.guest_counters_hold() {
+        status = status.max(EXIT_FAILED);
+    }
     emit(&render_report(&r, args.format)).map(|()| status)
 }
 
@@ -579,9 +584,12 @@ fn resume_cmd(args: &ResumeArgs, t0: Instant) -> Result<i32, i32> {
             };
             fail(&format!("{name}: {}", crate::error::chain(&e)), status)
         })?;
-    let status = run_status(cfg.guest, &run.stop);
+    let mut status = run_status(cfg.guest, &run.stop);
     let mut r = crate::demo::kvm_report(&cfg, run);
     r.memory = probe.finish();
+    if r.outcome == crate::stop::Outcome::Halted && !r.guest_counters_hold() {
+        status = EXIT_FAILED;
+    }
     if r.run_seconds > 0.0 {
         // The exits before the snapshot were taken by another process.
         r.exits_per_second = r.exits_total.saturating_sub(file.at_exit) as f64 / r.run_seconds;

@@ -289,6 +289,25 @@ fn field64(st: &RunState, lo: usize, hi: Option<usize>) -> Option<u64> {
 }
 
 impl Report {
+    /// True unless the guest's own counters contradict what the VMM did: an
+    /// interrupt not accounted for ([`InterruptsReport::accounted`]), one
+    /// delivered while masked, delivered vectors that do not sum to the
+    /// injected ones, or exception values other than those injected. A
+    /// halted run where they do not hold lost or changed an event (exit
+    /// status 1): e.g. a resumed snapshot with an edited CR2 payload.
+    pub fn guest_counters_hold(&self) -> bool {
+        let irq = self.interrupts.is_none_or(|i| {
+            i.accounted()
+                && i.delivered_while_masked == Some(0)
+                && i.delivered_vector_sum
+                    .is_none_or(|d| d == i.injected_vector_sum)
+        });
+        let exceptions = self
+            .exceptions
+            .is_none_or(|e| e.received == Some(e.expected));
+        irq && exceptions
+    }
+
     /// Builds a report from the final state of a run.
     #[allow(clippy::too_many_arguments)]
     pub fn build(
