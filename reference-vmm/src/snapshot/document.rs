@@ -207,19 +207,7 @@ struct SnapshotsDoc {
     taken: u64,
     restored: u64,
     restore_failures: u64,
-    held: HeldDoc,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HeldDoc {
-    interrupt_injected: u64,
-    vectors_queued: u64,
-    window_requested: u64,
-    exception: u64,
-    exception_payload: u64,
-    nmi: u64,
-    triple_fault: u64,
+    held: SnapshotHeld,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -446,22 +434,11 @@ impl SnapshotFile {
                 },
                 injected_exceptions: st.injected_exceptions,
                 injected_nmis: st.injected_nmis,
-                snapshots: {
-                    let (n, h) = (&st.snapshots, &st.snapshots.held);
-                    SnapshotsDoc {
-                        taken: n.taken,
-                        restored: n.restored,
-                        restore_failures: n.restore_failures,
-                        held: HeldDoc {
-                            interrupt_injected: h.interrupt_injected,
-                            vectors_queued: h.vectors_queued,
-                            window_requested: h.window_requested,
-                            exception: h.exception,
-                            exception_payload: h.exception_payload,
-                            nmi: h.nmi,
-                            triple_fault: h.triple_fault,
-                        },
-                    }
+                snapshots: SnapshotsDoc {
+                    taken: st.snapshots.taken,
+                    restored: st.snapshots.restored,
+                    restore_failures: st.snapshots.restore_failures,
+                    held: st.snapshots.held,
                 },
             },
             memory: MemoryDoc {
@@ -700,20 +677,11 @@ fn state_of(doc: &Doc, cfg: &RunConfig) -> Result<RunState, SnapshotFileError> {
     };
     st.injected_exceptions = v.injected_exceptions;
     st.injected_nmis = v.injected_nmis;
-    let h = &v.snapshots.held;
     st.snapshots = SnapshotCounts {
         taken: v.snapshots.taken,
         restored: v.snapshots.restored,
         restore_failures: v.snapshots.restore_failures,
-        held: SnapshotHeld {
-            interrupt_injected: h.interrupt_injected,
-            vectors_queued: h.vectors_queued,
-            window_requested: h.window_requested,
-            exception: h.exception,
-            exception_payload: h.exception_payload,
-            nmi: h.nmi,
-            triple_fault: h.triple_fault,
-        },
+        held: v.snapshots.held,
     };
     Ok(st)
 }
@@ -734,15 +702,7 @@ fn check_mirrors(st: &RunState, vcpu: &vcpu_events::VcpuSnapshot) -> Result<(), 
         )));
     }
     let h = &n.held;
-    let held = [
-        h.interrupt_injected,
-        h.vectors_queued,
-        h.window_requested,
-        h.exception,
-        h.exception_payload,
-        h.nmi,
-        h.triple_fault,
-    ];
+    let held = h.counts();
     if held.iter().any(|&k| k > n.taken) || h.exception_payload > h.exception {
         return Err(SnapshotFileError::Vmm(format!(
             "snapshots held in flight {held:?}: more than the {} taken",
