@@ -270,37 +270,47 @@ fn snapshot_flags_are_usage_errors_where_they_cannot_apply() {
 fn vmm_counters_that_are_not_the_injectors_or_a_snapshots_are_refused() {
     // IrqInjector::before_run copies the injector's counters into the VMM's
     // right before the snapshot is taken: an edited copy would be reported
-    // (the next before_run overwrites it, the bounds checks read it).
-    let t = edited("irq-storm-injected.json", |v| {
-        v["vmm"]["irq"]["injected"] = 0.into()
-    });
-    refused(
-        "irq-injected.json",
-        &t,
-        "irq injected 0 is not the injector's 1",
-    );
-    let t = edited("irq-flood-queued.json", |v| {
-        v["vmm"]["irq"]["capacity"] = 0.into()
-    });
-    refused(
-        "irq-capacity.json",
-        &t,
-        "irq capacity 0 is not the injector's 32",
-    );
-    // A file holds a snapshot taken and not yet restored (snapshot::run): a
-    // restored count of u64::MAX would overflow at the resume's restore.
-    let t = edited("irq-storm-injected.json", |v| {
-        v["vmm"]["snapshots"]["restored"] = u64::MAX.into()
-    });
-    refused("restored-max.json", &t, "restored 18446744073709551615");
-    let t = edited("irq-storm-injected.json", |v| {
-        v["vmm"]["snapshots"]["taken"] = 0.into()
-    });
-    refused("taken-0.json", &t, "snapshots taken 0");
-    let t = edited("irq-storm-injected.json", |v| {
-        v["vmm"]["snapshots"]["held"]["nmi"] = 2.into()
-    });
-    refused("held-nmi.json", &t, "more than the 1 taken");
+    // (the next before_run overwrites it, the bounds checks read it). A file
+    // holds a snapshot taken and not yet restored (snapshot::run): a restored
+    // count of u64::MAX would overflow at the resume's restore.
+    for (seed_name, pointer, value, want) in [
+        (
+            "irq-storm-injected.json",
+            "/vmm/irq/injected",
+            0,
+            "irq injected 0 is not the injector's 1",
+        ),
+        (
+            "irq-flood-queued.json",
+            "/vmm/irq/capacity",
+            0,
+            "irq capacity 0 is not the injector's 32",
+        ),
+        (
+            "irq-storm-injected.json",
+            "/vmm/snapshots/restored",
+            u64::MAX,
+            "restored 18446744073709551615",
+        ),
+        (
+            "irq-storm-injected.json",
+            "/vmm/snapshots/taken",
+            0,
+            "snapshots taken 0",
+        ),
+        (
+            "irq-storm-injected.json",
+            "/vmm/snapshots/held/nmi",
+            2,
+            "more than the 1 taken",
+        ),
+    ] {
+        let t = edited(seed_name, |v| {
+            *v.pointer_mut(pointer).expect(pointer) = value.into()
+        });
+        let name = format!("{}.json", pointer.replace('/', "_"));
+        refused(&name, &t, want);
+    }
 }
 
 #[test]
