@@ -326,3 +326,16 @@ fn a_repeated_key_inside_the_vcpu_is_refused_as_everywhere_else() {
     let t = compact.replace("\"vcpu\":{", "\"vcpu\":{\"version\":1,");
     refused("dup-vcpu-version.json", &t, "duplicate field `version`");
 }
+
+#[test]
+fn a_leading_bom_is_skipped_as_by_every_other_reader() {
+    // trace.rs and vmx-caps' Dump::from_json skip a UTF-8 BOM that starts the
+    // input; the snapshot reader refused it ("expected value at line 1").
+    let s = seed("exceptions-pf-payload.json");
+    let with_bom = SnapshotFile::from_json(format!("\u{feff}{s}").as_bytes()).unwrap();
+    let without = SnapshotFile::from_json(s.as_bytes()).unwrap();
+    assert_eq!(with_bom.to_json(), without.to_json());
+    // Anywhere else it is not JSON whitespace.
+    let inside = s.replacen('{', "{\u{feff}", 1);
+    refused("bom-inside.json", &inside, "not a snapshot document");
+}

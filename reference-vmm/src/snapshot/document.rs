@@ -464,6 +464,9 @@ impl SnapshotFile {
                 limit: MAX_FILE_BYTES,
             });
         }
+        // A UTF-8 BOM at the start is skipped, as every reader here does
+        // (traces, vmxcap's dumps); anywhere else it is not JSON whitespace.
+        let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
         let header: Header = serde_json::from_slice(bytes).map_err(SnapshotFileError::Json)?;
         if header.format != FORMAT {
             return Err(SnapshotFileError::Format {
