@@ -287,6 +287,18 @@ fn vmm_counters_that_are_not_the_injectors_or_a_snapshots_are_refused() {
             "irq capacity 0 is not the injector's 32",
         ),
         (
+            "irq-flood-queued.json",
+            "/vmm/irq/max_queued",
+            33,
+            "irq max_queued 33 is over the capacity 32",
+        ),
+        (
+            "irq-storm-injected.json",
+            "/vmm/irq/injected_vector_sum",
+            33,
+            "irq injected_vector_sum 33 is not 1 injections of vector 0x20",
+        ),
+        (
             "irq-storm-injected.json",
             "/vmm/snapshots/restored",
             u64::MAX,

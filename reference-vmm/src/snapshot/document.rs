@@ -731,6 +731,22 @@ fn check_mirrors(st: &RunState, vcpu: &vcpu_events::VcpuSnapshot) -> Result<(), 
             )));
         }
     }
+    if i.max_queued > i.capacity {
+        return Err(SnapshotFileError::Vmm(format!(
+            "irq max_queued {} is over the capacity {}",
+            i.max_queued, i.capacity
+        )));
+    }
+    // Backlog mode injects guests::IRQ_VECTOR only.
+    let sum = i.injected.checked_mul(u64::from(guests::IRQ_VECTOR));
+    if i.mode == IrqMode::Backlog && sum != Some(i.injected_vector_sum) {
+        return Err(SnapshotFileError::Vmm(format!(
+            "irq injected_vector_sum {} is not {} injections of vector {:#x}",
+            i.injected_vector_sum,
+            i.injected,
+            guests::IRQ_VECTOR
+        )));
+    }
     Ok(())
 }
 
