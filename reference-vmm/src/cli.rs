@@ -33,7 +33,9 @@ use crate::report::Report;
 pub const EXIT_STATUS_HELP: &str = "Exit status:
   0  success (a run that halted or shut down as asked, a replayed trace, every demo scenario passed)
   1  a run, check or write failed: timeout, failed entry, unhandled exit, internal error,
-     exit budget used up, refused injection, failed restore of a snapshot, a failed demo
+     a guest's own triple fault (but self-triple-fault's), a halted guest whose own
+     counters contradict the VMM's (an interrupt lost, doubled or taken while masked,
+     other exception values), exit budget used up, refused injection, failed restore of a snapshot, a failed demo
      scenario, an ioctl error, a failed write to stdout, stderr or --snapshot-file
   2  bad usage or input: bad flag or value, unknown guest, unreadable or malformed trace,
      a flag replay cannot honour, a snapshot file resume refuses (truncated, another
@@ -107,7 +109,7 @@ pub struct ResumeArgs {
     #[arg(long, value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
     /// Go on taking snapshots after every N-th exit (counted over the whole run).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = parse_snapshot_every)]
     pub snapshot_every: Option<u64>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -167,6 +169,37 @@ fn parse_u64(s: &str) -> Result<u64, String> {
         None => s.parse(),
     };
     r.map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// A u64 in `lo..=hi`, strict as [`parse_u64`] (clap's ranged parsers
+/// accept a leading `+`).
+fn parse_in(s: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    let v = parse_u64(s)?;
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s:?}: must be {lo}..={hi}"))
+    }
+}
+
+/// `--snapshot-every`: at least 1.
+fn parse_snapshot_every(s: &str) -> Result<u64, String> {
+    parse_in(s, 1, u64::MAX)
+}
+
+/// `--vcpus`: 1..=64.
+fn parse_vcpus(s: &str) -> Result<u8, String> {
+    parse_in(s, 1, 64).map(|v| v as u8)
+}
+
+/// `--mem-mib`: 1..=4096.
+fn parse_mem_mib(s: &str) -> Result<u32, String> {
+    parse_in(s, 1, 4096).map(|v| v as u32)
+}
+
+/// `--rate`: 1..=1000000.
+fn parse_rate(s: &str) -> Result<u32, String> {
+    parse_in(s, 1, 1_000_000).map(|v| v as u32)
 }
 
 /// A u32 in decimal or `0x` hex, without sign.
@@ -235,10 +268,10 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_u64)]
     pub count: Option<u64>,
     /// vCPUs (pio-loop, halt and timer run on several; the other guests on one).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+    #[arg(long, default_value_t = 1, value_parser = parse_vcpus)]
     pub vcpus: u8,
     /// Guest memory in MiB.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = 2, value_parser = parse_mem_mib)]
     pub mem_mib: u32,
     /// Stop the run after this many seconds (outcome `timeout`, with where the vCPU is;
     /// default 10, or 60 for pio-loop and halt and for runs with --snapshot-every).
@@ -248,7 +281,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// timer: raises per second per vCPU (default 1000).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, value_parser = parse_rate)]
     pub rate: Option<u32>,
     /// timer: how long the host timer raises, in seconds (default 1).
     #[arg(long, value_parser = parse_seconds)]
@@ -260,7 +293,7 @@ pub struct RunArgs {
     /// After every N-th exit: snapshot the vCPU (vcpu-events) and guest memory,
     /// destroy the VM, restore into a fresh VM and go on (one vCPU; timer: every
     /// vCPU, exits counted over all, `--irqchip user` only, no --snapshot-file).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = parse_snapshot_every)]
     pub snapshot_every: Option<u64>,
     /// Write the last snapshot (with the run's parameters and the VMM's state) to
     /// PATH atomically; `resume PATH` continues it in a new process.
@@ -331,10 +364,10 @@ pub struct PlanArgs {
     #[arg(long, value_parser = parse_u64)]
     pub count: Option<u64>,
     /// vCPUs.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+    #[arg(long, default_value_t = 1, value_parser = parse_vcpus)]
     pub vcpus: u8,
     /// Guest memory in MiB.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = 2, value_parser = parse_mem_mib)]
     pub mem_mib: u32,
     /// Policy flags.
     #[command(flatten)]
@@ -375,6 +408,20 @@ pub fn emit(text: &str) -> Result<(), i32> {
 pub fn fail(msg: &str, status: i32) -> i32 {
     let s = u8::try_from(status).unwrap_or(output::EXIT_FAILED);
     self::status(TERM.fail(msg, s))
+}
+
+/// The status of a KVM run of `guest`: as its outcome, except that a
+/// guest's own triple fault (`KVM_EXIT_SHUTDOWN` the VMM did not
+/// synthesize) is the end only `self-triple-fault` asks for; for any other
+/// guest it is a failure (e.g. a resumed snapshot whose memory or registers
+/// were edited).
+fn run_status(guest: Guest, stop: &crate::stop::Stop) -> i32 {
+    let own = matches!(stop.cause, crate::stop::StopCause::GuestTripleFault { .. });
+    if own && guest != Guest::SelfTripleFault {
+        EXIT_FAILED
+    } else {
+        status_of(stop.outcome)
+    }
 }
 
 fn status_of(outcome: crate::stop::Outcome) -> i32 {
@@ -465,12 +512,15 @@ fn run_cmd(args: &RunArgs, t0: Instant) -> Result<i32, i32> {
     let cfg = args.config();
     let probe = MemProbe::start();
     let run = crate::vmm::run(&cfg, t0).map_err(vmm_failure)?;
-    let mut status = status_of(run.stop.outcome);
+    let mut status = run_status(cfg.guest, &run.stop);
     if let Some(path) = &args.snapshot_file {
         status = status.max(write_snapshot_file(&cfg, &run, path));
     }
     let mut r = crate::demo::kvm_report(&cfg, run);
     r.memory = probe.finish();
+    if r.outcome == crate::stop::Outcome::Halted && !r.guest_counters_hold() {
+        status = status.max(EXIT_FAILED);
+    }
     emit(&render_report(&r, args.format)).map(|()| status)
 }
 
@@ -536,9 +586,12 @@ fn resume_cmd(args: &ResumeArgs, t0: Instant) -> Result<i32, i32> {
             };
             fail(&format!("{name}: {}", crate::error::chain(&e)), status)
         })?;
-    let status = status_of(run.stop.outcome);
+    let mut status = run_status(cfg.guest, &run.stop);
     let mut r = crate::demo::kvm_report(&cfg, run);
     r.memory = probe.finish();
+    if r.outcome == crate::stop::Outcome::Halted && !r.guest_counters_hold() {
+        status = EXIT_FAILED;
+    }
     if r.run_seconds > 0.0 {
         // The exits before the snapshot were taken by another process.
         r.exits_per_second = r.exits_total.saturating_sub(file.at_exit) as f64 / r.run_seconds;

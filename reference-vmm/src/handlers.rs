@@ -263,8 +263,10 @@ pub struct SnapshotCounts {
 }
 
 /// How many snapshots caught each kind of event in flight (a snapshot may
-/// count in several).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// count in several). The report's `snapshots.held` and the snapshot file's
+/// `vmm.snapshots.held` are this struct as is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SnapshotHeld {
     /// An interrupt injected (KVM_INTERRUPT done) but not yet delivered.
     pub interrupt_injected: u64,
@@ -280,6 +282,21 @@ pub struct SnapshotHeld {
     pub nmi: u64,
     /// A triple fault pending.
     pub triple_fault: u64,
+}
+
+impl SnapshotHeld {
+    /// Every count, in field order.
+    pub fn counts(&self) -> [u64; 7] {
+        [
+            self.interrupt_injected,
+            self.vectors_queued,
+            self.window_requested,
+            self.exception,
+            self.exception_payload,
+            self.nmi,
+            self.triple_fault,
+        ]
+    }
 }
 
 /// Everything the handlers read and update during one run.

@@ -203,24 +203,9 @@ pub struct SnapshotsReport {
     pub held: SnapshotHeldReport,
 }
 
-/// `snapshots.held`: how many snapshots caught each kind of event in flight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct SnapshotHeldReport {
-    /// An interrupt injected but not yet delivered.
-    pub interrupt_injected: u64,
-    /// Vectors queued in the injector.
-    pub vectors_queued: u64,
-    /// An interrupt window requested for the next `KVM_RUN`.
-    pub window_requested: u64,
-    /// An exception pending or injected.
-    pub exception: u64,
-    /// An exception payload (CR2 / DR6) not yet delivered.
-    pub exception_payload: u64,
-    /// An NMI pending or injected.
-    pub nmi: u64,
-    /// A triple fault pending.
-    pub triple_fault: u64,
-}
+/// `snapshots.held`: how many snapshots caught each kind of event in flight
+/// (the run state's own counts, serialized as they are).
+pub type SnapshotHeldReport = crate::handlers::SnapshotHeld;
 
 /// A run's report.
 #[derive(Clone, Debug, Serialize)]
@@ -289,6 +274,25 @@ fn field64(st: &RunState, lo: usize, hi: Option<usize>) -> Option<u64> {
 }
 
 impl Report {
+    /// True unless the guest's own counters contradict what the VMM did: an
+    /// interrupt not accounted for ([`InterruptsReport::accounted`]), one
+    /// delivered while masked, delivered vectors that do not sum to the
+    /// injected ones, or exception values other than those injected. A
+    /// halted run where they do not hold lost or changed an event (exit
+    /// status 1): e.g. a resumed snapshot with an edited CR2 payload.
+    pub fn guest_counters_hold(&self) -> bool {
+        let irq = self.interrupts.is_none_or(|i| {
+            i.accounted()
+                && i.delivered_while_masked == Some(0)
+                && i.delivered_vector_sum
+                    .is_none_or(|d| d == i.injected_vector_sum)
+        });
+        let exceptions = self
+            .exceptions
+            .is_none_or(|e| e.received == Some(e.expected));
+        irq && exceptions
+    }
+
     /// Builds a report from the final state of a run.
     #[allow(clippy::too_many_arguments)]
     pub fn build(
@@ -426,21 +430,12 @@ impl Report {
             },
             heki_probe,
             snapshots: (st.snapshots != crate::handlers::SnapshotCounts::default()).then_some({
-                let h = st.snapshots.held;
                 SnapshotsReport {
                     every: None,
                     taken: st.snapshots.taken,
                     restored: st.snapshots.restored,
                     restore_failures: st.snapshots.restore_failures,
-                    held: SnapshotHeldReport {
-                        interrupt_injected: h.interrupt_injected,
-                        vectors_queued: h.vectors_queued,
-                        window_requested: h.window_requested,
-                        exception: h.exception,
-                        exception_payload: h.exception_payload,
-                        nmi: h.nmi,
-                        triple_fault: h.triple_fault,
-                    },
+                    held: st.snapshots.held,
                 }
             }),
             memory: None,

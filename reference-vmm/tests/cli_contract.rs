@@ -263,11 +263,25 @@ fn a_guest_run_whose_report_cannot_be_written_is_status_1() {
 
 #[test]
 fn numbers_take_no_sign() {
-    let cases: [&[&str]; 4] = [
+    // clap's ranged parsers (`value_parser!(u64).range(..)`) take `+5`: the
+    // ranged flags are parsed as strictly as the others.
+    let cases: [&[&str]; 10] = [
         &["gen-trace", "garbage", "--count", "+1"],
         &["gen-trace", "garbage", "--seed", "+7"],
         &["plan", "--notify-window", "+5"],
         &["plan", "--notify-window", "4294967296"],
+        &["plan", "--vcpus", "+1"],
+        &["plan", "--mem-mib", "+2"],
+        &["run", "--guest", "irq-storm", "--snapshot-every", "+5"],
+        &["run", "--guest", "timer", "--rate", "+5"],
+        &["resume", "x.json", "--snapshot-every", "+5"],
+        &[
+            "run",
+            "--guest",
+            "irq-storm",
+            "--snapshot-every",
+            "18446744073709551616",
+        ],
     ];
     for args in cases {
         let out = bin().args(args).output().unwrap();

@@ -314,3 +314,112 @@ fn a_snapshot_file_that_cannot_be_written_is_status_1_after_the_report() {
         "{err}"
     );
 }
+
+/// The seed `seed` with `edit` applied, written under the target directory as `name`.
+fn edited_seed(
+    seed: &str,
+    name: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let seed = format!(
+        "{}/../fuzz/seeds/vmm_snapshot/{seed}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(seed).unwrap()).unwrap();
+    edit(&mut v);
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kvm_snapshot_edited");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, v.to_string()).unwrap();
+    file
+}
+
+#[test]
+fn sregs_kvm_refuses_are_bad_input_with_status_2() {
+    if !kvm_or_skip() {
+        return;
+    }
+    // kvm_sregs (x86_64 repr(C)): cr0 at byte 224. CR0.PG without CR0.PE:
+    // KVM_SET_SREGS returns -EINVAL (kvm_is_valid_sregs, Linux
+    // arch/x86/kvm/x86.c; SDM Vol. 3A 2.5: PG requires PE). The file is what
+    // is wrong, not the host.
+    let file = edited_seed("irq-storm-injected.json", "pg-without-pe.json", |v| {
+        let b = v["vcpu"]["sregs"][224].as_u64().unwrap();
+        v["vcpu"]["sregs"][224] = (b & !1).into();
+    });
+    let out = bin().arg("resume").arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("KVM_SET_SREGS failed"), "{err}");
+    assert!(err.contains("os error 22"), "{err}");
+}
+
+#[test]
+fn a_resumed_guest_that_triple_faults_on_its_own_is_status_1() {
+    if !kvm_or_skip() {
+        return;
+    }
+    // Every page gone: KVM takes the file (registers and events are fine),
+    // the guest faults fetching its next instruction and triple-faults.
+    // irq-storm never asks for that end: the report says shutdown, the
+    // status is 1, not the 0 of a run that ended as asked.
+    let file = edited_seed("irq-storm-injected.json", "no-pages.json", |v| {
+        v["memory"]["pages"] = serde_json::Value::Array(vec![])
+    });
+    let out = bin().arg("resume").arg(&file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("irq-storm (kvm): shutdown - the guest triple-faulted on its own"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_file_naming_4096_mib_does_not_make_resume_touch_them_all() {
+    if !kvm_or_skip() {
+        return;
+    }
+    // `mem_mib` 4096 is in range (the `run --mem-mib` bound) and the file
+    // holds only the guest's few non-zero pages: the restore writes those
+    // into the fresh (zero) mapping, not 4 GiB (peak growth was about 4 GiB).
+    let file = edited_seed("irq-storm-injected.json", "4096-mib.json", |v| {
+        v["mem_mib"] = 4096.into()
+    });
+    let out = bin()
+        .args(["resume", "--format", "json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "halted", "{r}");
+    let growth = r["memory"]["peak_growth_kib"].as_u64().unwrap();
+    assert!(growth < 256 * 1024, "peak growth {growth} KiB");
+}
+
+#[test]
+fn a_halted_guest_whose_counters_contradict_the_vmm_is_status_1() {
+    if !kvm_or_skip() {
+        return;
+    }
+    // The #PF pending with its CR2 payload (KVM_CAP_EXCEPTION_PAYLOAD), the
+    // payload edited: KVM delivers it as CR2 and the guest halts normally,
+    // but its handler reports a CR2 the VMM never injected.
+    let file = edited_seed("exceptions-pf-payload.json", "cr2-edited.json", |v| {
+        v["vcpu"]["events"]["exception"]["payload"] = 0x1000.into()
+    });
+    let out = bin()
+        .args(["resume", "--format", "json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "halted", "{r}");
+    assert_eq!(r["exceptions"]["received"]["pf_cr2"], 0x1000, "{r}");
+    assert_eq!(r["exceptions"]["expected"]["pf_cr2"], 0x7fff_dead_b000u64);
+}

@@ -285,3 +285,89 @@ fn snapshot_flags_are_usage_errors_where_they_cannot_apply() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn vmm_counters_that_are_not_the_injectors_or_a_snapshots_are_refused() {
+    // IrqInjector::before_run copies the injector's counters into the VMM's
+    // right before the snapshot is taken: an edited copy would be reported
+    // (the next before_run overwrites it, the bounds checks read it). A file
+    // holds a snapshot taken and not yet restored (snapshot::run): a restored
+    // count of u64::MAX would overflow at the resume's restore.
+    for (seed_name, pointer, value, want) in [
+        (
+            "irq-storm-injected.json",
+            "/vmm/irq/injected",
+            0,
+            "irq injected 0 is not the injector's 1",
+        ),
+        (
+            "irq-flood-queued.json",
+            "/vmm/irq/capacity",
+            0,
+            "irq capacity 0 is not the injector's 32",
+        ),
+        (
+            "irq-flood-queued.json",
+            "/vmm/irq/max_queued",
+            33,
+            "irq max_queued 33 is over the capacity 32",
+        ),
+        (
+            "irq-storm-injected.json",
+            "/vmm/irq/injected_vector_sum",
+            33,
+            "irq injected_vector_sum 33 is not 1 injections of vector 0x20",
+        ),
+        (
+            "irq-storm-injected.json",
+            "/vmm/snapshots/restored",
+            u64::MAX,
+            "restored 18446744073709551615",
+        ),
+        (
+            "irq-storm-injected.json",
+            "/vmm/snapshots/taken",
+            0,
+            "snapshots taken 0",
+        ),
+        (
+            "irq-storm-injected.json",
+            "/vmm/snapshots/held/nmi",
+            2,
+            "more than the 1 taken",
+        ),
+    ] {
+        let t = edited(seed_name, |v| {
+            *v.pointer_mut(pointer).expect(pointer) = value.into()
+        });
+        let name = format!("{}.json", pointer.replace('/', "_"));
+        refused(&name, &t, want);
+    }
+}
+
+#[test]
+fn a_repeated_key_inside_the_vcpu_is_refused_as_everywhere_else() {
+    // serde refuses a duplicate field of the document's own structs; the vCPU
+    // part used to pass through a serde_json::Value, where the last of two
+    // keys wins silently: `"nmi": {"pending": 1, ..., "pending": 0}` read as
+    // no NMI pending, another reader could take the first.
+    let compact = json("irq-storm-injected.json").to_string();
+    assert_eq!(compact.matches("\"nmi\":{").count(), 1);
+    let t = compact.replace("\"nmi\":{", "\"nmi\":{\"pending\":1,");
+    refused("dup-nmi-pending.json", &t, "duplicate field `pending`");
+    let t = compact.replace("\"vcpu\":{", "\"vcpu\":{\"version\":1,");
+    refused("dup-vcpu-version.json", &t, "duplicate field `version`");
+}
+
+#[test]
+fn a_leading_bom_is_skipped_as_by_every_other_reader() {
+    // trace.rs and vmx-caps' Dump::from_json skip a UTF-8 BOM that starts the
+    // input; the snapshot reader refused it ("expected value at line 1").
+    let s = seed("exceptions-pf-payload.json");
+    let with_bom = SnapshotFile::from_json(format!("\u{feff}{s}").as_bytes()).unwrap();
+    let without = SnapshotFile::from_json(s.as_bytes()).unwrap();
+    assert_eq!(with_bom.to_json(), without.to_json());
+    // Anywhere else it is not JSON whitespace.
+    let inside = s.replacen('{', "{\u{feff}", 1);
+    refused("bom-inside.json", &inside, "not a snapshot document");
+}

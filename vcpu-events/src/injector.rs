@@ -462,18 +462,22 @@ impl Injector {
     }
 }
 
+/// Tests' vCPU: ready for an interrupt, IF = 1, no shadow, nothing to re-inject.
+#[cfg(test)]
+pub(crate) const TEST_READY: RunState = RunState {
+    ready_for_interrupt_injection: true,
+    if_flag: true,
+    interruptibility: None,
+    reinjection: None,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::idt_vectoring::IdtVectoring;
     use crate::interruption::InterruptionInfo;
 
-    const READY: RunState = RunState {
-        ready_for_interrupt_injection: true,
-        if_flag: true,
-        interruptibility: None,
-        reinjection: None,
-    };
+    const READY: RunState = TEST_READY;
 
     fn run(inj: &mut Injector, state: &RunState) -> Decision {
         let d = inj.before_run(state);

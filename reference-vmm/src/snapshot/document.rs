@@ -35,8 +35,11 @@
 //! * Reading refuses, with a typed [`SnapshotFileError`], anything that is
 //!   not exactly such a document: another format or version, unknown fields,
 //!   an unknown guest or policy name, pages outside memory, out of order, of
-//!   the wrong size or not hex, and a vCPU snapshot vcpu-events refuses
-//!   (`vcpu_events::VcpuSnapshot::from_json`, which runs its checks).
+//!   the wrong size or not hex, a repeated key (in the vCPU part too), VMM
+//!   interrupt counters that are not the injector's, snapshot counts that
+//!   are not those of a snapshot taken and not yet restored, and a vCPU
+//!   snapshot vcpu-events refuses (`vcpu_events::VcpuSnapshot::from_json`,
+//!   which runs its checks).
 
 #![deny(unsafe_code)]
 
@@ -204,19 +207,7 @@ struct SnapshotsDoc {
     taken: u64,
     restored: u64,
     restore_failures: u64,
-    held: HeldDoc,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HeldDoc {
-    interrupt_injected: u64,
-    vectors_queued: u64,
-    window_requested: u64,
-    exception: u64,
-    exception_payload: u64,
-    nmi: u64,
-    triple_fault: u64,
+    held: SnapshotHeld,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -250,6 +241,14 @@ struct MemoryDoc {
 struct Header {
     format: String,
     version: u32,
+}
+
+/// The `vcpu` field alone, read straight from the file's bytes (the other
+/// fields are skipped).
+#[derive(Deserialize)]
+struct VcpuOnly {
+    #[serde(rename = "vcpu")]
+    _vcpu: vcpu_events::VcpuSnapshot,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -435,22 +434,11 @@ impl SnapshotFile {
                 },
                 injected_exceptions: st.injected_exceptions,
                 injected_nmis: st.injected_nmis,
-                snapshots: {
-                    let (n, h) = (&st.snapshots, &st.snapshots.held);
-                    SnapshotsDoc {
-                        taken: n.taken,
-                        restored: n.restored,
-                        restore_failures: n.restore_failures,
-                        held: HeldDoc {
-                            interrupt_injected: h.interrupt_injected,
-                            vectors_queued: h.vectors_queued,
-                            window_requested: h.window_requested,
-                            exception: h.exception,
-                            exception_payload: h.exception_payload,
-                            nmi: h.nmi,
-                            triple_fault: h.triple_fault,
-                        },
-                    }
+                snapshots: SnapshotsDoc {
+                    taken: st.snapshots.taken,
+                    restored: st.snapshots.restored,
+                    restore_failures: st.snapshots.restore_failures,
+                    held: st.snapshots.held,
                 },
             },
             memory: MemoryDoc {
@@ -476,6 +464,9 @@ impl SnapshotFile {
                 limit: MAX_FILE_BYTES,
             });
         }
+        // A UTF-8 BOM at the start is skipped, as every reader here does
+        // (traces, vmxcap's dumps); anywhere else it is not JSON whitespace.
+        let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
         let header: Header = serde_json::from_slice(bytes).map_err(SnapshotFileError::Json)?;
         if header.format != FORMAT {
             return Err(SnapshotFileError::Format {
@@ -494,12 +485,17 @@ impl SnapshotFile {
         let vcpu_json = serde_json::to_vec(&doc.vcpu).map_err(SnapshotFileError::Json)?;
         let vcpu =
             vcpu_events::VcpuSnapshot::from_json(&vcpu_json).map_err(SnapshotFileError::Vcpu)?;
+        // `vcpu` went through a serde_json::Value, where a repeated key keeps
+        // its last value silently: read it once more straight from the file,
+        // where serde refuses a duplicate field as it does everywhere else.
+        serde_json::from_slice::<VcpuOnly>(bytes).map_err(SnapshotFileError::Json)?;
         if vcpu.injector.is_some() != (state.irq.target != 0) {
             return Err(SnapshotFileError::Vmm(
                 "the vCPU snapshot carries an injector exactly when the guest takes interrupts"
                     .into(),
             ));
         }
+        check_mirrors(&state, &vcpu)?;
         if doc.at_exit != state.exits.total() {
             return Err(SnapshotFileError::Vmm(format!(
                 "at_exit {} is not the {} exits counted",
@@ -684,22 +680,74 @@ fn state_of(doc: &Doc, cfg: &RunConfig) -> Result<RunState, SnapshotFileError> {
     };
     st.injected_exceptions = v.injected_exceptions;
     st.injected_nmis = v.injected_nmis;
-    let h = &v.snapshots.held;
     st.snapshots = SnapshotCounts {
         taken: v.snapshots.taken,
         restored: v.snapshots.restored,
         restore_failures: v.snapshots.restore_failures,
-        held: SnapshotHeld {
-            interrupt_injected: h.interrupt_injected,
-            vectors_queued: h.vectors_queued,
-            window_requested: h.window_requested,
-            exception: h.exception,
-            exception_payload: h.exception_payload,
-            nmi: h.nmi,
-            triple_fault: h.triple_fault,
-        },
+        held: v.snapshots.held,
     };
     Ok(st)
+}
+
+/// What a written file always holds: the VMM's interrupt counters are the
+/// injector's (`IrqInjector::before_run` copies them right before the
+/// snapshot is taken), and the snapshot is counted as taken and not yet
+/// restored (`snapshot::run`: a failed restore ends the run, so no earlier
+/// one failed). A file where they differ was edited: its report would
+/// count what did not happen.
+fn check_mirrors(st: &RunState, vcpu: &vcpu_events::VcpuSnapshot) -> Result<(), SnapshotFileError> {
+    let n = &st.snapshots;
+    if n.taken == 0 || n.restored != n.taken - 1 || n.restore_failures != 0 {
+        return Err(SnapshotFileError::Vmm(format!(
+            "snapshots taken {}, restored {}, restore failures {}: a file holds a snapshot \
+             taken and not yet restored, after no failed restore",
+            n.taken, n.restored, n.restore_failures
+        )));
+    }
+    let h = &n.held;
+    let held = h.counts();
+    if held.iter().any(|&k| k > n.taken) || h.exception_payload > h.exception {
+        return Err(SnapshotFileError::Vmm(format!(
+            "snapshots held in flight {held:?}: more than the {} taken",
+            n.taken
+        )));
+    }
+    let Some(inj) = &vcpu.injector else {
+        return Ok(());
+    };
+    let i = &st.irq;
+    let s = &inj.stats;
+    for (field, vmm, injector) in [
+        ("injected", i.injected, s.injected),
+        ("coalesced", i.coalesced, s.coalesced),
+        ("refused", i.refused, s.rejected),
+        ("windows_requested", i.windows_requested, s.window_requests),
+        ("queued", i.queued, inj.queued.len() as u64),
+        ("capacity", i.capacity, inj.capacity as u64),
+    ] {
+        if vmm != injector {
+            return Err(SnapshotFileError::Vmm(format!(
+                "irq {field} {vmm} is not the injector's {injector}"
+            )));
+        }
+    }
+    if i.max_queued > i.capacity {
+        return Err(SnapshotFileError::Vmm(format!(
+            "irq max_queued {} is over the capacity {}",
+            i.max_queued, i.capacity
+        )));
+    }
+    // Backlog mode injects guests::IRQ_VECTOR only.
+    let sum = i.injected.checked_mul(u64::from(guests::IRQ_VECTOR));
+    if i.mode == IrqMode::Backlog && sum != Some(i.injected_vector_sum) {
+        return Err(SnapshotFileError::Vmm(format!(
+            "irq injected_vector_sum {} is not {} injections of vector {:#x}",
+            i.injected_vector_sum,
+            i.injected,
+            guests::IRQ_VECTOR
+        )));
+    }
+    Ok(())
 }
 
 fn pages_of(m: &MemoryDoc, mem_mib: u32) -> Result<Vec<(u64, Vec<u8>)>, SnapshotFileError> {

@@ -95,13 +95,24 @@ pub enum RestoreError {
 impl RestoreError {
     /// True if the snapshot itself was refused (bad input, exit status 2),
     /// false if the host failed (an ioctl, memory: exit status 1).
+    ///
+    /// KVM_SET_REGS, KVM_SET_SREGS or KVM_SET_VCPU_EVENTS returning -EINVAL
+    /// on the fresh vCPU is a refusal of the snapshot's values (e.g.
+    /// `kvm_is_valid_sregs` / `kvm_valid_cr4` / `kvm_valid_efer` in Linux
+    /// `arch/x86/kvm/x86.c` refusing CR0.PG without PE, reserved CR4 bits, or
+    /// long mode without EFER.LME); any other errno is the host's.
     pub fn is_refusal(&self) -> bool {
         use vcpu_events::kvm::snapshot::SnapshotRestoreError as E;
+        use vcpu_events::kvm::KvmError as K;
+        let einval = |e: &vmm_sys_util::errno::Error| e.errno() == libc::EINVAL;
         match self {
             RestoreError::MemorySize { .. } => true,
             RestoreError::NewVm(e) => e.is_usage(),
             RestoreError::WriteMemory(_) => false,
-            RestoreError::Vcpu(e) => matches!(e, E::Refused(_)),
+            RestoreError::Vcpu(E::Refused(_)) => true,
+            RestoreError::Vcpu(E::Regs(K::SetRegs(e)) | E::Sregs(K::SetRegs(e))) => einval(e),
+            RestoreError::Vcpu(E::Events(K::SetVcpuEvents(e))) => einval(e),
+            RestoreError::Vcpu(_) => false,
         }
     }
 }
@@ -195,9 +206,18 @@ impl Vm {
             });
         }
         let mut vm = Vm::create(cfg).map_err(|e| RestoreError::NewVm(Box::new(e)))?;
-        vm.mem
-            .write_slice(&snap.memory, GuestAddress(0))
-            .map_err(RestoreError::WriteMemory)?;
+        // The fresh mapping is zero: only the pages that are not are written,
+        // so a large, mostly empty memory (a file's `mem_mib` 4096) is not
+        // touched whole.
+        const ZERO: [u8; document::PAGE_SIZE] = [0; document::PAGE_SIZE];
+        for (i, page) in snap.memory.chunks(document::PAGE_SIZE).enumerate() {
+            if page != &ZERO[..page.len()] {
+                let gpa = GuestAddress((i * document::PAGE_SIZE) as u64);
+                vm.mem
+                    .write_slice(page, gpa)
+                    .map_err(RestoreError::WriteMemory)?;
+            }
+        }
         vm.restored_injector =
             vcpu_events::kvm::snapshot::restore(&mut vm.vcpu, &vm.event_caps, &snap.vcpu)
                 .map_err(RestoreError::Vcpu)?;

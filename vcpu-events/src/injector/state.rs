@@ -244,12 +244,7 @@ mod tests {
     use crate::injector::{Decision, ExitKind, RunState};
     use crate::interruption::InterruptionInfo;
 
-    const READY: RunState = RunState {
-        ready_for_interrupt_injection: true,
-        if_flag: true,
-        interruptibility: None,
-        reinjection: None,
-    };
+    const READY: RunState = crate::injector::TEST_READY;
 
     /// An injector with something in every part of its state: 0x21 in
     /// flight twice, 0x20 delivered, 0x22 and 0x23 queued, slot busy.
