@@ -194,6 +194,25 @@ fn an_unknown_guest_or_one_without_snapshots_is_refused() {
 }
 
 #[test]
+fn a_huge_string_in_the_file_is_echoed_clipped() {
+    // A 1 MB guest name or flag value comes back as 64 characters and `...`,
+    // not as a 1 MB error line.
+    let long = "g".repeat(1 << 20);
+    let t = edited("irq-storm-injected.json", |v| {
+        v["guest"] = long.clone().into()
+    });
+    let want = format!("guest \"{}...\": no such guest", "g".repeat(64));
+    refused("long-guest.json", &t, &want);
+    let t = edited("irq-storm-injected.json", |v| {
+        v["policy"]["heki_abi"] = long.clone().into()
+    });
+    refused("long-policy.json", &t, &format!("{}...", "g".repeat(64)));
+    let path = scratch("long-guest-len.json", &t);
+    let out = bin().arg("resume").arg(&path).output().unwrap();
+    assert!(out.stderr.len() < 200, "{} bytes", out.stderr.len());
+}
+
+#[test]
 fn inconsistent_vmm_or_injector_state_is_refused() {
     let t = edited("irq-storm-injected.json", |v| {
         v["vmm"]["irq"]["requested"] = 1_000_000.into();

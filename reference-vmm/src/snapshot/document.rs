@@ -308,6 +308,19 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Characters of a file's string kept in an error (a 10 MB guest name would
+/// otherwise come back as a 10 MB error line).
+const ECHO_CHARS: usize = 64;
+
+/// `s` as an error echoes it: at most [`ECHO_CHARS`] characters, `...` if cut.
+fn echo(s: &str) -> String {
+    let mut out: String = s.chars().take(ECHO_CHARS).collect();
+    if s.chars().nth(ECHO_CHARS).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 fn seed_semantics() -> String {
     NotifySemantics::SeedPatch.name().to_string()
 }
@@ -315,7 +328,7 @@ fn seed_semantics() -> String {
 fn policy_value<T: ValueEnum>(field: &'static str, value: &str) -> Result<T, SnapshotFileError> {
     T::from_str(value, false).map_err(|_| SnapshotFileError::Policy {
         field,
-        value: value.to_string(),
+        value: echo(value),
     })
 }
 
@@ -555,12 +568,12 @@ fn config_of(doc: &Doc) -> Result<RunConfig, SnapshotFileError> {
         .into_iter()
         .find(|g| g.name() == doc.guest)
         .ok_or_else(|| SnapshotFileError::Guest {
-            name: doc.guest.clone(),
+            name: echo(&doc.guest),
             why: "no such guest",
         })?;
     if guest == Guest::Timer {
         return Err(SnapshotFileError::Guest {
-            name: doc.guest.clone(),
+            name: echo(&doc.guest),
             why: "runs its own vCPU loops; it has no snapshots",
         });
     }
@@ -586,7 +599,7 @@ fn config_of(doc: &Doc) -> Result<RunConfig, SnapshotFileError> {
             .find(|n| n.name() == p.notify_semantics)
             .ok_or_else(|| SnapshotFileError::Policy {
                 field: "notify_semantics",
-                value: p.notify_semantics.clone(),
+                value: echo(&p.notify_semantics),
             })?,
         notify_window: p.notify_window,
         heki_abi: policy_value("heki_abi", &p.heki_abi)?,
@@ -609,7 +622,7 @@ fn state_of(doc: &Doc, cfg: &RunConfig) -> Result<RunState, SnapshotFileError> {
         let kind = ExitKind::ALL
             .into_iter()
             .find(|k| k.name() == name)
-            .ok_or_else(|| SnapshotFileError::Vmm(format!("unknown exit kind {name:?}")))?;
+            .ok_or_else(|| SnapshotFileError::Vmm(format!("unknown exit kind {:?}", echo(name))))?;
         counts.push((kind, *n));
     }
     let exits = crate::handlers::ExitCounts::from_counts(counts);
