@@ -111,6 +111,10 @@ pub struct ResumeArgs {
     /// Go on taking snapshots after every N-th exit (counted over the whole run).
     #[arg(long, value_parser = parse_snapshot_every)]
     pub snapshot_every: Option<u64>,
+    /// Write the resumed run's last snapshot to PATH (needs --snapshot-every), so a
+    /// resumed run can be resumed again.
+    #[arg(long, value_name = "PATH")]
+    pub snapshot_file: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -587,6 +591,9 @@ fn resume_cmd(args: &ResumeArgs, t0: Instant) -> Result<i32, i32> {
             fail(&format!("{name}: {}", crate::error::chain(&e)), status)
         })?;
     let mut status = run_status(cfg.guest, &run.stop);
+    if let Some(path) = &args.snapshot_file {
+        status = status.max(write_snapshot_file(&cfg, &run, path));
+    }
     let mut r = crate::demo::kvm_report(&cfg, run);
     r.memory = probe.finish();
     if r.outcome == crate::stop::Outcome::Halted && !r.guest_counters_hold() {

@@ -177,6 +177,7 @@ fn a_snapshot_file_resumes_in_a_new_process_with_the_right_totals() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("irq-storm.json");
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(dir.join("irq-storm-2.json"));
     let out = bin()
         .args(["run", "--guest", "irq-storm", "--count", "3000"])
         .args([
@@ -229,6 +230,37 @@ fn a_snapshot_file_resumes_in_a_new_process_with_the_right_totals() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["interrupts"]["delivered"], 3000);
     assert!(r["snapshots"]["taken"].as_u64().unwrap() > taken);
+
+    // A resumed run writes its own last snapshot, which resumes again: a chain of
+    // three processes delivers every interrupt exactly once.
+    let second = dir.join("irq-storm-2.json");
+    let out = bin()
+        .args(["resume", "--snapshot-every", "5", "--snapshot-file"])
+        .arg(&second)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let later = SnapshotFile::read(&second).expect("the second file reads back");
+    assert!(
+        later.at_exit > snap.at_exit,
+        "{} <= {}",
+        later.at_exit,
+        snap.at_exit
+    );
+    let out = bin()
+        .args(["resume", "--format", "json"])
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "halted");
+    assert_eq!(
+        r["interrupts"]["delivered"], 3000,
+        "lost or duplicated over 3 processes"
+    );
+    assert_eq!(r["interrupts"]["delivered_while_masked"], 0);
 }
 
 #[test]
