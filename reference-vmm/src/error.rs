@@ -26,6 +26,16 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// the one escaping of both command lines, `vmxcap::output::escape`.
 pub use vmxcap::output::escape;
 
+/// Characters of an input's string (a trace key, a snapshot's guest name) an error
+/// keeps: a 4 KiB key or a 10 MB name would otherwise come back as the error line.
+pub const ECHO_CHARS: usize = 64;
+
+/// `s` as an error echoes it: at most [`ECHO_CHARS`] characters, `...` if cut
+/// (`vmxcap::output::clip`).
+pub fn echo(s: &str) -> String {
+    vmxcap::output::clip(s, ECHO_CHARS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

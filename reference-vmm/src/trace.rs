@@ -31,9 +31,12 @@
 use std::io::BufRead;
 
 use serde::Deserialize;
+use vmxcap::output::clip;
 use zerocopy::IntoBytes;
 
 pub use crate::run_loop::SYNTHETIC_STEP_NS;
+
+use crate::error::{echo, escape};
 
 use crate::exit::{
     HekiAbi, KvmRunInternal, KvmRunIo, RawExit, EXIT_UNION_SIZE, KVM_EXIT_HLT,
@@ -68,9 +71,10 @@ pub enum TraceErrorKind {
     #[error("not UTF-8")]
     NotUtf8,
     /// Not a JSON object of a known shape: serde_json's message, which quotes
-    /// the line's text (an unknown field's key, a bad string) raw; it is shown
-    /// escaped with [`str::escape_debug`] so the error stays one clean line.
-    #[error("invalid JSON: {}", .0.escape_debug())]
+    /// the line's text (an unknown field's key, a bad string); kept escaped
+    /// ([`crate::error::escape`]) and clipped to [`JSON_MESSAGE_CHARS`] characters,
+    /// then the column, so the error stays one short clean line.
+    #[error("invalid JSON: {0}")]
     Json(String),
     /// `{"abi": ...}` after the first exit line.
     #[error("the abi line must come before any exit")]
@@ -143,16 +147,17 @@ impl Num {
             Num::N(n) => Ok(*n),
             Num::S(s) => {
                 let s = s.trim();
+                let shown = echo(s);
                 if s.starts_with(['+', '-']) {
                     return Err(TraceErrorKind::Field(format!(
-                        "{what}: {s:?} has a sign (numbers are unsigned, decimal or 0x hex)"
+                        "{what}: {shown:?} has a sign (numbers are unsigned, decimal or 0x hex)"
                     )));
                 }
                 let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
                     Some(h) => u64::from_str_radix(h, 16),
                     None => s.parse(),
                 };
-                r.map_err(|_| TraceErrorKind::Field(format!("{what}: {s:?} is not a number")))
+                r.map_err(|_| TraceErrorKind::Field(format!("{what}: {shown:?} is not a number")))
             }
         }
     }
@@ -211,13 +216,33 @@ pub fn parse_line(text: &str, abi: HekiAbi, seen_exit: bool) -> Result<TraceItem
     parse_timed_line(text, abi, seen_exit).map(|(item, _)| item)
 }
 
+/// Characters of serde_json's message a [`TraceErrorKind::Json`] keeps: room for
+/// "unknown field `k`, expected one of ..." with a short key, not for a 4 KiB one.
+pub const JSON_MESSAGE_CHARS: usize = 240;
+
+/// serde_json's message for a trace line: escaped, clipped, then its column (the
+/// line is always line 1 of its own text).
+fn json_message(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let at = format!(" at line {} column {}", e.line(), e.column());
+    match full.strip_suffix(&at) {
+        Some(message) => format!(
+            "{} at column {}",
+            escape(&clip(message, JSON_MESSAGE_CHARS)),
+            e.column()
+        ),
+        None => escape(&clip(&full, JSON_MESSAGE_CHARS)),
+    }
+}
+
 /// [`parse_line`], with the line's `"t_ns"` if it has one.
 pub fn parse_timed_line(
     text: &str,
     abi: HekiAbi,
     seen_exit: bool,
 ) -> Result<(TraceItem, Option<u64>), TraceErrorKind> {
-    let line: Line = serde_json::from_str(text).map_err(|e| TraceErrorKind::Json(e.to_string()))?;
+    let line: Line =
+        serde_json::from_str(text).map_err(|e| TraceErrorKind::Json(json_message(&e)))?;
     if let Some(name) = &line.abi {
         if seen_exit {
             return Err(TraceErrorKind::LateAbi);
@@ -227,7 +252,7 @@ pub fn parse_timed_line(
         }
         return parse_abi(name)
             .map(|a| (TraceItem::Abi(a), None))
-            .ok_or_else(|| TraceErrorKind::UnknownAbi(name.clone()));
+            .ok_or_else(|| TraceErrorKind::UnknownAbi(echo(name)));
     }
     let t_ns = line.t_ns.as_ref().map(|t| t.value("t_ns")).transpose()?;
     parse_exit(&line, abi).map(|raw| (TraceItem::Exit(raw), t_ns))
@@ -341,7 +366,7 @@ fn typed(name: &str, line: &Line, abi: HekiAbi) -> Result<RawExit, TraceErrorKin
             | "heki_configure"
             | "heki_denial"
     ) {
-        return Err(TraceErrorKind::UnknownExit(name.to_string()));
+        return Err(TraceErrorKind::UnknownExit(echo(name)));
     }
     check_fields(line, name, allowed_fields(name))?;
     let field = |n: &Option<Num>, what: &str| -> Result<u64, TraceErrorKind> {
@@ -426,7 +451,7 @@ fn typed(name: &str, line: &Line, abi: HekiAbi) -> Result<RawExit, TraceErrorKin
                 .map_err(|e| TraceErrorKind::Field(e.to_string()))?;
             raw
         }
-        other => return Err(TraceErrorKind::UnknownExit(other.to_string())),
+        other => return Err(TraceErrorKind::UnknownExit(echo(other))),
     })
 }
 
@@ -750,15 +775,41 @@ mod tests {
     #[test]
     fn json_errors_escape_the_line_text() {
         for (t, shown) in [
-            (r#"{"exit": "hlt", "x\u001b[2J": 1}"#, r"x\u{1b}[2J"),
+            (r#"{"exit": "hlt", "x\u001b[2J": 1}"#, r"x\x1b[2J"),
             (r#"{"exit": "hlt", "a\nb": 1}"#, r"a\nb"),
-            (r#"{"exit": "hlt", "\u009b2J": 1}"#, r"\u{9b}2J"),
+            (r#"{"exit": "hlt", "\u009b2J": 1}"#, r"\x9b2J"),
         ] {
             let e = exits(t, None).unwrap_err();
             assert!(e.starts_with("line 1: invalid JSON: unknown field"), "{e}");
             assert!(!e.chars().any(char::is_control), "{e:?}");
             assert!(e.contains(shown), "{t}: {e}");
         }
+    }
+
+    /// A line's text comes back clipped: a 4 KiB key or value is not a 4 KiB error.
+    #[test]
+    fn errors_clip_the_line_text_and_keep_the_column() {
+        let key = "k".repeat(3000);
+        let e = exits(&format!(r#"{{"exit": "hlt", "{key}": 1}}"#), None).unwrap_err();
+        let clipped = format!("unknown field `{}...", "k".repeat(JSON_MESSAGE_CHARS - 15));
+        assert!(
+            e.starts_with(&format!("line 1: invalid JSON: {clipped} at column ")),
+            "{e}"
+        );
+        assert!(e.len() < JSON_MESSAGE_CHARS + 60, "{} chars", e.len());
+        // serde_json's column: the `:` after the key (17 + 3000 + 1).
+        assert!(e.ends_with(" at column 3018"), "{e}");
+        let name = "x".repeat(200);
+        let e = exits(&format!(r#"{{"exit": "{name}"}}"#), None).unwrap_err();
+        let shown = format!("{}...", "x".repeat(crate::error::ECHO_CHARS));
+        assert_eq!(e, format!("line 1: unknown exit {shown:?}"));
+        let e = exits(&format!(r#"{{"abi": "{name}"}}"#), None).unwrap_err();
+        assert!(
+            e.starts_with(&format!("line 1: unknown abi {shown:?}")),
+            "{e}"
+        );
+        let e = exits(&format!(r#"{{"exit": "notify", "flags": "{name}"}}"#), None).unwrap_err();
+        assert_eq!(e, format!("line 1: flags: {shown:?} is not a number"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use vmx_caps::report::{self, Format};
 use vmx_caps::{CapsError, Dump, VmxCaps};
 use vmx_controls::nested::{self, NestedAssumptions, NestedError, NestedView};
 
-use vmxcap::output::{escape, Terminal, WriteFailed, EXIT_FAILED, EXIT_USAGE};
+use vmxcap::output::{clip, escape, Terminal, WriteFailed, EXIT_FAILED, EXIT_USAGE};
 
 /// The terminal contract (vmxcap's library, shared with reference-vmm), with this
 /// program's error prefix.
@@ -445,10 +445,7 @@ const NAME_CHARS: usize = 120;
 
 /// One input's name, clipped to [`NAME_CHARS`] characters (`...` marks a clip).
 fn clip_name(name: &str) -> String {
-    match name.char_indices().nth(NAME_CHARS) {
-        Some((end, _)) => format!("{}...", &name[..end]),
-        None => name.to_owned(),
-    }
+    clip(name, NAME_CHARS)
 }
 
 /// The inputs' names a baseline records: the first [`NAMES_KEPT`], then a count, so

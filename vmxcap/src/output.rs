@@ -50,6 +50,15 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// Text from input as an error or report echoes it: at most `max_chars` characters,
+/// `...` marking a cut, so a 10 MB name does not come back as a 10 MB line.
+pub fn clip(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((end, _)) => format!("{}...", &s[..end]),
+        None => s.to_owned(),
+    }
+}
+
 /// `write_all` then `flush`: a write is complete only once flushed.
 fn write_all_flush(w: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
     w.write_all(text.as_bytes())?;
@@ -155,5 +164,15 @@ mod tests {
         let s = escape("a\nb\r\tc\x1b[2J\x07\u{7f}\u{85}é");
         assert_eq!(s, "a\\nb\\r\\tc\\x1b[2J\\x07\\x7f\\x85é");
         assert!(!s.chars().any(char::is_control));
+    }
+
+    #[test]
+    fn clip_keeps_max_chars_and_marks_the_cut() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "abc...");
+        // Characters, not bytes: a multi-byte character is never split.
+        assert_eq!(clip("ééé", 2), "éé...");
+        assert_eq!(clip("", 0), "");
+        assert_eq!(clip("a", 0), "...");
     }
 }

@@ -53,6 +53,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Saved, Snapshot};
 use crate::config::{Policy, RunConfig};
+use crate::error::echo;
 use crate::exit::ExitKind;
 use crate::guests::{self, Guest};
 use crate::handlers::{
@@ -306,19 +307,6 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
             _ => None,
         })
         .collect()
-}
-
-/// Characters of a file's string kept in an error (a 10 MB guest name would
-/// otherwise come back as a 10 MB error line).
-const ECHO_CHARS: usize = 64;
-
-/// `s` as an error echoes it: at most [`ECHO_CHARS`] characters, `...` if cut.
-fn echo(s: &str) -> String {
-    let mut out: String = s.chars().take(ECHO_CHARS).collect();
-    if s.chars().nth(ECHO_CHARS).is_some() {
-        out.push_str("...");
-    }
-    out
 }
 
 fn seed_semantics() -> String {
