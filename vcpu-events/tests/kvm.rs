@@ -2,7 +2,8 @@
 
 //! Tests on a real /dev/kvm with a tiny 64-bit long-mode guest.
 //!
-//! The guest's code is written below as bytes with one comment per
+//! The guest's layout and #GP/#PF/IRQ handlers are shared with the snapshot tests
+//! (`common/handlers.rs`); the rest of its code is written below as bytes with one comment per
 //! instruction (GNU `as --64`, Intel syntax, produced the encodings). Memory
 //! layout (2 MiB identity-mapped with one 2 MiB page):
 //!
@@ -35,49 +36,23 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 #[allow(dead_code)]
 mod common {
     pub mod asm;
+    pub mod handlers;
     pub mod long_mode;
 }
+use common::handlers::{
+    self, irq_stub, FIRST_IRQ, IRQ_COUNT, IRQ_STUBS, MAIN, MAIN_HLT, STACK_TOP,
+};
 use common::long_mode::{self, idt_gate, IDT};
 
-const MAIN: u64 = 0x10000;
-const GP_HANDLER: u64 = 0x11000;
+/// The #DB handler ([`DB_CODE`]).
 const DB_HANDLER: u64 = 0x11080;
-const PF_HANDLER: u64 = 0x11100;
-const IRQ_STUBS: u64 = 0x11200;
-const IRQ_COMMON: u64 = 0x11400;
-const STACK_TOP: u64 = 0x80000;
 /// The guest's "masked" flag.
 const MASKED_FLAG: u64 = 0x8000;
-/// Vectors 0x20..0x30 have stubs.
-const FIRST_IRQ: u8 = 0x20;
-const IRQ_COUNT: u8 = 16;
-
-/// main for the exception tests: just halt.
-const MAIN_HLT: &[u8] = &[
-    0xf4, //             hlt
-    0xeb, 0xfd, //       jmp hlt
-];
-
-const GP_CODE: &[u8] = &[
-    0x58, //             pop rax            ; the error code
-    0xe7, 0x10, //       out 0x10, eax
-    0xf4, //             hlt
-];
 
 const DB_CODE: &[u8] = &[
     0x0f, 0x21, 0xf0, // mov rax, dr6
     0xe7, 0x14, //       out 0x14, eax
     0xf4, //             hlt
-];
-
-const PF_CODE: &[u8] = &[
-    0x0f, 0x20, 0xd0, //       mov rax, cr2
-    0xe7, 0x11, //             out 0x11, eax      ; CR2[31:0]
-    0x48, 0xc1, 0xe8, 0x20, // shr rax, 32
-    0xe7, 0x12, //             out 0x12, eax      ; CR2[63:32]
-    0x58, //                   pop rax            ; the error code
-    0xe7, 0x13, //             out 0x13, eax
-    0xf4, //                   hlt
 ];
 
 /// Shared IRQ handler: reports the vector in AL on port 0x21, or on 0x22
@@ -118,27 +93,15 @@ const MAIN_MASKED_ROUNDS: &[u8] = &[
     0xeb, 0xfd, //                                     jmp 3b
 ];
 
-/// One IRQ stub per vector: `push rax; mov al, vector; jmp IRQ_COMMON`.
-fn irq_stub(vector: u8, at: u64) -> Vec<u8> {
-    let next_ip = at + 8;
-    let rel = (IRQ_COMMON as i64 - next_ip as i64) as i32;
-    let mut code = vec![
-        0x50, //       push rax
-        0xb0, vector, // mov al, vector
-        0xe9,   //       jmp rel32
-    ];
-    code.extend_from_slice(&rel.to_le_bytes());
-    code
-}
-
 fn kvm_or_skip() -> Option<Kvm> {
     test_support::kvm_or_skip()
 }
 
+// Drop order: vCPU, VM, then the memory it maps.
 struct Guest {
-    mem: GuestMemoryMmap,
-    _vm: VmFd,
     vcpu: VcpuFd,
+    _vm: VmFd,
+    mem: GuestMemoryMmap,
     caps: VmEventCaps,
 }
 
@@ -146,21 +109,10 @@ fn setup(kvm: &Kvm, main: &[u8]) -> Guest {
     let vm = kvm.create_vm().expect("KVM_CREATE_VM");
     let caps = glue::enable_event_caps(&vm).expect("enable caps");
     let mem = long_mode::guest_memory().expect("guest memory");
+    handlers::write_guest(&mem, main, IRQ_COMMON_CODE);
     let w = |bytes: &[u8], at: u64| mem.write_slice(bytes, GuestAddress(at)).unwrap();
-    // IDT.
     w(&idt_gate(DB_HANDLER), IDT + 16);
-    w(&idt_gate(GP_HANDLER), IDT + 16 * 13);
-    w(&idt_gate(PF_HANDLER), IDT + 16 * 14);
-    for i in 0..IRQ_COUNT {
-        let at = IRQ_STUBS + 16 * u64::from(i);
-        w(&irq_stub(FIRST_IRQ + i, at), at);
-        w(&idt_gate(at), IDT + 16 * u64::from(FIRST_IRQ + i));
-    }
-    w(IRQ_COMMON_CODE, IRQ_COMMON);
-    w(GP_CODE, GP_HANDLER);
     w(DB_CODE, DB_HANDLER);
-    w(PF_CODE, PF_HANDLER);
-    w(main, MAIN);
     // The "masked" flag at 0x8000 starts at 0 (fresh anonymous memory).
 
     // The returned Guest keeps `mem` alive as long as the VM.
@@ -168,9 +120,9 @@ fn setup(kvm: &Kvm, main: &[u8]) -> Guest {
     let vcpu = vm.create_vcpu(0).expect("KVM_CREATE_VCPU");
     long_mode::set_long_mode(kvm, &vcpu, MAIN, STACK_TOP).expect("64-bit vCPU set-up");
     Guest {
-        mem,
-        _vm: vm,
         vcpu,
+        _vm: vm,
+        mem,
         caps,
     }
 }
@@ -753,15 +705,9 @@ fn a_second_kvm_interrupt_before_run_overwrites_the_first() {
 /// installed, assemble the same source and compare.
 #[test]
 fn guest_code_matches_its_assembly() {
-    let blocks: &[(&str, &[u8], &str)] = &[
-        ("main_hlt", MAIN_HLT, "1: hlt\n jmp 1b\n"),
-        ("gp", GP_CODE, "pop rax\n out 0x10, eax\n hlt\n"),
+    let mut blocks = handlers::asm_blocks();
+    blocks.extend_from_slice(&[
         ("db", DB_CODE, "mov rax, dr6\n out 0x14, eax\n hlt\n"),
-        (
-            "pf",
-            PF_CODE,
-            "mov rax, cr2\n out 0x11, eax\n shr rax, 32\n out 0x12, eax\n pop rax\n out 0x13, eax\n hlt\n",
-        ),
         (
             "irq_common",
             IRQ_COMMON_CODE,
@@ -776,8 +722,8 @@ fn guest_code_matches_its_assembly() {
              mov edx, 20000\n 2: dec edx\n jnz 2b\n dec ecx\n jnz round\n out 0x3f, al\n\
              3: hlt\n jmp 3b\n",
         ),
-    ];
-    common::asm::check_blocks("kvm", blocks);
+    ]);
+    common::asm::check_blocks("kvm", &blocks);
 }
 
 #[test]

@@ -37,25 +37,14 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 #[allow(dead_code)]
 mod common {
     pub mod asm;
+    pub mod handlers;
     pub mod long_mode;
 }
+use common::handlers::{self, MAIN, MAIN_HLT, STACK_TOP};
 use common::long_mode::{self, idt_gate, IDT, MEM_SIZE};
 
-const MAIN: u64 = 0x10000;
-const GP_HANDLER: u64 = 0x11000;
+/// The NMI handler ([`NMI_CODE`]).
 const NMI_HANDLER: u64 = 0x11040;
-const PF_HANDLER: u64 = 0x11100;
-const IRQ_STUBS: u64 = 0x11200;
-const IRQ_COMMON: u64 = 0x11400;
-const STACK_TOP: u64 = 0x80000;
-const FIRST_IRQ: u8 = 0x20;
-const IRQ_COUNT: u8 = 16;
-
-/// main: halt forever.
-const MAIN_HLT: &[u8] = &[
-    0xf4, //             1: hlt
-    0xeb, 0xfd, //          jmp 1b
-];
 
 /// main: one instruction (the one an STI / MOV-SS shadow covers), then halt.
 const MAIN_SHADOW: &[u8] = &[
@@ -89,27 +78,9 @@ const MAIN_IN: &[u8] = &[
     0xeb, 0xfd, //          jmp 1b
 ];
 
-const GP_CODE: &[u8] = &[
-    0x58, //             pop rax            ; the error code
-    0xe7, 0x10, //       out 0x10, eax
-    0xf4, //          1: hlt
-    0xeb, 0xfd, //       jmp 1b
-];
-
 const NMI_CODE: &[u8] = &[
     0xe6, 0x15, //       out 0x15, al
     0x48, 0xcf, //       iretq
-];
-
-const PF_CODE: &[u8] = &[
-    0x0f, 0x20, 0xd0, //       mov rax, cr2
-    0xe7, 0x11, //             out 0x11, eax      ; CR2[31:0]
-    0x48, 0xc1, 0xe8, 0x20, // shr rax, 32
-    0xe7, 0x12, //             out 0x12, eax      ; CR2[63:32]
-    0x58, //                   pop rax            ; the error code
-    0xe7, 0x13, //             out 0x13, eax
-    0xf4, //                1: hlt
-    0xeb, 0xfd, //             jmp 1b
 ];
 
 /// The IRQ stubs put the vector in AL after pushing RAX.
@@ -118,14 +89,6 @@ const IRQ_COMMON_CODE: &[u8] = &[
     0x58, //             pop rax
     0x48, 0xcf, //       iretq
 ];
-
-/// `push rax; mov al, vector; jmp IRQ_COMMON`.
-fn irq_stub(vector: u8, at: u64) -> Vec<u8> {
-    let rel = (IRQ_COMMON as i64 - (at as i64 + 8)) as i32;
-    let mut code = vec![0x50, 0xb0, vector, 0xe9];
-    code.extend_from_slice(&rel.to_le_bytes());
-    code
-}
 
 // Drop order: vCPU, VM, then the memory it maps.
 struct Guest {
@@ -139,20 +102,10 @@ struct Guest {
 /// a 64-bit vCPU at `main` with RFLAGS = `rflags`.
 fn setup(kvm: &Kvm, main: &[u8], rflags: u64) -> Guest {
     let mem = long_mode::guest_memory().expect("guest memory");
+    handlers::write_guest(&mem, main, IRQ_COMMON_CODE);
     let w = |bytes: &[u8], at: u64| mem.write_slice(bytes, GuestAddress(at)).unwrap();
     w(&idt_gate(NMI_HANDLER), IDT + 16 * 2);
-    w(&idt_gate(GP_HANDLER), IDT + 16 * 13);
-    w(&idt_gate(PF_HANDLER), IDT + 16 * 14);
-    for i in 0..IRQ_COUNT {
-        let at = IRQ_STUBS + 16 * u64::from(i);
-        w(&irq_stub(FIRST_IRQ + i, at), at);
-        w(&idt_gate(at), IDT + 16 * u64::from(FIRST_IRQ + i));
-    }
-    w(IRQ_COMMON_CODE, IRQ_COMMON);
-    w(GP_CODE, GP_HANDLER);
     w(NMI_CODE, NMI_HANDLER);
-    w(PF_CODE, PF_HANDLER);
-    w(main, MAIN);
     let (vm, caps) = new_vm(kvm);
     long_mode::map_memory(&vm, &mem).expect("KVM_SET_USER_MEMORY_REGION");
     let vcpu = vm.create_vcpu(0).expect("KVM_CREATE_VCPU");
@@ -627,8 +580,8 @@ fn an_in_exit_is_completed_before_the_capture() {
 
 #[test]
 fn guest_code_matches_its_assembly() {
-    let blocks: &[(&str, &[u8], &str)] = &[
-        ("main_hlt", MAIN_HLT, "1: hlt\njmp 1b\n"),
+    let mut blocks = handlers::asm_blocks();
+    blocks.extend_from_slice(&[
         ("main_shadow", MAIN_SHADOW, "out 0x18, al\n1: hlt\njmp 1b\n"),
         (
             "main_in",
@@ -641,19 +594,12 @@ fn guest_code_matches_its_assembly() {
             "out 0x16, al\nmov rax, rsp\npush 0x10\npush rax\npushfq\npush 0x08\n\
              lea rax, [rip + 1f]\npush rax\niretq\n1: out 0x17, al\n2: hlt\njmp 2b\n",
         ),
-        ("gp", GP_CODE, "pop rax\nout 0x10, eax\n1: hlt\njmp 1b\n"),
         ("nmi", NMI_CODE, "out 0x15, al\niretq\n"),
-        (
-            "pf",
-            PF_CODE,
-            "mov rax, cr2\nout 0x11, eax\nshr rax, 32\nout 0x12, eax\npop rax\n\
-             out 0x13, eax\n1: hlt\njmp 1b\n",
-        ),
         (
             "irq_common",
             IRQ_COMMON_CODE,
             "out 0x21, al\npop rax\niretq\n",
         ),
-    ];
-    common::asm::check_blocks("snapshot", blocks);
+    ]);
+    common::asm::check_blocks("snapshot", &blocks);
 }
