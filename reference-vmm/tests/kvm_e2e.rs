@@ -4,6 +4,7 @@
 //! Skipped (with a message) when /dev/kvm cannot be opened, unless
 //! VMM_TEST_REQUIRE_KVM=1.
 
+#[allow(dead_code)] // the timer helpers are for the timer tests.
 mod common;
 
 use common::{bin, kvm_or_skip, run, run_config};

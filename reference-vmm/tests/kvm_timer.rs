@@ -9,40 +9,20 @@
 #[allow(dead_code)] // the shared helpers this file does not use
 mod common;
 
-use std::time::Duration;
-
-use common::{bin, kvm_or_skip};
-use reference_vmm::timer::{self, Irqchip, TimerConfig, TimerReport};
+use common::{assert_timer_balanced, bin, kvm_or_skip, run_timer};
+use reference_vmm::timer::{Irqchip, TimerReport};
 
 fn run(irqchip: Irqchip, vcpus: u8) -> TimerReport {
-    let mut cfg = TimerConfig::new(irqchip);
-    cfg.vcpus = vcpus;
-    cfg.rate_hz = 1000;
-    cfg.duration = Duration::from_millis(300);
-    timer::run(&cfg).expect("timer run")
+    run_timer(irqchip, vcpus, None)
 }
 
 fn assert_balanced(r: &TimerReport) {
-    assert_eq!(r.per_vcpu.len(), usize::from(r.vcpus));
+    assert_timer_balanced(r);
     for v in &r.per_vcpu {
-        assert_eq!(
-            v.requested,
-            v.delivered + v.coalesced + v.refused + v.pending,
-            "{v:?}"
-        );
-        assert_eq!(v.lost, 0, "{v:?}");
-        assert_eq!(v.delivered_while_masked, 0, "{v:?}");
-        // 300 ms at 1000 Hz: the timer thread raised for every tick it saw,
-        // and the guest took some of them.
+        // 300 ms at 1000 Hz: the timer thread raised for every tick it saw.
         assert!((100..=301).contains(&v.requested), "{v:?}");
-        assert!(v.delivered > 0, "{v:?}");
         assert!(v.latency.samples > 0 && v.latency.p50_us <= v.latency.max_us);
     }
-    assert_eq!(
-        r.total.requested,
-        r.per_vcpu.iter().map(|v| v.requested).sum::<u64>()
-    );
-    assert!(r.passed, "{}", r.text());
 }
 
 fn user(vcpus: u8) {

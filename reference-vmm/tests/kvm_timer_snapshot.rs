@@ -13,45 +13,25 @@
 #[allow(dead_code)] // the shared helpers this file does not use
 mod common;
 
-use std::time::Duration;
-
-use common::{bin, kvm_or_skip};
+use common::{assert_timer_balanced, bin, kvm_or_skip, run_timer};
 use reference_vmm::timer::{self, Irqchip, TimerConfig, TimerConfigError, TimerReport};
 
 fn run(vcpus: u8, every: u64) -> TimerReport {
-    let mut cfg = TimerConfig::new(Irqchip::User);
-    cfg.vcpus = vcpus;
-    cfg.rate_hz = 1000;
-    cfg.duration = Duration::from_millis(300);
-    cfg.snapshot_every = Some(every);
-    timer::run(&cfg).expect("timer run with snapshots")
+    run_timer(Irqchip::User, vcpus, Some(every))
 }
 
 fn assert_survives_restores(r: &TimerReport) {
-    assert_eq!(r.per_vcpu.len(), usize::from(r.vcpus));
+    assert_timer_balanced(r);
     for v in &r.per_vcpu {
-        assert_eq!(
-            v.requested,
-            v.delivered + v.coalesced + v.refused + v.pending,
-            "{v:?}"
-        );
-        assert_eq!(v.lost, 0, "{v:?}");
-        assert_eq!(v.delivered_while_masked, 0, "{v:?}");
         assert_eq!(v.pending, 0, "the guest stops only once drained: {v:?}");
         // Every delivery the injector counted is one the guest acknowledged
         // and EOIed, across the restores.
         assert_eq!(v.eois, v.delivered, "{v:?}");
-        assert!(v.delivered > 0, "{v:?}");
         // Each vCPU took part in pauses, and every snapshot taken was restored.
         assert!(v.restores > 0, "{v:?}");
         assert_eq!(v.snapshots, v.restores, "{v:?}");
         assert!(v.raised_while_paused <= v.requested, "{v:?}");
     }
-    assert_eq!(
-        r.total.restores,
-        r.per_vcpu.iter().map(|v| v.restores).sum::<u64>()
-    );
-    assert!(r.passed, "{}", r.text());
 }
 
 #[test]
