@@ -23,9 +23,9 @@
 
 #![cfg(feature = "kvm")]
 
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vcpu_events::event::{DR6_BS, DR6_RTM};
-use vcpu_events::injector::{Decision, ExitKind, Injector, RaiseOutcome, WaitReason};
+use vcpu_events::injector::{Decision, Injector, RaiseOutcome, WaitReason};
 use vcpu_events::kvm::{self as glue, VmEventCaps};
 use vcpu_events::validate::{validate, GuestContext, KvmChange, KvmReject};
 use vcpu_events::vcpu_events::{KvmBool, Shadow, VcpuEvents, VcpuEventsFlags};
@@ -40,7 +40,7 @@ mod common {
     pub mod long_mode;
 }
 use common::handlers::{
-    self, irq_stub, FIRST_IRQ, IRQ_COUNT, IRQ_STUBS, MAIN, MAIN_HLT, STACK_TOP,
+    self, irq_stub, run, Seen, FIRST_IRQ, IRQ_COUNT, IRQ_STUBS, MAIN, MAIN_HLT, STACK_TOP,
 };
 use common::long_mode::{self, idt_gate, IDT};
 
@@ -124,39 +124,6 @@ fn setup(kvm: &Kvm, main: &[u8]) -> Guest {
         _vm: vm,
         mem,
         caps,
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Seen {
-    Out(u16, u32),
-    Hlt,
-    Shutdown,
-    IrqWindowOpen,
-    FailEntry(u64),
-    Other(String),
-}
-
-fn run(vcpu: &mut VcpuFd) -> (Seen, ExitKind) {
-    match vcpu.run() {
-        Ok(exit) => {
-            let kind = glue::exit_kind(&exit);
-            let seen = match exit {
-                VcpuExit::IoOut(port, data) => {
-                    let mut v = [0u8; 4];
-                    let n = data.len().min(4);
-                    v[..n].copy_from_slice(&data[..n]);
-                    Seen::Out(port, u32::from_le_bytes(v))
-                }
-                VcpuExit::Hlt => Seen::Hlt,
-                VcpuExit::Shutdown => Seen::Shutdown,
-                VcpuExit::IrqWindowOpen => Seen::IrqWindowOpen,
-                VcpuExit::FailEntry(reason, _) => Seen::FailEntry(reason),
-                other => Seen::Other(format!("{other:?}")),
-            };
-            (seen, kind)
-        }
-        Err(e) => (Seen::Other(format!("KVM_RUN error {e}")), ExitKind::Other),
     }
 }
 

@@ -26,7 +26,7 @@
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use vcpu_events::injector::{ExitKind, Injector};
+use vcpu_events::injector::Injector;
 use vcpu_events::kvm::snapshot::{self, SnapshotRestoreError};
 use vcpu_events::kvm::{self as glue, CapOutcome, VmEventCaps};
 use vcpu_events::validate::GuestContext;
@@ -40,7 +40,7 @@ mod common {
     pub mod handlers;
     pub mod long_mode;
 }
-use common::handlers::{self, MAIN, MAIN_HLT, STACK_TOP};
+use common::handlers::{self, run, Seen, MAIN, MAIN_HLT, STACK_TOP};
 use common::long_mode::{self, idt_gate, IDT, MEM_SIZE};
 
 /// The NMI handler ([`NMI_CODE`]).
@@ -163,37 +163,6 @@ fn transplant(
         caps,
     };
     (guest, injector, snap)
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Seen {
-    Out(u16, u32),
-    Hlt,
-    Shutdown,
-    IrqWindowOpen,
-    Other(String),
-}
-
-fn run(vcpu: &mut VcpuFd) -> (Seen, ExitKind) {
-    match vcpu.run() {
-        Ok(exit) => {
-            let kind = glue::exit_kind(&exit);
-            let seen = match exit {
-                VcpuExit::IoOut(port, data) => {
-                    let mut v = [0u8; 4];
-                    let n = data.len().min(4);
-                    v[..n].copy_from_slice(&data[..n]);
-                    Seen::Out(port, u32::from_le_bytes(v))
-                }
-                VcpuExit::Hlt => Seen::Hlt,
-                VcpuExit::Shutdown => Seen::Shutdown,
-                VcpuExit::IrqWindowOpen => Seen::IrqWindowOpen,
-                other => Seen::Other(format!("{other:?}")),
-            };
-            (seen, kind)
-        }
-        Err(e) => (Seen::Other(format!("KVM_RUN error {e}")), ExitKind::Other),
-    }
 }
 
 /// Runs `n` times without an injector; the port writes seen (halts dropped).
@@ -450,6 +419,14 @@ fn pending_triple_fault_shuts_the_new_vm_down() {
     assert_eq!(run(&mut g.vcpu).0, Seen::Shutdown);
 }
 
+/// A snapshot of a halted vCPU with `event` pending (the VM is gone after it).
+fn pending_snapshot(kvm: &Kvm, event: Event) -> VcpuSnapshot {
+    let mut g = setup(kvm, MAIN_HLT, 0x2);
+    let (kvm_ctx, guest) = (g.caps.kvm_context(), GuestContext::default());
+    glue::inject_event(&g.vcpu, EventStatus::Pending, event, &kvm_ctx, &guest).unwrap();
+    snapshot::capture(&mut g.vcpu, None).unwrap()
+}
+
 /// Restores `snap` into a fresh vCPU of a VM on which `drop_cap` is not
 /// enabled; checks the refusal wrote nothing and that KVM itself would refuse
 /// the events there.
@@ -496,17 +473,10 @@ fn payload_snapshot_into_a_vm_without_the_cap_is_refused_before_any_write() {
     let Some(kvm) = kvm_with(|c| c.exception_payload, "KVM_CAP_EXCEPTION_PAYLOAD") else {
         return;
     };
-    let mut g = setup(&kvm, MAIN_HLT, 0x2);
-    glue::inject_event(
-        &g.vcpu,
-        EventStatus::Pending,
+    let snap = pending_snapshot(
+        &kvm,
         Event::HardwareException(HardwareException::page_fault(0x6, 0x5000)),
-        &g.caps.kvm_context(),
-        &GuestContext::default(),
-    )
-    .unwrap();
-    let snap = snapshot::capture(&mut g.vcpu, None).unwrap();
-    drop(g);
+    );
     let err = refused_without(
         &kvm,
         &snap,
@@ -527,17 +497,7 @@ fn triple_fault_snapshot_into_a_vm_without_the_cap_is_refused_before_any_write()
     let Some(kvm) = kvm_with(|c| c.triple_fault_event, "KVM_CAP_X86_TRIPLE_FAULT_EVENT") else {
         return;
     };
-    let mut g = setup(&kvm, MAIN_HLT, 0x2);
-    glue::inject_event(
-        &g.vcpu,
-        EventStatus::Pending,
-        Event::TripleFault,
-        &g.caps.kvm_context(),
-        &GuestContext::default(),
-    )
-    .unwrap();
-    let snap = snapshot::capture(&mut g.vcpu, None).unwrap();
-    drop(g);
+    let snap = pending_snapshot(&kvm, Event::TripleFault);
     let err = refused_without(
         &kvm,
         &snap,

@@ -12,7 +12,10 @@
 //! | 0x80000  | stack top |
 //!
 //! Ports: 0x10 #GP error code; 0x11/0x12/0x13 #PF CR2 low/high and error code.
+//! [`run`] runs the vCPU once and says what the test saw ([`Seen`]).
 
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vcpu_events::injector::ExitKind;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::long_mode::{idt_gate, IDT};
@@ -104,4 +107,45 @@ pub fn asm_blocks() -> Vec<(&'static str, &'static [u8], &'static str)> {
              out 0x13, eax\n1: hlt\njmp 1b\n",
         ),
     ]
+}
+
+/// What one KVM_RUN showed the test.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// `out port, eax` (data zero-extended to 32 bits).
+    Out(u16, u32),
+    /// `hlt`.
+    Hlt,
+    /// KVM_EXIT_SHUTDOWN (a triple fault).
+    Shutdown,
+    /// KVM_EXIT_IRQ_WINDOW_OPEN.
+    IrqWindowOpen,
+    /// KVM_EXIT_FAIL_ENTRY with its hardware entry failure reason.
+    FailEntry(u64),
+    /// Anything else, or a KVM_RUN error.
+    Other(String),
+}
+
+/// One KVM_RUN: what the test sees, and the exit kind the injector is told.
+pub fn run(vcpu: &mut VcpuFd) -> (Seen, ExitKind) {
+    match vcpu.run() {
+        Ok(exit) => {
+            let kind = vcpu_events::kvm::exit_kind(&exit);
+            let seen = match exit {
+                VcpuExit::IoOut(port, data) => {
+                    let mut v = [0u8; 4];
+                    let n = data.len().min(4);
+                    v[..n].copy_from_slice(&data[..n]);
+                    Seen::Out(port, u32::from_le_bytes(v))
+                }
+                VcpuExit::Hlt => Seen::Hlt,
+                VcpuExit::Shutdown => Seen::Shutdown,
+                VcpuExit::IrqWindowOpen => Seen::IrqWindowOpen,
+                VcpuExit::FailEntry(reason, _) => Seen::FailEntry(reason),
+                other => Seen::Other(format!("{other:?}")),
+            };
+            (seen, kind)
+        }
+        Err(e) => (Seen::Other(format!("KVM_RUN error {e}")), ExitKind::Other),
+    }
 }
