@@ -296,7 +296,7 @@ pub struct RunArgs {
     pub irqchip: Option<crate::timer::Irqchip>,
     /// After every N-th exit: snapshot the vCPU (vcpu-events) and guest memory,
     /// destroy the VM, restore into a fresh VM and go on (one vCPU; timer: every
-    /// vCPU, exits counted over all, `--irqchip user` only, no --snapshot-file).
+    /// vCPU, exits counted over all, either irqchip, no --snapshot-file).
     #[arg(long, value_parser = parse_snapshot_every)]
     pub snapshot_every: Option<u64>,
     /// Write the last snapshot (with the run's parameters and the VMM's state) to

@@ -257,18 +257,6 @@ fn snapshot_flags_are_usage_errors_where_they_cannot_apply() {
                 "run",
                 "--guest",
                 "timer",
-                "--irqchip",
-                "kernel",
-                "--snapshot-every",
-                "5",
-            ][..],
-            "--snapshot-every does not apply to --guest timer --irqchip kernel",
-        ),
-        (
-            &[
-                "run",
-                "--guest",
-                "timer",
                 "--snapshot-every",
                 "5",
                 "--snapshot-file",

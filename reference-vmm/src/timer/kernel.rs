@@ -4,7 +4,8 @@
 //! sends one KVM_SIGNAL_MSI per vCPU per tick to that vCPU's local APIC
 //! (physical destination = APIC ID, fixed delivery, edge; SDM Vol. 3A
 //! 11.11.1-11.11.2, api.rst 4.71), and the guest's xAPIC writes never leave
-//! the kernel. Each vCPU thread only sees the guest's acknowledgements.
+//! the kernel. Each vCPU thread only sees the guest's acknowledgements (and
+//! with `--snapshot-every` pauses after an exit: [`super::snapshot`]).
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Instant;
@@ -13,6 +14,7 @@ use kvm_bindings::kvm_msi;
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
 use super::latency::Stamp;
+use super::snapshot::{pause, Leave, Pauses};
 use super::{TimerError, VcpuRun};
 use crate::guests::{
     APIC_BASE, PORT_STATUS, PORT_TIMER_ACK, PORT_TIMER_ACK_MASKED, PORT_TIMER_DONE,
@@ -48,17 +50,40 @@ pub fn signal_msi(vm: &VmFd, apic_id: u8, vector: u8) -> MsiOutcome {
     }
 }
 
-/// Runs one vCPU (with its in-kernel LAPIC) until the guest says it is done;
-/// `samples` latency samples are reserved up front.
-pub fn run_vcpu(
-    id: usize,
-    vcpu: &mut VcpuFd,
-    stamp: &Stamp,
-    stopping: &AtomicBool,
-    start: Instant,
-    deadline: Instant,
-    samples: usize,
-) -> Result<VcpuRun, TimerError> {
+/// Everything one vCPU thread needs.
+pub struct KernelVcpu<'a> {
+    /// vCPU index (= APIC ID).
+    pub id: usize,
+    /// The vCPU.
+    pub vcpu: VcpuFd,
+    /// Its latency stamp.
+    pub stamp: &'a Stamp,
+    /// Set once the timer thread has stopped.
+    pub stopping: &'a AtomicBool,
+    /// Run start (latency clock).
+    pub start: Instant,
+    /// Give up after this.
+    pub deadline: Instant,
+    /// Latency samples to reserve up front (no allocation per exit).
+    pub samples: usize,
+    /// The pause rendezvous (`--snapshot-every`): checked after every exit.
+    pub pauses: Option<&'a Pauses<'a>>,
+}
+
+/// Runs one vCPU (with its in-kernel LAPIC) until the guest says it is done,
+/// pausing after an exit when a snapshot is requested ([`super::snapshot`]).
+pub fn run_vcpu(k: KernelVcpu<'_>) -> Result<VcpuRun, TimerError> {
+    let KernelVcpu {
+        id,
+        mut vcpu,
+        stamp,
+        stopping,
+        start,
+        deadline,
+        samples,
+        pauses,
+    } = k;
+    let _leave = Leave(pauses);
     let mut out = VcpuRun::with_capacity(samples);
     loop {
         if Instant::now() > deadline {
@@ -93,6 +118,12 @@ pub fn run_vcpu(
                     vcpu: id,
                     exit: format!("{other:?}"),
                 })
+            }
+        }
+        if let Some(p) = pauses {
+            p.on_exit();
+            if p.requested() {
+                vcpu = pause(id, vcpu, None, p, &mut out)?;
             }
         }
     }

@@ -25,9 +25,10 @@
 //!   and `coalesced` = requested - delivered - refused (so `lost` is 0 by
 //!   construction and `pending` is 0: the guest drains before it stops).
 //!
-//! With `--snapshot-every N` (user irqchip only) every vCPU is paused,
+//! With `--snapshot-every N` (either irqchip) every vCPU is paused,
 //! snapshotted and restored into a fresh VM after every N-th exit while the
-//! timer keeps raising ([`snapshot`]).
+//! timer keeps raising ([`snapshot`]; with `--irqchip kernel` the in-kernel
+//! PICs, IOAPIC, LAPICs and MP states are saved and restored too).
 
 pub mod kernel;
 pub mod latency;
@@ -91,7 +92,7 @@ pub struct TimerConfig {
     pub drain_timeout: Duration,
     /// Pause after every N-th exit (counted over all vCPUs), snapshot every
     /// vCPU and guest memory, destroy the VM and restore into a fresh one
-    /// ([`snapshot`]; `--irqchip user` only).
+    /// ([`snapshot`]; either irqchip).
     pub snapshot_every: Option<u64>,
 }
 
@@ -131,13 +132,6 @@ pub enum TimerConfigError {
     /// `--snapshot-every 0`.
     #[error("--snapshot-every 0: must be at least 1")]
     SnapshotEvery,
-    /// `--snapshot-every` with `--irqchip kernel`.
-    #[error(
-        "--snapshot-every does not apply to --guest timer --irqchip kernel: the in-kernel \
-         LAPIC and irqchip state (KVM_GET_LAPIC, KVM_GET_IRQCHIP) are not saved and \
-         restored, so a pending timer interrupt would be lost; use --irqchip user"
-    )]
-    SnapshotKernelIrqchip,
 }
 
 /// Errors of a timer run.
@@ -247,6 +241,10 @@ pub struct VcpuRun {
     /// Raises the timer made on this vCPU while it was paused for a snapshot
     /// (queued, coalesced or refused by the injector, and counted).
     pub raised_while_paused: u64,
+    /// Snapshots at which the vCPU's in-kernel LAPIC held the timer vector in
+    /// its IRR: raised, not yet delivered, carried into the fresh VM
+    /// (`--irqchip kernel`).
+    pub held_in_lapic: u64,
 }
 
 impl VcpuRun {
@@ -309,10 +307,8 @@ pub fn validate(cfg: &TimerConfig) -> Result<(), TimerConfigError> {
     if cfg.duration.is_zero() || cfg.duration > Duration::from_secs(3600) {
         return Err(TimerConfigError::Duration);
     }
-    match (cfg.snapshot_every, cfg.irqchip) {
-        (Some(0), _) => return Err(TimerConfigError::SnapshotEvery),
-        (Some(_), Irqchip::Kernel) => return Err(TimerConfigError::SnapshotKernelIrqchip),
-        _ => {}
+    if cfg.snapshot_every == Some(0) {
+        return Err(TimerConfigError::SnapshotEvery);
     }
     Ok(())
 }
@@ -345,7 +341,13 @@ pub fn run(cfg: &TimerConfig) -> Result<TimerReport, TimerError> {
             // Otherwise it (with guest memory) lives until the threads end.
             let (pauses, _vm) = match cfg.snapshot_every {
                 Some(every) => (
-                    Some(snapshot::Pauses::new(cfg, every, tvm, handles.clone())),
+                    Some(snapshot::Pauses::new(
+                        cfg,
+                        every,
+                        tvm,
+                        vcpus.len(),
+                        handles.clone(),
+                    )),
                     None,
                 ),
                 None => (None, Some(tvm)),
@@ -379,22 +381,42 @@ pub fn run(cfg: &TimerConfig) -> Result<TimerReport, TimerError> {
             })?
         }
         Irqchip::Kernel => {
-            let vmfd = &tvm.vm;
+            // With --snapshot-every the VM goes to the pause rendezvous and the
+            // timer's MSIs go through it (never to a VM being saved or rebuilt).
+            let n = vcpus.len();
+            let (pauses, tvm) = match cfg.snapshot_every {
+                Some(every) => (
+                    Some(snapshot::Pauses::new(cfg, every, tvm, n, Vec::new())),
+                    None,
+                ),
+                None => (None, Some(tvm)),
+            };
+            let pauses = pauses.as_ref();
             std::thread::scope(|s| {
                 let threads: Vec<_> = vcpus
                     .into_iter()
                     .enumerate()
-                    .map(|(id, mut vcpu)| {
-                        let (stamp, stopping) = (&stamps[id], &stopping);
-                        s.spawn(move || {
-                            kernel::run_vcpu(
-                                id, &mut vcpu, stamp, stopping, start, deadline, samples,
-                            )
-                        })
+                    .map(|(id, vcpu)| {
+                        let k = kernel::KernelVcpu {
+                            id,
+                            vcpu,
+                            stamp: &stamps[id],
+                            stopping: &stopping,
+                            start,
+                            deadline,
+                            samples,
+                            pauses,
+                        };
+                        s.spawn(move || kernel::run_vcpu(k))
                     })
                     .collect();
                 let raised = timer_thread(cfg, start, &stamps, |i| {
-                    kernel::signal_msi(vmfd, i as u8, TIMER_VECTOR) == kernel::MsiOutcome::Accepted
+                    let outcome = match (pauses, &tvm) {
+                        (Some(p), _) => p.signal_msi(i, TIMER_VECTOR),
+                        (None, Some(t)) => kernel::signal_msi(&t.vm, i as u8, TIMER_VECTOR),
+                        (None, None) => kernel::MsiOutcome::Failed,
+                    };
+                    outcome == kernel::MsiOutcome::Accepted
                 });
                 stopping.store(true, SeqCst);
                 join(threads).map(|r| (r, raised))

@@ -48,6 +48,9 @@ pub struct VcpuTimerReport {
     /// Raises made while the vCPU was paused for a snapshot (counted in the
     /// figures above like any other).
     pub raised_while_paused: u64,
+    /// Snapshots at which the in-kernel LAPIC held the timer vector raised and
+    /// not yet delivered (IRR), carried into the fresh VM (`--irqchip kernel`).
+    pub held_in_lapic: u64,
 }
 
 impl VcpuTimerReport {
@@ -71,6 +74,7 @@ impl VcpuTimerReport {
         self.snapshots += o.snapshots;
         self.restores += o.restores;
         self.raised_while_paused += o.raised_while_paused;
+        self.held_in_lapic += o.held_in_lapic;
     }
 }
 
@@ -123,6 +127,7 @@ pub(super) fn build(
             snapshots: run.snapshots,
             restores: run.restores,
             raised_while_paused: run.raised_while_paused,
+            held_in_lapic: run.held_in_lapic,
             latency: Latency::of(&mut run.latencies_ns),
             ..Default::default()
         };
@@ -231,11 +236,15 @@ impl TimerReport {
             let _ = writeln!(s, "  snapshot every {every} exits:");
             for r in self.per_vcpu.iter().chain(std::iter::once(&self.total)) {
                 let name = r.vcpu.map_or("total".to_string(), |v| v.to_string());
-                let _ = writeln!(
+                let _ = write!(
                     s,
                     "  {:<6} {} taken, {} restored, {} raised while paused",
                     name, r.snapshots, r.restores, r.raised_while_paused
                 );
+                if self.irqchip == Irqchip::Kernel {
+                    let _ = write!(s, ", {} held in the LAPIC's IRR", r.held_in_lapic);
+                }
+                s.push('\n');
             }
         }
         let _ = writeln!(

@@ -15,7 +15,7 @@ use vcpu_events::kvm::kick::{run_with_kicks, KickSignal, KickedRun};
 use vcpu_events::raise::VcpuInterrupts;
 
 use super::latency::Stamp;
-use super::snapshot::{pause, Pauses};
+use super::snapshot::{pause, Leave, Pauses};
 use super::xapic::XApic;
 use super::{TimerError, VcpuRun};
 use crate::guests::{PORT_STATUS, PORT_TIMER_ACK, PORT_TIMER_ACK_MASKED, PORT_TIMER_DONE};
@@ -63,18 +63,6 @@ enum Leg {
     Paused,
 }
 
-/// Takes the vCPU out of later pauses when its thread ends (also on error
-/// or panic), so the others do not wait for it.
-struct Leave<'a>(Option<&'a Pauses<'a>>);
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        if let Some(p) = self.0 {
-            p.leave();
-        }
-    }
-}
-
 /// Runs one vCPU until the guest says it is done.
 pub fn run_vcpu(u: UserVcpu<'_>, signal: KickSignal) -> Result<VcpuRun, TimerError> {
     let _leave = Leave(u.pauses);
@@ -106,7 +94,7 @@ pub fn run_vcpu(u: UserVcpu<'_>, signal: KickSignal) -> Result<VcpuRun, TimerErr
         .map_err(|source| TimerError::Kick { vcpu: id, source })??;
         match (leg, pauses) {
             (Leg::Done, _) | (Leg::Paused, None) => break,
-            (Leg::Paused, Some(p)) => vcpu = pause(id, vcpu, &interrupts, p, &mut out)?,
+            (Leg::Paused, Some(p)) => vcpu = pause(id, vcpu, Some(&interrupts), p, &mut out)?,
         }
     }
     out.eois = apic.eois;
