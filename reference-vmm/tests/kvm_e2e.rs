@@ -160,6 +160,13 @@ fn demo_passes_every_scenario() {
         .collect();
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(v["timer"]["passed"], true, "{}", v["timer"]);
+    // The third timer run snapshots with the in-kernel irqchip: every snapshot
+    // restored.
+    let snap = &v["timer"]["kernel_snapshots"]["Ok"];
+    assert_eq!(snap["irqchip"], "kernel", "{}", v["timer"]);
+    let total = &snap["total"];
+    assert!(total["restores"].as_u64() > Some(0), "{total}");
+    assert_eq!(total["snapshots"], total["restores"], "{total}");
     assert!(out.status.success());
     assert!(v["seconds"].as_f64().unwrap_or(99.0) < 60.0);
 }
