@@ -49,7 +49,7 @@
 //!
 //! KVM's in-kernel irqchip holds what the injector holds on the user path:
 //! the timer's MSIs sit in each local APIC's IRR, the vector being handled in
-//! its ISR, and the vCPU's run state in its MP state (api.rst 4.38). The pause
+//! its ISR, and the vCPU's run state in its MP state (api.rst, KVM_GET_MP_STATE). The pause
 //! is the same rendezvous with three differences:
 //!
 //! * **No kick.** Nothing registers a kick target (there is no injector to
@@ -63,13 +63,17 @@
 //!   counted as raised while paused.
 //! * **The irqchip is saved and restored by the VMM** (vcpu-events' snapshot
 //!   is the vCPU's events only): once every vCPU has arrived, under that lock,
-//!   KVM_GET_IRQCHIP of the two PICs and the IOAPIC (api.rst 4.26) and per
-//!   vCPU KVM_GET_MP_STATE and KVM_GET_LAPIC (4.57); the fresh VM gets
+//!   KVM_GET_IRQCHIP of the two PICs and the IOAPIC and per vCPU
+//!   KVM_GET_MP_STATE and KVM_GET_LAPIC (api.rst); the fresh VM gets
 //!   KVM_SET_IRQCHIP, then each fresh vCPU KVM_SET_MP_STATE and KVM_SET_LAPIC,
-//!   before its thread restores regs, sregs and events. Firecracker restores
-//!   the LAPIC after the sregs; here the APIC base and CR8 in the restored
-//!   sregs are the values the LAPIC was saved with, so writing them again
-//!   changes nothing in it (Linux `kvm_lapic_set_base` acts on changed bits).
+//!   before its thread restores regs, sregs and events. Cloud Hypervisor
+//!   (`hypervisor` crate, KVM `set_state`) writes the LAPIC after the sregs;
+//!   here the APIC base and CR8 in the restored sregs are the values the LAPIC
+//!   was saved with, so writing them again changes nothing in it (Linux
+//!   `kvm_lapic_set_base` acts on changed bits). Once its restore is complete,
+//!   each thread reads its LAPIC back: the ISR must be the saved one and the
+//!   IRR must hold every saved bit (MSIs sent since may add bits), or the
+//!   pause fails ([`TimerSnapshotError::LapicNotRestored`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -117,12 +121,10 @@ pub enum TimerSnapshotError {
     /// The snapshot carried no injector (cannot happen on the user path).
     #[error("the snapshot carries no injector state")]
     NoInjector,
-    /// A fresh vCPU's LAPIC does not read back the IRR / ISR it was given:
-    /// an interrupt waiting in it (or being handled) would be lost.
-    #[error("vCPU {vcpu}: KVM_SET_LAPIC did not keep the {register} (saved {saved:08x?}, read back {read:08x?})")]
+    /// After the restore a fresh vCPU's LAPIC does not hold the saved ISR, or
+    /// lacks a saved IRR bit: an interrupt being handled (or waiting) was lost.
+    #[error("the restored LAPIC does not keep the saved {register} (saved {saved:08x?}, read back {read:08x?})")]
     LapicNotRestored {
-        /// vCPU index.
-        vcpu: usize,
         /// "IRR" or "ISR".
         register: &'static str,
         /// The 256 bits as saved (8 words, vectors 0-31 first).
@@ -342,7 +344,9 @@ impl<'a> Pauses<'a> {
         };
         for (id, _, lapic) in irqchip.iter().flat_map(|i| &i.vcpus) {
             if let Some(c) = g.kernel_counts.get_mut(*id) {
-                c.held_in_irr += u64::from(has_vector(&lapic_bits(lapic, APIC_IRR), TIMER_VECTOR));
+                let (irr, isr) = (lapic_bits(lapic, APIC_IRR), lapic_bits(lapic, APIC_ISR));
+                c.held_in_irr += u64::from(has_vector(&irr, TIMER_VECTOR));
+                c.saved_irr_isr = Some((irr, isr));
             }
         }
         // Destroy first: every vCPU fd, then the VM and its memory.
@@ -397,6 +401,9 @@ impl<'a> Pauses<'a> {
 struct KernelCounts {
     raised_while_paused: u64,
     held_in_irr: u64,
+    /// The IRR and ISR saved at the last pause, for the thread to check after
+    /// its restore.
+    saved_irr_isr: Option<([u32; 8], [u32; 8])>,
 }
 
 /// Offsets of the 256-bit ISR and IRR in the local APIC's register page (SDM
@@ -481,22 +488,46 @@ fn restore_irqchip(fresh: &TimerVm, saved: &SavedIrqchip) -> Result<(), TimerSna
             .map_err(kernel_err(format!("vCPU {id}: KVM_SET_MP_STATE")))?;
         fd.set_lapic(lapic)
             .map_err(kernel_err(format!("vCPU {id}: KVM_SET_LAPIC")))?;
-        // What must not be lost: raised and not yet delivered (IRR), and being
-        // handled, EOI to come (ISR).
-        let read = fd
-            .get_lapic()
-            .map_err(kernel_err(format!("vCPU {id}: KVM_GET_LAPIC")))?;
-        for (register, at) in [("IRR", APIC_IRR), ("ISR", APIC_ISR)] {
-            let (saved, read) = (lapic_bits(lapic, at), lapic_bits(&read, at));
-            if saved != read {
-                return Err(TimerSnapshotError::LapicNotRestored {
-                    vcpu: *id,
-                    register,
-                    saved,
-                    read,
-                });
-            }
-        }
+    }
+    Ok(())
+}
+
+/// After a complete restore (`--irqchip kernel`): what must not be lost is in
+/// `vcpu`'s LAPIC. The vector being handled (ISR, EOI to come) is exactly as
+/// saved: the vCPU has not run since. Every vector raised and not yet delivered
+/// (IRR) is still there; MSIs sent after the rebuild may have added others.
+fn check_lapic(
+    vcpu: &VcpuFd,
+    saved_irr: [u32; 8],
+    saved_isr: [u32; 8],
+) -> Result<(), TimerSnapshotError> {
+    let read = vcpu
+        .get_lapic()
+        .map_err(kernel_err("KVM_GET_LAPIC after the restore".to_string()))?;
+    lapic_kept(
+        (saved_irr, saved_isr),
+        (lapic_bits(&read, APIC_IRR), lapic_bits(&read, APIC_ISR)),
+    )
+}
+
+/// The rule of [`check_lapic`] on `(IRR, ISR)` as saved and as read back.
+fn lapic_kept(
+    (saved_irr, saved_isr): ([u32; 8], [u32; 8]),
+    (irr, isr): ([u32; 8], [u32; 8]),
+) -> Result<(), TimerSnapshotError> {
+    if isr != saved_isr {
+        return Err(TimerSnapshotError::LapicNotRestored {
+            register: "ISR",
+            saved: saved_isr,
+            read: isr,
+        });
+    }
+    if saved_irr.iter().zip(&irr).any(|(s, r)| s & !r != 0) {
+        return Err(TimerSnapshotError::LapicNotRestored {
+            register: "IRR",
+            saved: saved_irr,
+            read: irr,
+        });
     }
     Ok(())
 }
@@ -527,6 +558,10 @@ pub fn pause(
     let Some(interrupts) = interrupts else {
         // The LAPIC (written at the rebuild) holds what arrived meanwhile.
         let counts = pauses.take_kernel_counts(id);
+        let (irr, isr) = counts
+            .saved_irr_isr
+            .ok_or(err(TimerSnapshotError::RebuildFailed))?;
+        check_lapic(&fresh, irr, isr).map_err(err)?;
         out.raised_while_paused += counts.raised_while_paused;
         out.held_in_lapic += counts.held_in_irr;
         out.restores += 1;
@@ -550,6 +585,54 @@ pub fn pause(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ISR must come back exactly; the IRR may gain vectors (MSIs sent after
+    /// the rebuild) but never lose one.
+    #[test]
+    fn a_restored_lapic_keeps_every_saved_vector() {
+        let v = |bits: &[(usize, u32)]| {
+            let mut w = [0u32; 8];
+            for &(i, b) in bits {
+                w[i] |= b;
+            }
+            w
+        };
+        let (irr, isr) = (v(&[(1, 1 << 16)]), v(&[(1, 1 << 17)]));
+        assert!(lapic_kept((irr, isr), (irr, isr)).is_ok());
+        // More in the IRR after the rebuild: fine.
+        assert!(lapic_kept((irr, isr), (v(&[(1, 1 << 16), (2, 1)]), isr)).is_ok());
+        let lost = lapic_kept((irr, isr), (v(&[(2, 1)]), isr)).unwrap_err();
+        assert!(
+            matches!(
+                lost,
+                TimerSnapshotError::LapicNotRestored {
+                    register: "IRR",
+                    ..
+                }
+            ),
+            "{lost:?}"
+        );
+        // The ISR may neither lose nor gain a vector: the vCPU has not run.
+        for other in [v(&[]), v(&[(1, 1 << 17), (0, 1)])] {
+            let e = lapic_kept((irr, isr), (irr, other)).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    TimerSnapshotError::LapicNotRestored {
+                        register: "ISR",
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+        }
+        assert_eq!(
+            lost.to_string(),
+            "the restored LAPIC does not keep the saved IRR (saved [00000000, 00010000, 00000000, 00000000, \
+             00000000, 00000000, 00000000, 00000000], read back [00000000, 00000000, 00000001, \
+             00000000, 00000000, 00000000, 00000000, 00000000])"
+        );
+    }
 
     /// The IRR / ISR words sit 16 bytes apart, vectors 0-31 first, little-endian
     /// (SDM Vol. 3A Table 11-1): the timer vector's bit is found where the LAPIC
