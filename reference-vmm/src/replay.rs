@@ -350,30 +350,6 @@ mod tests {
     }
 
     #[test]
-    fn a_replayed_in_is_answered_by_the_decide_step() {
-        // Port 0xe2 (status) reads 1 once every raise was delivered; a replay
-        // has nothing to raise, so it reads 1; other ports read 0.
-        let r = replay_text(
-            "{\"exit\": \"io_in\", \"port\": 226, \"size\": 4}\n\
-             {\"exit\": \"io_in\", \"port\": 96}\n{\"exit\": \"hlt\"}\n",
-        );
-        assert_eq!(r.report.outcome, Outcome::Halted);
-        assert_eq!(
-            r.stand_in.recorded,
-            vec![
-                Recorded::Read {
-                    port: 0xe2,
-                    value: 1
-                },
-                Recorded::Read {
-                    port: 0x60,
-                    value: 0
-                }
-            ]
-        );
-    }
-
-    #[test]
     fn lines_after_the_stop_are_counted_not_replayed() {
         let r = replay_text("{\"exit\": \"hlt\"}\n{\"exit\": \"hlt\"}\n\nnot even json\n");
         assert_eq!(r.report.exits_total, 1);
