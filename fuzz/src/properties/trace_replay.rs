@@ -46,9 +46,10 @@ impl Expected {
 }
 
 /// `trace_replay`: a JSON Lines exit trace through the reference VMM's streaming
-/// reader, exit decoder and replay (handlers applied to the vCPU stand-in), under two
+/// reader, exit decoder and replay (handlers applied to the vCPU stand-in), under four
 /// policies (defaults with the trace's own ABI; internal-error notify mode, Heki
-/// denial exits that shut down and `--heki-abi rfc-v3` forced).
+/// denial exits that shut down and `--heki-abi rfc-v3` forced; QEMU 7.2's notify
+/// semantics in internal-error mode with Heki denials audited, and in run mode).
 ///
 /// Garbage gives errors that name a line that exists, in increasing order, each one
 /// clean line; replay fails exactly at the first bad line before the first terminating
