@@ -8,7 +8,8 @@
 //! - a failed write to stderr puts that one line on stdout instead;
 //! - a closed pipe (EPIPE) gives [`EXIT_FAILED`] quietly;
 //! - every error is one line, `{prefix}{message}`, with control characters escaped
-//!   ([`escape`]), so text from input cannot move the cursor, recolour or hide a line;
+//!   ([`escape`]), so text from input cannot move the cursor, recolour or hide a line,
+//!   and input echoed in it clipped ([`clip`]) so a huge name is not a huge line;
 //! - clap's usage errors are one line naming what is wrong (a missing argument
 //!   included), status [`EXIT_USAGE`]; `--help` and `--version` go to stdout.
 //!
