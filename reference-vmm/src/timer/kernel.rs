@@ -7,15 +7,14 @@
 //! the kernel. Each vCPU thread only sees the guest's acknowledgements (and
 //! with `--snapshot-every` pauses after an exit: [`super::snapshot`]).
 
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Instant;
 
 use kvm_bindings::kvm_msi;
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
-use super::latency::Stamp;
-use super::snapshot::{pause, Leave, Pauses};
-use super::{TimerError, VcpuRun};
+use super::snapshot::{pause, Leave};
+use super::{TimerError, VcpuRun, VcpuThread};
 use crate::guests::{
     APIC_BASE, PORT_STATUS, PORT_TIMER_ACK, PORT_TIMER_ACK_MASKED, PORT_TIMER_DONE,
 };
@@ -50,39 +49,19 @@ pub fn signal_msi(vm: &VmFd, apic_id: u8, vector: u8) -> MsiOutcome {
     }
 }
 
-/// Everything one vCPU thread needs.
-pub struct KernelVcpu<'a> {
-    /// vCPU index (= APIC ID).
-    pub id: usize,
-    /// The vCPU.
-    pub vcpu: VcpuFd,
-    /// Its latency stamp.
-    pub stamp: &'a Stamp,
-    /// Set once the timer thread has stopped.
-    pub stopping: &'a AtomicBool,
-    /// Run start (latency clock).
-    pub start: Instant,
-    /// Give up after this.
-    pub deadline: Instant,
-    /// Latency samples to reserve up front (no allocation per exit).
-    pub samples: usize,
-    /// The pause rendezvous (`--snapshot-every`): checked after every exit.
-    pub pauses: Option<&'a Pauses<'a>>,
-}
-
 /// Runs one vCPU (with its in-kernel LAPIC) until the guest says it is done,
 /// pausing after an exit when a snapshot is requested ([`super::snapshot`]).
-pub fn run_vcpu(k: KernelVcpu<'_>) -> Result<VcpuRun, TimerError> {
-    let KernelVcpu {
+pub fn run_vcpu(thread: VcpuThread<'_>, vcpu: VcpuFd) -> Result<VcpuRun, TimerError> {
+    let VcpuThread {
         id,
-        mut vcpu,
         stamp,
         stopping,
         start,
         deadline,
         samples,
         pauses,
-    } = k;
+    } = thread;
+    let mut vcpu = vcpu;
     let _leave = Leave(pauses);
     let mut out = VcpuRun::with_capacity(samples);
     loop {

@@ -219,6 +219,43 @@ impl TimerError {
     }
 }
 
+/// What every vCPU thread of a timer run is given besides its vCPU.
+#[derive(Clone, Copy)]
+pub struct VcpuThread<'a> {
+    /// vCPU index (= APIC ID).
+    pub id: usize,
+    /// Its latency stamp.
+    pub stamp: &'a Stamp,
+    /// Set once the timer thread has stopped.
+    pub stopping: &'a AtomicBool,
+    /// Run start (latency clock).
+    pub start: Instant,
+    /// Give up after this.
+    pub deadline: Instant,
+    /// Latency samples to reserve up front (no allocation per exit).
+    pub samples: usize,
+    /// The pause rendezvous (`--snapshot-every`).
+    pub pauses: Option<&'a snapshot::Pauses<'a>>,
+}
+
+/// With `--snapshot-every` the VM (without its `vcpus` vCPUs) goes to the pause
+/// rendezvous, which replaces it at every restore; otherwise it is handed back and
+/// (with guest memory) lives until the threads end.
+fn rendezvous(
+    cfg: &TimerConfig,
+    vm: vm::TimerVm,
+    vcpus: usize,
+    handles: Vec<vcpu_events::raise::RaiseHandle>,
+) -> (Option<snapshot::Pauses<'_>>, Option<vm::TimerVm>) {
+    match cfg.snapshot_every {
+        Some(every) => (
+            Some(snapshot::Pauses::new(cfg, every, vm, vcpus, handles)),
+            None,
+        ),
+        None => (None, Some(vm)),
+    }
+}
+
 /// What one vCPU thread saw.
 #[derive(Debug, Default)]
 pub struct VcpuRun {
@@ -325,6 +362,15 @@ pub fn run(cfg: &TimerConfig) -> Result<TimerReport, TimerError> {
     // path does not allocate.
     let samples = (cfg.duration.as_secs_f64() * f64::from(cfg.rate_hz) + 16.0).min(4e6) as usize;
     let vcpus = std::mem::take(&mut tvm.vcpus);
+    let thread = |id, pauses| VcpuThread {
+        id,
+        stamp: &stamps[id],
+        stopping: &stopping,
+        start,
+        deadline,
+        samples,
+        pauses,
+    };
     let (runs, raised) = match cfg.irqchip {
         Irqchip::User => {
             let signal = KickSignal::install(user::KICK_SIGNAL_OFFSET)
@@ -336,22 +382,7 @@ pub fn run(cfg: &TimerConfig) -> Result<TimerReport, TimerError> {
                 ints.push(VcpuInterrupts::new(inj));
             }
             let handles: Vec<_> = ints.iter().map(|i| i.handle()).collect();
-            // With --snapshot-every the VM (without its vCPUs) goes to the
-            // pause rendezvous, which replaces it at every restore.
-            // Otherwise it (with guest memory) lives until the threads end.
-            let (pauses, _vm) = match cfg.snapshot_every {
-                Some(every) => (
-                    Some(snapshot::Pauses::new(
-                        cfg,
-                        every,
-                        tvm,
-                        vcpus.len(),
-                        handles.clone(),
-                    )),
-                    None,
-                ),
-                None => (None, Some(tvm)),
-            };
+            let (pauses, _vm) = rendezvous(cfg, tvm, vcpus.len(), handles.clone());
             let pauses = pauses.as_ref();
             std::thread::scope(|s| {
                 let threads: Vec<_> = vcpus
@@ -360,15 +391,9 @@ pub fn run(cfg: &TimerConfig) -> Result<TimerReport, TimerError> {
                     .enumerate()
                     .map(|(id, (vcpu, interrupts))| {
                         let u = user::UserVcpu {
-                            id,
+                            thread: thread(id, pauses),
                             vcpu,
                             interrupts,
-                            stamp: &stamps[id],
-                            stopping: &stopping,
-                            start,
-                            deadline,
-                            samples,
-                            pauses,
                         };
                         s.spawn(move || user::run_vcpu(u, signal))
                     })
@@ -381,33 +406,17 @@ pub fn run(cfg: &TimerConfig) -> Result<TimerReport, TimerError> {
             })?
         }
         Irqchip::Kernel => {
-            // With --snapshot-every the VM goes to the pause rendezvous and the
-            // timer's MSIs go through it (never to a VM being saved or rebuilt).
-            let n = vcpus.len();
-            let (pauses, tvm) = match cfg.snapshot_every {
-                Some(every) => (
-                    Some(snapshot::Pauses::new(cfg, every, tvm, n, Vec::new())),
-                    None,
-                ),
-                None => (None, Some(tvm)),
-            };
+            // With --snapshot-every the timer's MSIs go through the rendezvous
+            // (never to a VM being saved or rebuilt).
+            let (pauses, tvm) = rendezvous(cfg, tvm, vcpus.len(), Vec::new());
             let pauses = pauses.as_ref();
             std::thread::scope(|s| {
                 let threads: Vec<_> = vcpus
                     .into_iter()
                     .enumerate()
                     .map(|(id, vcpu)| {
-                        let k = kernel::KernelVcpu {
-                            id,
-                            vcpu,
-                            stamp: &stamps[id],
-                            stopping: &stopping,
-                            start,
-                            deadline,
-                            samples,
-                            pauses,
-                        };
-                        s.spawn(move || kernel::run_vcpu(k))
+                        let thread = thread(id, pauses);
+                        s.spawn(move || kernel::run_vcpu(thread, vcpu))
                     })
                     .collect();
                 let raised = timer_thread(cfg, start, &stamps, |i| {

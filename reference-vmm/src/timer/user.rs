@@ -7,17 +7,16 @@
 //! With `--snapshot-every` it leaves `run_with_kicks` at each pause and goes
 //! on in the fresh vCPU ([`super::snapshot`]).
 
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Instant;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vcpu_events::kvm::kick::{run_with_kicks, KickSignal, KickedRun};
 use vcpu_events::raise::VcpuInterrupts;
 
-use super::latency::Stamp;
-use super::snapshot::{pause, Leave, Pauses};
+use super::snapshot::{pause, Leave};
 use super::xapic::XApic;
-use super::{TimerError, VcpuRun};
+use super::{TimerError, VcpuRun, VcpuThread};
 use crate::guests::{PORT_STATUS, PORT_TIMER_ACK, PORT_TIMER_ACK_MASKED, PORT_TIMER_DONE};
 
 /// Offset of the kick signal from SIGRTMIN (the run watchdog uses +1).
@@ -25,34 +24,12 @@ pub const KICK_SIGNAL_OFFSET: i32 = 2;
 
 /// Everything one vCPU thread needs.
 pub struct UserVcpu<'a> {
-    /// vCPU index.
-    pub id: usize,
+    /// What every vCPU thread is given.
+    pub thread: VcpuThread<'a>,
     /// The vCPU.
     pub vcpu: VcpuFd,
     /// Its interrupt side (the timer thread holds its handle).
     pub interrupts: VcpuInterrupts,
-    /// Its latency stamp.
-    pub stamp: &'a Stamp,
-    /// Set once the timer thread has stopped.
-    pub stopping: &'a AtomicBool,
-    /// Run start (latency clock).
-    pub start: Instant,
-    /// Give up after this.
-    pub deadline: Instant,
-    /// Latency samples to reserve up front (no allocation per exit).
-    pub samples: usize,
-    /// The pause rendezvous (`--snapshot-every`).
-    pub pauses: Option<&'a Pauses<'a>>,
-}
-
-/// What a leg needs besides the vCPU.
-struct Env<'a> {
-    id: usize,
-    stamp: &'a Stamp,
-    stopping: &'a AtomicBool,
-    start: Instant,
-    deadline: Instant,
-    pauses: Option<&'a Pauses<'a>>,
 }
 
 /// How one stretch inside `run_with_kicks` ended.
@@ -65,31 +42,18 @@ enum Leg {
 
 /// Runs one vCPU until the guest says it is done.
 pub fn run_vcpu(u: UserVcpu<'_>, signal: KickSignal) -> Result<VcpuRun, TimerError> {
-    let _leave = Leave(u.pauses);
-    let mut out = VcpuRun::with_capacity(u.samples);
-    let mut apic = XApic::new();
     let UserVcpu {
-        id,
+        thread,
         mut vcpu,
         mut interrupts,
-        stamp,
-        stopping,
-        start,
-        deadline,
-        samples: _,
-        pauses,
     } = u;
-    let env = Env {
-        id,
-        stamp,
-        stopping,
-        start,
-        deadline,
-        pauses,
-    };
+    let (id, pauses) = (thread.id, thread.pauses);
+    let _leave = Leave(pauses);
+    let mut out = VcpuRun::with_capacity(thread.samples);
+    let mut apic = XApic::new();
     loop {
         let leg = run_with_kicks(&mut vcpu, &mut interrupts, signal, |kv| {
-            run_leg(&env, kv, &mut out, &mut apic)
+            run_leg(&thread, kv, &mut out, &mut apic)
         })
         .map_err(|source| TimerError::Kick { vcpu: id, source })??;
         match (leg, pauses) {
@@ -104,7 +68,7 @@ pub fn run_vcpu(u: UserVcpu<'_>, signal: KickSignal) -> Result<VcpuRun, TimerErr
 
 /// Runs the vCPU until the guest is done or a pause stops it.
 fn run_leg(
-    u: &Env<'_>,
+    u: &VcpuThread<'_>,
     kv: &mut vcpu_events::kvm::kick::KickedVcpu<'_>,
     out: &mut VcpuRun,
     apic: &mut XApic,
