@@ -154,6 +154,9 @@ fn json_report_counts_snapshots_and_restores_per_vcpu() {
                 assert!(p[k].as_u64().is_some(), "{irqchip}: {k} in {p}");
             }
             assert!(p["restores"].as_u64() > Some(0), "{irqchip}: {p}");
+            // Every restore followed a pause of some time; the longest is one of them.
+            let (paused, longest) = (p["paused_ms"].as_f64(), p["longest_pause_ms"].as_f64());
+            assert!(longest > Some(0.0) && paused >= longest, "{irqchip}: {p}");
         }
     }
 }
@@ -186,5 +189,9 @@ fn text_report_shows_what_the_lapic_held_with_the_kernel_irqchip() {
     assert_eq!(lines.len(), 3, "{text}");
     for l in lines {
         assert!(l.contains("held in the LAPIC's IRR"), "{l}");
+        assert!(
+            l.contains("; paused ") && l.contains(" ms, longest "),
+            "{l}"
+        );
     }
 }

@@ -19,7 +19,7 @@ pub const RATE_HZ: u32 = 1000;
 /// How long each mode raises.
 pub const DURATION: Duration = Duration::from_millis(500);
 /// The third run's `--snapshot-every`.
-pub const SNAPSHOT_EVERY: u64 = 7;
+pub const SNAPSHOT_EVERY: u64 = 31;
 
 /// Both runs and the verdict.
 #[derive(Debug, Clone, Serialize)]
@@ -138,7 +138,7 @@ pub fn text(t: &TimerScenario) -> String {
         format!("kernel+snap /{SNAPSHOT_EVERY}")
     );
     type Row = (&'static str, fn(&TimerReport) -> String);
-    let rows: [Row; 15] = [
+    let rows: [Row; 16] = [
         ("requested", |r| r.total.requested.to_string()),
         ("delivered", |r| r.total.delivered.to_string()),
         ("coalesced", |r| r.total.coalesced.to_string()),
@@ -167,6 +167,10 @@ pub fn text(t: &TimerScenario) -> String {
         }),
         ("held in LAPIC IRR", |r| {
             snapshot_cell(r, r.total.held_in_lapic)
+        }),
+        ("longest pause ms", |r| match r.snapshot_every {
+            Some(_) => format!("{:.1}", r.total.longest_pause_ms),
+            None => "-".to_string(),
         }),
     ];
     for (name, f) in rows {

@@ -282,6 +282,11 @@ pub struct VcpuRun {
     /// its IRR: raised, not yet delivered, carried into the fresh VM
     /// (`--irqchip kernel`).
     pub held_in_lapic: u64,
+    /// Time this vCPU spent paused (from its safe point to running again in the
+    /// fresh VM), over all pauses, and the longest pause.
+    pub paused: Duration,
+    /// The longest single pause.
+    pub longest_pause: Duration,
 }
 
 impl VcpuRun {
@@ -290,6 +295,13 @@ impl VcpuRun {
             latencies_ns: Vec::with_capacity(n),
             ..Default::default()
         }
+    }
+
+    /// One more restore, after a pause of `took`.
+    fn restored(&mut self, took: Duration) {
+        self.restores += 1;
+        self.paused += took;
+        self.longest_pause = self.longest_pause.max(took);
     }
 }
 

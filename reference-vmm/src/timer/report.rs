@@ -51,6 +51,11 @@ pub struct VcpuTimerReport {
     /// Snapshots at which the in-kernel LAPIC held the timer vector raised and
     /// not yet delivered (IRR), carried into the fresh VM (`--irqchip kernel`).
     pub held_in_lapic: u64,
+    /// Milliseconds the vCPU spent paused for snapshots (safe point to running
+    /// in the fresh VM), all pauses (total: summed over vCPUs).
+    pub paused_ms: f64,
+    /// The longest single pause, milliseconds (total: the longest of any vCPU).
+    pub longest_pause_ms: f64,
 }
 
 impl VcpuTimerReport {
@@ -75,6 +80,8 @@ impl VcpuTimerReport {
         self.restores += o.restores;
         self.raised_while_paused += o.raised_while_paused;
         self.held_in_lapic += o.held_in_lapic;
+        self.paused_ms += o.paused_ms;
+        self.longest_pause_ms = self.longest_pause_ms.max(o.longest_pause_ms);
     }
 }
 
@@ -128,6 +135,8 @@ pub(super) fn build(
             restores: run.restores,
             raised_while_paused: run.raised_while_paused,
             held_in_lapic: run.held_in_lapic,
+            paused_ms: run.paused.as_secs_f64() * 1e3,
+            longest_pause_ms: run.longest_pause.as_secs_f64() * 1e3,
             latency: Latency::of(&mut run.latencies_ns),
             ..Default::default()
         };
@@ -244,6 +253,11 @@ impl TimerReport {
                 if self.irqchip == Irqchip::Kernel {
                     let _ = write!(s, ", {} held in the LAPIC's IRR", r.held_in_lapic);
                 }
+                let _ = write!(
+                    s,
+                    "; paused {:.1} ms, longest {:.1} ms",
+                    r.paused_ms, r.longest_pause_ms
+                );
                 s.push('\n');
             }
         }

@@ -543,6 +543,7 @@ pub fn pause(
     pauses: &Pauses<'_>,
     out: &mut VcpuRun,
 ) -> Result<VcpuFd, TimerError> {
+    let began = std::time::Instant::now();
     let err = |source| TimerError::Snapshot { vcpu: id, source };
     let mut vcpu = vcpu;
     complete_pending_exit(&mut vcpu).map_err(|e| err(TimerSnapshotError::CompleteExit(e)))?;
@@ -564,7 +565,7 @@ pub fn pause(
         check_lapic(&fresh, irr, isr).map_err(err)?;
         out.raised_while_paused += counts.raised_while_paused;
         out.held_in_lapic += counts.held_in_irr;
-        out.restores += 1;
+        out.restored(began.elapsed());
         return Ok(fresh);
     };
     let carried = carried.ok_or(err(TimerSnapshotError::NoInjector))?;
@@ -578,7 +579,7 @@ pub fn pause(
         }));
     }
     out.raised_while_paused += now.stats.requested - then.stats.requested;
-    out.restores += 1;
+    out.restored(began.elapsed());
     Ok(fresh)
 }
 
