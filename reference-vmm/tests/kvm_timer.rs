@@ -9,7 +9,7 @@
 #[allow(dead_code)] // the shared helpers this file does not use
 mod common;
 
-use common::{assert_timer_balanced, bin, kvm_or_skip, run_timer};
+use common::{assert_timer_balanced, bin, kvm_or_skip, run_timer, timer_json};
 use reference_vmm::timer::{Irqchip, TimerReport};
 
 fn run(irqchip: Irqchip, vcpus: u8) -> TimerReport {
@@ -77,30 +77,16 @@ fn json_report_has_every_field_per_vcpu_and_in_total() {
     if !kvm_or_skip() {
         return;
     }
-    let out = bin()
-        .args([
-            "run",
-            "--guest",
-            "timer",
-            "--vcpus",
-            "2",
-            "--rate",
-            "500",
-            "--seconds",
-            "0.2",
-            "--irqchip",
-            "user",
-            "--format",
-            "json",
-        ])
-        .output()
-        .expect("run binary");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let v = timer_json(&[
+        "--vcpus",
+        "2",
+        "--rate",
+        "500",
+        "--seconds",
+        "0.2",
+        "--irqchip",
+        "user",
+    ]);
     assert_eq!(v["guest"], "timer");
     assert_eq!(v["irqchip"], "user");
     assert_eq!(v["vcpus"], 2);

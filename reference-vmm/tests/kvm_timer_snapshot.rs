@@ -14,7 +14,7 @@
 #[allow(dead_code)] // the shared helpers this file does not use
 mod common;
 
-use common::{assert_timer_balanced, bin, kvm_or_skip, run_timer};
+use common::{assert_timer_balanced, bin, kvm_or_skip, run_timer, timer_json};
 use reference_vmm::timer::{self, Irqchip, TimerConfig, TimerConfigError};
 
 /// Runs the timer on `vcpus` vCPUs with a snapshot every `every` exits and
@@ -114,32 +114,16 @@ fn json_report_counts_snapshots_and_restores_per_vcpu() {
         return;
     }
     for irqchip in ["user", "kernel"] {
-        let out = bin()
-            .args([
-                "run",
-                "--guest",
-                "timer",
-                "--vcpus",
-                "2",
-                "--seconds",
-                "0.2",
-            ])
-            .args([
-                "--irqchip",
-                irqchip,
-                "--snapshot-every",
-                "10",
-                "--format",
-                "json",
-            ])
-            .output()
-            .expect("run binary");
-        assert!(
-            out.status.success(),
-            "{irqchip}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let v = timer_json(&[
+            "--vcpus",
+            "2",
+            "--seconds",
+            "0.2",
+            "--irqchip",
+            irqchip,
+            "--snapshot-every",
+            "10",
+        ]);
         assert_eq!(v["irqchip"], irqchip);
         assert_eq!(v["snapshot_every"], 10);
         assert_eq!(v["passed"], true);

@@ -77,3 +77,20 @@ pub fn assert_timer_balanced(r: &TimerReport) {
     );
     assert!(r.passed, "{}", r.text());
 }
+
+/// `reference-vmm run --guest timer ARGS --format json` through the binary: exits 0,
+/// and its report parses.
+pub fn timer_json(args: &[&str]) -> serde_json::Value {
+    let out = bin()
+        .args(["run", "--guest", "timer"])
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .expect("run binary");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
