@@ -9,6 +9,9 @@ pub mod event;
 pub mod idt_vectoring;
 pub mod injector;
 pub mod interruption;
+#[cfg(target_arch = "x86_64")]
+#[cfg_attr(docsrs, doc(cfg(target_arch = "x86_64")))]
+pub mod lapic;
 pub mod raise;
 #[cfg(target_arch = "x86_64")]
 #[cfg_attr(docsrs, doc(cfg(target_arch = "x86_64")))]
@@ -48,6 +51,8 @@ pub use injector::{
     RaiseOutcome, RunState, WaitReason,
 };
 pub use interruption::{EntryInterruption, InterruptionInfo, InterruptionType};
+#[cfg(target_arch = "x86_64")]
+pub use lapic::{LapicLoss, LapicVectors};
 pub use raise::{Accounting, RaiseHandle, VcpuInterrupts};
 pub use sdm_checks::{
     check_entry, EntryCaps, EntryControls, EventRule, GuestEventState, GuestRule, Rule, Violation,

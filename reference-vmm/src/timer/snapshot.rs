@@ -87,6 +87,7 @@ use vcpu_events::injector::{Injector, InjectorState};
 use vcpu_events::kvm::kick::KickedRun;
 use vcpu_events::kvm::snapshot::{capture, complete_pending_exit, restore, SnapshotRestoreError};
 use vcpu_events::kvm::{KvmError, VmEventCaps};
+use vcpu_events::lapic::LapicVectors;
 use vcpu_events::raise::{RaiseHandle, VcpuInterrupts};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
@@ -123,15 +124,8 @@ pub enum TimerSnapshotError {
     NoInjector,
     /// After the restore a fresh vCPU's LAPIC does not hold the saved ISR, or
     /// lacks a saved IRR bit: an interrupt being handled (or waiting) was lost.
-    #[error("the restored LAPIC does not keep the saved {register} (saved {saved:08x?}, read back {read:08x?})")]
-    LapicNotRestored {
-        /// "IRR" or "ISR".
-        register: &'static str,
-        /// The 256 bits as saved (8 words, vectors 0-31 first).
-        saved: [u32; 8],
-        /// As read back.
-        read: [u32; 8],
-    },
+    #[error("checking the restored LAPIC")]
+    LapicNotRestored(#[source] vcpu_events::lapic::LapicLoss),
     /// Saving or restoring the in-kernel irqchip (`--irqchip kernel`) failed.
     #[error("in-kernel irqchip: {what} failed")]
     KernelIrqchip {
@@ -344,9 +338,9 @@ impl<'a> Pauses<'a> {
         };
         for (id, _, lapic) in irqchip.iter().flat_map(|i| &i.vcpus) {
             if let Some(c) = g.kernel_counts.get_mut(*id) {
-                let (irr, isr) = (lapic_bits(lapic, APIC_IRR), lapic_bits(lapic, APIC_ISR));
-                c.held_in_irr += u64::from(has_vector(&irr, TIMER_VECTOR));
-                c.saved_irr_isr = Some((irr, isr));
+                let saved = LapicVectors::from_lapic(lapic);
+                c.held_in_irr += u64::from(saved.pending(TIMER_VECTOR));
+                c.saved = Some(saved);
             }
         }
         // Destroy first: every vCPU fd, then the VM and its memory.
@@ -403,26 +397,7 @@ struct KernelCounts {
     held_in_irr: u64,
     /// The IRR and ISR saved at the last pause, for the thread to check after
     /// its restore.
-    saved_irr_isr: Option<([u32; 8], [u32; 8])>,
-}
-
-/// Offsets of the 256-bit ISR and IRR in the local APIC's register page (SDM
-/// Vol. 3A 11.8.4 "Interrupt Acceptance for Fixed Interrupts", Table 11-1): 8
-/// words 16 bytes apart, vectors 0-31 first.
-const APIC_ISR: usize = 0x100;
-const APIC_IRR: usize = 0x200;
-
-/// The 256 bits of the ISR or IRR in a KVM_GET_LAPIC page.
-fn lapic_bits(lapic: &kvm_lapic_state, at: usize) -> [u32; 8] {
-    let byte = |i: usize| lapic.regs.get(i).map_or(0, |&b| b as u8);
-    std::array::from_fn(|w| {
-        let o = at + 0x10 * w;
-        u32::from_le_bytes([byte(o), byte(o + 1), byte(o + 2), byte(o + 3)])
-    })
-}
-
-fn has_vector(bits: &[u32; 8], vector: u8) -> bool {
-    bits[usize::from(vector / 32)] & (1 << (vector % 32)) != 0
+    saved: Option<LapicVectors>,
 }
 
 /// What `--irqchip kernel` saves besides each vCPU's events: the PICs and the
@@ -493,43 +468,17 @@ fn restore_irqchip(fresh: &TimerVm, saved: &SavedIrqchip) -> Result<(), TimerSna
 }
 
 /// After a complete restore (`--irqchip kernel`): what must not be lost is in
-/// `vcpu`'s LAPIC. The vector being handled (ISR, EOI to come) is exactly as
-/// saved: the vCPU has not run since. Every vector raised and not yet delivered
-/// (IRR) is still there; MSIs sent after the rebuild may have added others.
-fn check_lapic(
-    vcpu: &VcpuFd,
-    saved_irr: [u32; 8],
-    saved_isr: [u32; 8],
-) -> Result<(), TimerSnapshotError> {
+/// `vcpu`'s LAPIC (vcpu-events' `LapicVectors::check_restored`). The vector being
+/// handled (ISR, EOI to come) is exactly as saved: the vCPU has not run since. Every
+/// vector raised and not yet delivered (IRR) is still there; MSIs sent after the
+/// rebuild may have added others.
+fn check_lapic(vcpu: &VcpuFd, saved: &LapicVectors) -> Result<(), TimerSnapshotError> {
     let read = vcpu
         .get_lapic()
         .map_err(kernel_err("KVM_GET_LAPIC after the restore".to_string()))?;
-    lapic_kept(
-        (saved_irr, saved_isr),
-        (lapic_bits(&read, APIC_IRR), lapic_bits(&read, APIC_ISR)),
-    )
-}
-
-/// The rule of [`check_lapic`] on `(IRR, ISR)` as saved and as read back.
-fn lapic_kept(
-    (saved_irr, saved_isr): ([u32; 8], [u32; 8]),
-    (irr, isr): ([u32; 8], [u32; 8]),
-) -> Result<(), TimerSnapshotError> {
-    if isr != saved_isr {
-        return Err(TimerSnapshotError::LapicNotRestored {
-            register: "ISR",
-            saved: saved_isr,
-            read: isr,
-        });
-    }
-    if saved_irr.iter().zip(&irr).any(|(s, r)| s & !r != 0) {
-        return Err(TimerSnapshotError::LapicNotRestored {
-            register: "IRR",
-            saved: saved_irr,
-            read: irr,
-        });
-    }
-    Ok(())
+    saved
+        .check_restored(&LapicVectors::from_lapic(&read))
+        .map_err(TimerSnapshotError::LapicNotRestored)
 }
 
 /// Pauses vCPU `id` at its safe point (`--irqchip user`: its `run_with_kicks`
@@ -559,10 +508,8 @@ pub fn pause(
     let Some(interrupts) = interrupts else {
         // The LAPIC (written at the rebuild) holds what arrived meanwhile.
         let counts = pauses.take_kernel_counts(id);
-        let (irr, isr) = counts
-            .saved_irr_isr
-            .ok_or(err(TimerSnapshotError::RebuildFailed))?;
-        check_lapic(&fresh, irr, isr).map_err(err)?;
+        let saved = counts.saved.ok_or(err(TimerSnapshotError::RebuildFailed))?;
+        check_lapic(&fresh, &saved).map_err(err)?;
         out.raised_while_paused += counts.raised_while_paused;
         out.held_in_lapic += counts.held_in_irr;
         out.restored(began.elapsed());
@@ -586,78 +533,6 @@ pub fn pause(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The ISR must come back exactly; the IRR may gain vectors (MSIs sent after
-    /// the rebuild) but never lose one.
-    #[test]
-    fn a_restored_lapic_keeps_every_saved_vector() {
-        let v = |bits: &[(usize, u32)]| {
-            let mut w = [0u32; 8];
-            for &(i, b) in bits {
-                w[i] |= b;
-            }
-            w
-        };
-        let (irr, isr) = (v(&[(1, 1 << 16)]), v(&[(1, 1 << 17)]));
-        assert!(lapic_kept((irr, isr), (irr, isr)).is_ok());
-        // More in the IRR after the rebuild: fine.
-        assert!(lapic_kept((irr, isr), (v(&[(1, 1 << 16), (2, 1)]), isr)).is_ok());
-        let lost = lapic_kept((irr, isr), (v(&[(2, 1)]), isr)).unwrap_err();
-        assert!(
-            matches!(
-                lost,
-                TimerSnapshotError::LapicNotRestored {
-                    register: "IRR",
-                    ..
-                }
-            ),
-            "{lost:?}"
-        );
-        // The ISR may neither lose nor gain a vector: the vCPU has not run.
-        for other in [v(&[]), v(&[(1, 1 << 17), (0, 1)])] {
-            let e = lapic_kept((irr, isr), (irr, other)).unwrap_err();
-            assert!(
-                matches!(
-                    e,
-                    TimerSnapshotError::LapicNotRestored {
-                        register: "ISR",
-                        ..
-                    }
-                ),
-                "{e:?}"
-            );
-        }
-        assert_eq!(
-            lost.to_string(),
-            "the restored LAPIC does not keep the saved IRR (saved [00000000, 00010000, 00000000, 00000000, \
-             00000000, 00000000, 00000000, 00000000], read back [00000000, 00000000, 00000001, \
-             00000000, 00000000, 00000000, 00000000, 00000000])"
-        );
-    }
-
-    /// The IRR / ISR words sit 16 bytes apart, vectors 0-31 first, little-endian
-    /// (SDM Vol. 3A Table 11-1): the timer vector's bit is found where the LAPIC
-    /// keeps it, and nothing else is read as set.
-    #[test]
-    fn lapic_bits_read_the_irr_and_isr_words() {
-        let mut lapic = kvm_lapic_state::default();
-        // Vector 0x31 (word 1, bit 17) in the IRR; vector 0xff (word 7, bit 31)
-        // in the ISR.
-        lapic.regs[APIC_IRR + 0x10 + 2] = 0x02;
-        lapic.regs[APIC_ISR + 0x70 + 3] = 0x80u8 as _;
-        let irr = lapic_bits(&lapic, APIC_IRR);
-        assert_eq!(irr, [0, 1 << 17, 0, 0, 0, 0, 0, 0]);
-        assert!(has_vector(&irr, 0x31));
-        assert!(!has_vector(&irr, 0x30) && !has_vector(&irr, 0x32));
-        let isr = lapic_bits(&lapic, APIC_ISR);
-        assert_eq!(isr, [0, 0, 0, 0, 0, 0, 0, 1 << 31]);
-        assert!(has_vector(&isr, 0xff));
-        assert_eq!(
-            (0..=255u8).filter(|&v| has_vector(&isr, v)).count(),
-            1,
-            "one bit set, one vector"
-        );
-    }
 
     /// The check `pause` makes after a restore: raises (queue, requested,
     /// coalesced, refused) may change while a vCPU is paused, nothing the
