@@ -147,17 +147,19 @@ impl Num {
             Num::N(n) => Ok(*n),
             Num::S(s) => {
                 let s = s.trim();
-                let shown = echo(s);
                 if s.starts_with(['+', '-']) {
                     return Err(TraceErrorKind::Field(format!(
-                        "{what}: {shown:?} has a sign (numbers are unsigned, decimal or 0x hex)"
+                        "{what}: {:?} has a sign (numbers are unsigned, decimal or 0x hex)",
+                        echo(s)
                     )));
                 }
                 let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
                     Some(h) => u64::from_str_radix(h, 16),
                     None => s.parse(),
                 };
-                r.map_err(|_| TraceErrorKind::Field(format!("{what}: {shown:?} is not a number")))
+                r.map_err(|_| {
+                    TraceErrorKind::Field(format!("{what}: {:?} is not a number", echo(s)))
+                })
             }
         }
     }

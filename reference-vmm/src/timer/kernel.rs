@@ -51,7 +51,7 @@ pub fn signal_msi(vm: &VmFd, apic_id: u8, vector: u8) -> MsiOutcome {
 
 /// Runs one vCPU (with its in-kernel LAPIC) until the guest says it is done,
 /// pausing after an exit when a snapshot is requested ([`super::snapshot`]).
-pub fn run_vcpu(thread: VcpuThread<'_>, vcpu: VcpuFd) -> Result<VcpuRun, TimerError> {
+pub fn run_vcpu(thread: VcpuThread<'_>, mut vcpu: VcpuFd) -> Result<VcpuRun, TimerError> {
     let VcpuThread {
         id,
         stamp,
@@ -61,7 +61,6 @@ pub fn run_vcpu(thread: VcpuThread<'_>, vcpu: VcpuFd) -> Result<VcpuRun, TimerEr
         samples,
         pauses,
     } = thread;
-    let mut vcpu = vcpu;
     let _leave = Leave(pauses);
     let mut out = VcpuRun::with_capacity(samples);
     loop {

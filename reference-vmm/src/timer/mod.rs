@@ -238,21 +238,36 @@ pub struct VcpuThread<'a> {
     pub pauses: Option<&'a snapshot::Pauses<'a>>,
 }
 
-/// With `--snapshot-every` the VM (without its `vcpus` vCPUs) goes to the pause
-/// rendezvous, which replaces it at every restore; otherwise it is handed back and
-/// (with guest memory) lives until the threads end.
-fn rendezvous(
-    cfg: &TimerConfig,
-    vm: vm::TimerVm,
-    vcpus: usize,
-    handles: Vec<vcpu_events::raise::RaiseHandle>,
-) -> (Option<snapshot::Pauses<'_>>, Option<vm::TimerVm>) {
-    match cfg.snapshot_every {
-        Some(every) => (
-            Some(snapshot::Pauses::new(cfg, every, vm, vcpus, handles)),
-            None,
-        ),
-        None => (None, Some(vm)),
+/// Who holds the VM (without its vCPUs) while the threads run (one per run: no box).
+#[allow(clippy::large_enum_variant)]
+enum VmOwner<'a> {
+    /// `--snapshot-every`: the pause rendezvous, which replaces it at every restore.
+    Rendezvous(snapshot::Pauses<'a>),
+    /// The run itself: the VM (with guest memory) lives until the threads end.
+    Run(vm::TimerVm),
+}
+
+impl<'a> VmOwner<'a> {
+    /// The owner for `cfg`, given `vm` whose `vcpus` vCPUs were taken out.
+    fn new(
+        cfg: &'a TimerConfig,
+        vm: vm::TimerVm,
+        vcpus: usize,
+        handles: Vec<vcpu_events::raise::RaiseHandle>,
+    ) -> Self {
+        match cfg.snapshot_every {
+            Some(every) => {
+                VmOwner::Rendezvous(snapshot::Pauses::new(cfg, every, vm, vcpus, handles))
+            }
+            None => VmOwner::Run(vm),
+        }
+    }
+
+    fn pauses(&self) -> Option<&snapshot::Pauses<'a>> {
+        match self {
+            VmOwner::Rendezvous(p) => Some(p),
+            VmOwner::Run(_) => None,
+        }
     }
 }
 
@@ -283,7 +298,7 @@ pub struct VcpuRun {
     /// (`--irqchip kernel`).
     pub held_in_lapic: u64,
     /// Time this vCPU spent paused (from its safe point to running again in the
-    /// fresh VM), over all pauses, and the longest pause.
+    /// fresh VM), over all pauses.
     pub paused: Duration,
     /// The longest single pause.
     pub longest_pause: Duration,
@@ -394,8 +409,8 @@ pub fn run(cfg: &TimerConfig) -> Result<TimerReport, TimerError> {
                 ints.push(VcpuInterrupts::new(inj));
             }
             let handles: Vec<_> = ints.iter().map(|i| i.handle()).collect();
-            let (pauses, _vm) = rendezvous(cfg, tvm, vcpus.len(), handles.clone());
-            let pauses = pauses.as_ref();
+            let owner = VmOwner::new(cfg, tvm, vcpus.len(), handles.clone());
+            let pauses = owner.pauses();
             std::thread::scope(|s| {
                 let threads: Vec<_> = vcpus
                     .into_iter()
@@ -420,8 +435,8 @@ pub fn run(cfg: &TimerConfig) -> Result<TimerReport, TimerError> {
         Irqchip::Kernel => {
             // With --snapshot-every the timer's MSIs go through the rendezvous
             // (never to a VM being saved or rebuilt).
-            let (pauses, tvm) = rendezvous(cfg, tvm, vcpus.len(), Vec::new());
-            let pauses = pauses.as_ref();
+            let owner = VmOwner::new(cfg, tvm, vcpus.len(), Vec::new());
+            let pauses = owner.pauses();
             std::thread::scope(|s| {
                 let threads: Vec<_> = vcpus
                     .into_iter()
@@ -432,10 +447,9 @@ pub fn run(cfg: &TimerConfig) -> Result<TimerReport, TimerError> {
                     })
                     .collect();
                 let raised = timer_thread(cfg, start, &stamps, |i| {
-                    let outcome = match (pauses, &tvm) {
-                        (Some(p), _) => p.signal_msi(i, TIMER_VECTOR),
-                        (None, Some(t)) => kernel::signal_msi(&t.vm, i as u8, TIMER_VECTOR),
-                        (None, None) => kernel::MsiOutcome::Failed,
+                    let outcome = match &owner {
+                        VmOwner::Rendezvous(p) => p.signal_msi(i, TIMER_VECTOR),
+                        VmOwner::Run(t) => kernel::signal_msi(&t.vm, i as u8, TIMER_VECTOR),
                     };
                     outcome == kernel::MsiOutcome::Accepted
                 });

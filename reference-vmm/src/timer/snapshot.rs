@@ -221,7 +221,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<'a> Pauses<'a> {
-    /// For `vm` (its `vcpus` vCPUs taken out, one thread each) whose vCPUs'
+    /// For `vm` (its `n` vCPUs taken out, one thread each) whose vCPUs'
     /// interrupts are raised through `handles` (`--irqchip user`; none with
     /// `--irqchip kernel`: the timer thread sends through [`Pauses::signal_msi`]);
     /// `every` is `cfg.snapshot_every`.
@@ -229,10 +229,9 @@ impl<'a> Pauses<'a> {
         cfg: &'a TimerConfig,
         every: u64,
         vm: TimerVm,
-        vcpus: usize,
+        n: usize,
         handles: Vec<RaiseHandle>,
     ) -> Self {
-        let n = vcpus;
         Pauses {
             cfg,
             every,
